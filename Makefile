@@ -1,0 +1,35 @@
+# Opsdeck — thin wrappers over .venv and scripts/.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up test lint install bench clean
+
+up: $(STAMP)  ## run coordinator + worker agent + dashboard (embedded Redis when REDIS_URL is unset)
+	$(BIN)/opsdeck up
+
+test: $(STAMP)  ## lint, type-check and run the whole suite against a real redis-server
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+bench: $(STAMP)  ## run every benchmark in scripts/bench/
+	@for b in scripts/bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+install: $(STAMP)  ## create or update .venv only
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

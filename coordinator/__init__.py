@@ -1,0 +1,1 @@
+"""The coordinator: a thin, authenticated aiohttp API that validates and enqueues work."""

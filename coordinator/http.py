@@ -1,0 +1,152 @@
+"""HTTP edge helpers: JSON errors, body parsing, authorization, and the middleware tying them up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+import redis.exceptions
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from coordinator.keys import HTTP_METRICS, SETTINGS, VERIFIER
+from shared.auth import Principal
+from shared.errors import AuthError, OpsdeckError, Unavailable, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+#: Largest accepted request body.
+MAX_BODY_BYTES = 64 * 1024
+#: Accepted shape of an incoming X-Request-ID (anything else is replaced by a fresh id).
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Errors that mean Redis could not be reached in time.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, OSError)
+
+Model = TypeVar("Model", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response encoded with orjson."""
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, fields: list[dict[str, Any]] | None = None
+) -> web.Response:
+    """The one error shape: ``{"error": {"code", "message", "fields"}}``."""
+    body = {"error": {"code": code, "message": message, "fields": fields or []}}
+    headers = {"WWW-Authenticate": 'Bearer realm="opsdeck"'} if status == 401 else None
+    return json_response(body, status=status, headers=headers)
+
+
+def pydantic_fields(exc: ValidationError, root: str) -> list[dict[str, Any]]:
+    """Pydantic errors as ``[{"loc": [root, ...], "msg"}]``."""
+    return [{"loc": [root, *e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)]
+
+
+async def read_json(request: web.Request, model: type[Model]) -> Model:
+    """Parse and validate a JSON body: 415, 413, 400 or 422 on bad input."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="Content-Type must be application/json")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
+    body = await request.read()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(reason=f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed(
+            "body must be a JSON object", fields=[{"loc": ["body"], "msg": "expected an object"}]
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed("request body is invalid", fields=pydantic_fields(exc, "body")) from None
+
+
+def parse_query(request: web.Request, model: type[Model]) -> Model:
+    """Validate query parameters with ``model`` (422 naming the parameter)."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise ValidationFailed("query is invalid", fields=pydantic_fields(exc, "query")) from None
+
+
+def authorize(request: web.Request, scope: str | None) -> Principal:
+    """The caller's principal; 401 without a valid token, 403 without ``scope``."""
+    principal = request.app[VERIFIER].from_header(request.headers.get("Authorization"))
+    if scope is not None:
+        principal.require(scope)
+    return principal
+
+
+def correlation_id(request: web.Request) -> str:
+    """The request's correlation id (from X-Request-ID, or generated)."""
+    return str(request["correlation_id"])
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+               415: "unsupported_media_type"}  # fmt: skip
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Correlation id, JSON errors, 503 on Redis outages and request metrics."""
+    incoming = request.headers.get("X-Request-ID", "")
+    request["correlation_id"] = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except OpsdeckError as exc:
+        response = error_response(exc.status, exc.code, exc.message, exc.fields)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            code = _HTTP_CODES.get(exc.status, "http_error")
+            message = exc.reason if exc.status != 413 else f"body exceeds {MAX_BODY_BYTES} bytes"
+            response = error_response(exc.status, code, message)
+        else:
+            raise
+    except REDIS_DOWN as exc:
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        response = error_response(503, Unavailable.code, "Redis is unavailable; try again shortly")
+        response.headers["Retry-After"] = "2"
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error_response(500, "internal_error", "internal error; see the server log")
+    response.headers["X-Request-ID"] = request["correlation_id"]
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else "unmatched"
+    request.app[HTTP_METRICS].observe(request.method, path, response.status, time.perf_counter() - started)
+    return response
+
+
+def redis_deadline(request: web.Request) -> asyncio.Timeout:
+    """A deadline for Redis work inside a handler, so an outage answers 503 within ~2 s."""
+    return asyncio.timeout(request.app[SETTINGS].redis_timeout + 0.4)
+
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "AuthError",
+    "authorize",
+    "correlation_id",
+    "edge_middleware",
+    "error_response",
+    "json_response",
+    "parse_query",
+    "read_json",
+    "redis_deadline",
+]

@@ -1,0 +1,19 @@
+"""Typed keys for what the coordinator app holds."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from coordinator.store import TaskStore
+from shared.auth import Verifier
+from shared.metrics import HttpMetrics
+from shared.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+STORE = web.AppKey("store", TaskStore)
+VERIFIER = web.AppKey("verifier", Verifier)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)

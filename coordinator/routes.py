@@ -1,0 +1,59 @@
+"""The coordinator's route table: one place that both the router and /openapi.json read."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from coordinator.schemas import HealthReport, TaskAccepted, TaskListQuery, TaskPage, TaskRecord
+from coordinator.views import health, meta, tasks
+from shared.tasks import TaskSubmission
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route with what the OpenAPI document says about it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    name: str | None = None
+    #: None = public (health only); "" = any valid token; else the scope required.
+    scope: str | None = ""
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("POST", "/api/v1/tasks", tasks.submit_task, "Submit a task", scope="tasks:write",
+             body=TaskSubmission, responses={202: TaskAccepted, 200: TaskAccepted}),
+    Endpoint("GET", "/api/v1/tasks", tasks.list_tasks, "List tasks (newest first)", scope="tasks:read",
+             query=TaskListQuery, responses={200: TaskPage}),
+    Endpoint("GET", "/api/v1/tasks/{task_id}", tasks.get_task, "Get one task", name="task",
+             scope="tasks:read", responses={200: TaskRecord}),
+    Endpoint("POST", "/api/v1/tasks/{task_id}/cancel", tasks.cancel_task, "Cancel a queued task",
+             scope="tasks:write", responses={200: TaskRecord}),
+    Endpoint("GET", "/health/live", health.live, "Liveness (process only)", scope=None,
+             responses={200: HealthReport}),
+    Endpoint("GET", "/health/ready", health.ready, "Readiness (Redis and a fresh worker heartbeat)",
+             scope=None, responses={200: HealthReport, 503: HealthReport}),
+    Endpoint("GET", "/health", health.health, "Component health report", scope=None,
+             responses={200: HealthReport, 503: HealthReport}),
+    Endpoint("GET", "/metrics", meta.metrics, "Prometheus metrics (METRICS_TOKEN or an admin token)",
+             scope="admin", responses={200: None}, content_type="text/plain"),
+    Endpoint("GET", "/openapi.json", meta.openapi, "This document", responses={200: None}),
+]  # fmt: skip
+
+
+def add_routes(app: web.Application, endpoints: list[Endpoint]) -> None:
+    """Register every endpoint on the app's router."""
+    for ep in endpoints:
+        app.router.add_route(ep.method, ep.path, ep.handler, name=ep.name)

@@ -1,0 +1,238 @@
+"""The coordinator's side of the task store: submit, read, list and cancel task records."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from coordinator.batcher import ScriptBatcher
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.store import decode_record
+from shared.tasks import Priority, TaskStatus, TaskType, queue_name
+
+#: Largest page of ``GET /api/v1/tasks``.
+MAX_LIMIT = 200
+#: Index entries examined per list call when filters discard most of them.
+MAX_SCAN = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """Outcome of a submission: the task id and whether this call created it."""
+
+    task_id: str
+    created: bool
+
+
+def payload_digest(type_name: str, payload: dict[str, Any], priority: Priority) -> str:
+    """Digest of what was asked, to tell a replay from a different request with the same key."""
+    canonical = orjson.dumps([type_name, payload, priority.value], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def encode_message(
+    task_type: TaskType,
+    task_id: str,
+    queue: str,
+    payload: dict[str, Any],
+    options: dict[str, Any],
+    now_ms: int,
+) -> bytes:
+    """A Dramatiq message exactly as ``dramatiq.Message.encode`` writes it (compact JSON)."""
+    return orjson.dumps(
+        {
+            "queue_name": queue,
+            "actor_name": task_type.actor_name,
+            "args": [payload],
+            "kwargs": {},
+            "options": options,
+            "message_id": task_id,
+            "message_timestamp": now_ms,
+        }
+    )
+
+
+class TaskStore:
+    """Async access to task records (submission goes through a ScriptBatcher)."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.batcher = ScriptBatcher(client)
+
+    async def submit(
+        self,
+        task_type: TaskType,
+        payload: dict[str, Any],
+        priority: Priority,
+        *,
+        subject: str,
+        correlation_id: str,
+        idempotency_key: str | None = None,
+    ) -> Submitted:
+        """Record and enqueue one task atomically; a seen idempotency key returns the first task."""
+        task_id = str(uuid.uuid4())
+        redis_message_id = str(uuid.uuid4())
+        now_us = time.time_ns() // 1000
+        now_ms = now_us // 1000
+        queue = queue_name(task_type.queue_group, priority)
+        message = encode_message(
+            task_type,
+            task_id,
+            queue,
+            payload,
+            {
+                "redis_message_id": redis_message_id,
+                "correlation_id": correlation_id,
+                "priority": priority.value,
+            },
+            now_ms,
+        )
+        digest = payload_digest(task_type.name, payload, priority)
+        keys = self.keys
+        idem_key = keys.idempotency(subject, idempotency_key) if idempotency_key else ""
+        fields: list[Any] = [
+            "id", task_id, "type", task_type.name, "queue", queue, "priority", priority.value,
+            "status", TaskStatus.QUEUED.value, "payload", orjson.dumps(payload), "attempts", 0,
+            "correlation_id", correlation_id, "submitted_by", subject, "digest", digest,
+            "redis_message_id", redis_message_id, "created_us", now_us, "created_at", now_ms,
+            "updated_at", now_ms,
+        ]  # fmt: skip
+        if idempotency_key:
+            fields += ["idempotency_key", idempotency_key]
+        reply = await self.batcher.call(
+            "submit",
+            [
+                keys.task(task_id),
+                idem_key,
+                keys.tasks_all,
+                keys.tasks_by_status(TaskStatus.QUEUED),
+                keys.tasks_by_type(task_type.name),
+                keys.task_events,
+                keys.queue(queue),
+                keys.queue_messages(queue),
+            ],
+            [
+                task_id, now_us, self.settings.task_ttl, self.settings.task_events_maxlen,
+                redis_message_id, message, task_type.name, now_ms, *fields,
+            ],
+        )  # fmt: skip
+        created, existing = int(reply[0]), reply[1].decode()
+        if not created:
+            other = await self.client.hget(keys.task(existing), "digest")
+            if other is not None and other.decode() != digest:
+                raise Conflict(
+                    "idempotency_key was already used for a different request",
+                    fields=[{"loc": ["body", "idempotency_key"], "msg": "reused with a different request"}],
+                )
+        return Submitted(existing, bool(created))
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        """The task record as the API shows it; NotFound when unknown or expired."""
+        raw = await self.client.hgetall(self.keys.task(task_id))
+        if not raw:
+            raise NotFound(f"task {task_id} not found")
+        return decode_record(raw)
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel a queued (or retry-waiting) task; Conflict once it has started or ended."""
+        now_ms = time.time_ns() // 1_000_000
+        reply = await self.batcher.call(
+            "cancel",
+            [self.keys.task(task_id), self.keys.task_events],
+            [
+                task_id,
+                now_ms,
+                self.settings.dramatiq_namespace,
+                self.keys.tasks_status_prefix,
+                self.settings.task_events_maxlen,
+            ],
+        )
+        outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
+        if outcome == "":
+            raise NotFound(f"task {task_id} not found")
+        if outcome != TaskStatus.CANCELED:
+            raise Conflict(f"task {task_id} is {outcome}; only queued tasks can be canceled")
+        return await self.get(task_id)
+
+    async def list(
+        self, *, status: TaskStatus | None, type_name: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of tasks, newest first, and the cursor of the next page (None at the end)."""
+        keys = self.keys
+        index = (
+            keys.tasks_by_status(status)
+            if status
+            else keys.tasks_by_type(type_name)
+            if type_name
+            else keys.tasks_all
+        )
+        max_score, after_id = decode_cursor(cursor) if cursor else ("+inf", None)
+        items: list[dict[str, Any]] = []
+        scanned = 0
+        last: tuple[float, str] | None = None
+        while len(items) < limit and scanned < MAX_SCAN:
+            chunk = min(MAX_LIMIT, limit - len(items) + 50)
+            raw_entries = await self.client.zrevrangebyscore(
+                index, max_score, "-inf", start=0, num=chunk, withscores=True
+            )
+            entries = [
+                (m.decode(), s)
+                for m, s in raw_entries
+                if not (after_id and s == float(max_score) and m.decode() >= after_id)
+            ]
+            if not entries:
+                last = None
+                break
+            async with self.client.pipeline(transaction=False) as pipe:
+                for member, _ in entries:
+                    pipe.hgetall(keys.task(member))
+                records = await pipe.execute()
+            for (member, score), raw in zip(entries, records, strict=True):
+                scanned += 1
+                last = (score, member)
+                if not raw:
+                    continue  # expired; the agent's housekeeping trims the index
+                record = decode_record(raw)
+                if type_name and record.get("type") != type_name:
+                    continue
+                if status and record.get("status") != status:
+                    continue
+                items.append(record)
+                if len(items) == limit:
+                    break
+            if last is not None:
+                max_score, after_id = repr(last[0]), last[1]
+            if len(raw_entries) < chunk and len(items) < limit:
+                last = None
+                break
+        next_cursor = encode_cursor(*last) if last is not None else None
+        return items, next_cursor
+
+
+def encode_cursor(score: float, member: str) -> str:
+    """Opaque cursor for the entry after which the next page starts."""
+    return base64.urlsafe_b64encode(f"{score!r}|{member}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """Inverse of encode_cursor; ValidationFailed on garbage."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, member = raw.split("|", 1)
+        float(score)
+    except ValueError:
+        raise ValidationFailed(
+            "invalid cursor", fields=[{"loc": ["query", "cursor"], "msg": "not a cursor from this API"}]
+        ) from None
+    return score, member

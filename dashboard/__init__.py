@@ -1,0 +1,1 @@
+"""The operator dashboard (a minimal page with health until its own issue lands)."""

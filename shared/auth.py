@@ -1,0 +1,94 @@
+"""HS256 bearer tokens: minting (``opsdeck token``) and verification with scopes.
+
+Claims: ``sub`` (who), ``iat``, ``exp`` and ``scope`` (space-separated). ``admin`` implies
+every other scope. Verified tokens are cached by their exact text until they expire, so a
+client that reuses its token pays for the signature check once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import jwt
+
+from shared.errors import AuthError, ScopeError
+
+#: Scopes a token may carry.
+SCOPES = ("tasks:write", "tasks:read", "deploy", "admin", "viewer", "operator")
+#: Default lifetime of a minted token (seconds).
+DEFAULT_TTL = 3600
+#: Verified tokens kept in the per-process cache.
+CACHE_SIZE = 4096
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling and what they may do."""
+
+    subject: str
+    scopes: frozenset[str]
+    expires_at: float
+
+    def has(self, scope: str) -> bool:
+        """True when the principal holds ``scope`` (``admin`` holds all)."""
+        return scope in self.scopes or "admin" in self.scopes
+
+    def require(self, scope: str) -> None:
+        """Raise ScopeError unless the principal holds ``scope``."""
+        if not self.has(scope):
+            raise ScopeError(f"token lacks the '{scope}' scope")
+
+
+def mint(key: bytes, scopes: list[str], *, subject: str = "operator", ttl: int = DEFAULT_TTL) -> str:
+    """A signed token for ``subject`` with ``scopes`` valid for ``ttl`` seconds."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scope(s): {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    if ttl <= 0:
+        raise ValueError("ttl must be positive")
+    now = int(time.time())
+    claims = {"sub": subject, "iat": now, "exp": now + ttl, "scope": " ".join(dict.fromkeys(scopes))}
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
+
+
+class Verifier:
+    """Verifies bearer tokens against one key, with a bounded cache of good tokens."""
+
+    def __init__(self, key: bytes, *, cache_size: int = CACHE_SIZE) -> None:
+        self._key = key
+        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        self._cache_size = cache_size
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid token; AuthError otherwise."""
+        principal = self._cache.get(token)
+        if principal is not None:
+            if principal.expires_at > time.time():
+                return principal
+            del self._cache[token]
+            raise AuthError("token has expired")
+        try:
+            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token has expired") from None
+        except jwt.InvalidTokenError:
+            raise AuthError("invalid token") from None
+        raw_scope = claims.get("scope", "")
+        scopes = raw_scope.split() if isinstance(raw_scope, str) else list(raw_scope)
+        principal = Principal(str(claims["sub"]), frozenset(scopes), float(claims["exp"]))
+        self._cache[token] = principal
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return principal
+
+    def from_header(self, header: str | None) -> Principal:
+        """Verify an ``Authorization: Bearer <token>`` header value."""
+        if not header:
+            raise AuthError("missing Authorization: Bearer token")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("Authorization header must be 'Bearer <token>'")
+        return self.verify(token.strip())

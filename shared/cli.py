@@ -1,0 +1,60 @@
+"""The ``opsdeck`` command: ``up`` (dev launcher) and ``token`` (mint a bearer token)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shared.auth import DEFAULT_TTL, SCOPES, mint
+from shared.errors import ConfigError
+from shared.settings import load_settings
+
+
+def _token(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    try:
+        token = mint(settings.jwt_key, args.scope, subject=args.sub, ttl=args.ttl)
+    except ValueError as exc:
+        print(f"opsdeck token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from shared.launcher import up
+
+    return up(load_settings(), args.procfile)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``opsdeck`` command."""
+    p = argparse.ArgumentParser(prog="opsdeck", description="Opsdeck: background work on Dramatiq and Redis.")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser(
+        "up", help="run coordinator, worker agent and dashboard (embedded Redis if REDIS_URL unset)"
+    )
+    up.add_argument(
+        "--procfile", type=Path, default=Path("Procfile"), help="Procfile to run (default: ./Procfile)"
+    )
+    up.set_defaults(func=_up)
+    tok = sub.add_parser("token", help="print one signed bearer token (HS256, JWT_SECRET) on stdout")
+    tok.add_argument(
+        "--scope", action="append", required=True, choices=SCOPES, help="repeat for several scopes"
+    )
+    tok.add_argument(
+        "--ttl", type=int, default=DEFAULT_TTL, help=f"lifetime in seconds (default {DEFAULT_TTL})"
+    )
+    tok.add_argument("--sub", default="operator", help="subject: who the token is for (default operator)")
+    tok.set_defaults(func=_token)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    args = parser().parse_args(argv)
+    try:
+        sys.exit(args.func(args))
+    except ConfigError as exc:
+        sys.exit(f"opsdeck: {exc}")

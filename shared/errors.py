@@ -1,0 +1,75 @@
+"""The one error tree of Opsdeck; mapped to HTTP only at the edge.
+
+OpsdeckError
+├── ConfigError           settings are missing or invalid; the process refuses to start
+├── AuthError             no, malformed, expired or badly signed token          → 401
+│   └── ScopeError        valid token without the scope the route needs         → 403
+├── ValidationFailed      a request body or query failed validation              → 422
+├── NotFound              the named thing does not exist (or has expired)        → 404
+├── Conflict              the request clashes with the thing's current state     → 409
+└── Unavailable           Redis (or another dependency) cannot be reached        → 503
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OpsdeckError(Exception):
+    """Root of every error Opsdeck raises on purpose."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, fields: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or []
+
+
+class ConfigError(OpsdeckError):
+    """Settings are missing or invalid; the process refuses to start."""
+
+    code = "config_error"
+
+
+class AuthError(OpsdeckError):
+    """No, malformed, expired or badly signed credentials."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class ScopeError(AuthError):
+    """A valid token that lacks the scope the operation needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class ValidationFailed(OpsdeckError):
+    """A request body or query parameter failed validation."""
+
+    status = 422
+    code = "validation_error"
+
+
+class NotFound(OpsdeckError):
+    """The named thing does not exist or has expired."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(OpsdeckError):
+    """The request clashes with the current state of the thing it names."""
+
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(OpsdeckError):
+    """A dependency (Redis) cannot be reached in time."""
+
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,33 @@
+-- A worker ends an attempt: running → succeeded | failed | retrying | dead.
+-- Counters move only on the first end of a running attempt, so a redelivery never counts twice.
+--
+-- KEYS: 1 task hash, 2 events stream, 3 process counters hash
+-- ARGV: 1 task id, 2 new status, 3 now (ms), 4 ttl (s), 5 events maxlen, 6 status index prefix,
+--       7 worker id, 8 counter field ("processed" | "failed" | "retried"), 9 type,
+--       10.. field/value pairs (result, error, traceback, ...)
+local task_id = ARGV[1]
+local new_status = ARGV[2]
+local status = redis.call("hget", KEYS[1], "status")
+local created = redis.call("hget", KEYS[1], "created_us") or ARGV[3] .. "000"
+
+if status then
+    redis.call("zrem", ARGV[6] .. status, task_id)
+end
+redis.call("zadd", ARGV[6] .. new_status, created, task_id)
+local fields = {"status", new_status, "updated_at", ARGV[3]}
+if new_status ~= "retrying" then
+    fields[#fields + 1] = "finished_at"
+    fields[#fields + 1] = ARGV[3]
+end
+for i = 10, #ARGV do
+    fields[#fields + 1] = ARGV[i]
+end
+redis.call("hset", KEYS[1], unpack(fields))
+redis.call("expire", KEYS[1], ARGV[4])
+redis.call("xadd", KEYS[2], "MAXLEN", "~", ARGV[5], "*",
+    "id", task_id, "type", ARGV[9], "status", new_status, "ts", ARGV[3], "worker", ARGV[7])
+if status == "running" then
+    redis.call("hincrby", KEYS[3], "in_flight", -1)
+    redis.call("hincrby", KEYS[3], ARGV[8], 1)
+end
+return status or ""

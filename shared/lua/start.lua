@@ -1,0 +1,35 @@
+-- A worker starts an attempt: queued|retrying|running → running (attempts + 1).
+-- Returns "ok", or the current status when the task must not run ("canceled", or a
+-- terminal status reached by an earlier delivery whose ack was lost).
+--
+-- KEYS: 1 task hash, 2 tasks:all, 3 tasks:type:<type>, 4 events stream, 5 process counters hash
+-- ARGV: 1 task id, 2 now (ms), 3 worker id, 4 ttl (s), 5 events maxlen, 6 status index prefix,
+--       7 fallback created (µs), 8 type, 9 queue, 10 priority, 11 payload json, 12 correlation id
+local status = redis.call("hget", KEYS[1], "status")
+if status == "canceled" or status == "succeeded" or status == "failed" or status == "dead" then
+    return status
+end
+
+local task_id = ARGV[1]
+local created = redis.call("hget", KEYS[1], "created_us")
+if not created then
+    -- Enqueued without the coordinator (e.g. actor.send) or expired: create the record.
+    created = ARGV[7]
+    redis.call("hset", KEYS[1], "id", task_id, "type", ARGV[8], "queue", ARGV[9],
+        "priority", ARGV[10], "payload", ARGV[11], "correlation_id", ARGV[12],
+        "created_us", created, "created_at", math.floor(tonumber(created) / 1000))
+    redis.call("zadd", KEYS[2], created, task_id)
+    redis.call("zadd", KEYS[3], created, task_id)
+end
+if status then
+    redis.call("zrem", ARGV[6] .. status, task_id)
+end
+redis.call("zadd", ARGV[6] .. "running", created, task_id)
+redis.call("hset", KEYS[1], "status", "running", "worker", ARGV[3], "started_at", ARGV[2],
+    "updated_at", ARGV[2])
+redis.call("hincrby", KEYS[1], "attempts", 1)
+redis.call("expire", KEYS[1], ARGV[4])
+redis.call("xadd", KEYS[4], "MAXLEN", "~", ARGV[5], "*",
+    "id", task_id, "type", ARGV[8], "status", "running", "ts", ARGV[2], "worker", ARGV[3])
+redis.call("hincrby", KEYS[5], "in_flight", 1)
+return "ok"

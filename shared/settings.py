@@ -1,0 +1,139 @@
+"""Process settings from the environment (pydantic-settings); one ``Settings`` per process.
+
+Every field is an environment variable of the same name in upper case; the README's
+table lists them all. Build one with :func:`load_settings` in ``__main__`` and pass it down.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+#: Minimum length of ``JWT_SECRET`` in bytes (HS256 wants a key at least as long as its hash).
+MIN_SECRET_BYTES = 32
+
+#: Default Redis URL for a process started on its own (``make up`` always sets ``REDIS_URL``).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: File under ``OPSDECK_VAR_DIR`` that holds the development JWT secret.
+DEV_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name, not a secret
+
+
+class Settings(BaseSettings):
+    """Every knob of every Opsdeck process, read from the environment."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=False)
+
+    opsdeck_env: Literal["development", "production"] = "development"
+    redis_url: str | None = None
+    key_prefix: str = "opsdeck:"
+    dramatiq_namespace: str = "dramatiq"
+    jwt_secret: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+    log_level: str = "INFO"
+    opsdeck_var_dir: Path = Path("var")
+
+    coordinator_host: str = "127.0.0.1"
+    coordinator_port: int = Field(default=8000, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8001, ge=1, le=65535)
+    public_url: str | None = None
+
+    worker_id: str = Field(default_factory=socket.gethostname)
+    worker_processes: int = Field(default=2, ge=0, le=64)
+    worker_threads: int = Field(default=8, ge=1, le=256)
+    worker_poll_interval: float = Field(default=5.0, gt=0, le=300)
+    worker_idle_wait_ms: int = Field(default=100, ge=10, le=5000)
+    shutdown_timeout: float = Field(default=25.0, ge=0, le=3600)
+    broker_heartbeat_timeout: float = Field(default=10.0, ge=2, le=600)
+
+    task_ttl: int = Field(default=7 * 24 * 3600, ge=60)
+    task_events_maxlen: int = Field(default=10_000, ge=100)
+    task_max_retries: int = Field(default=2, ge=0, le=100)
+    retry_min_backoff: float = Field(default=1.0, gt=0)
+    retry_max_backoff: float = Field(default=10.0, gt=0)
+    redis_timeout: float = Field(default=1.5, gt=0, le=30)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @property
+    def production(self) -> bool:
+        """True when ``OPSDECK_ENV=production``."""
+        return self.opsdeck_env == "production"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """``REDIS_URL``, or the local default in development."""
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def coordinator_bind_port(self) -> int:
+        """``PORT`` wins over ``COORDINATOR_PORT`` (as on Render)."""
+        return self.port or self.coordinator_port
+
+    @cached_property
+    def jwt_key(self) -> bytes:
+        """The HS256 key; in development a generated one is kept under ``OPSDECK_VAR_DIR``."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value().encode()
+        if self.production:
+            raise ConfigError("JWT_SECRET is required in production (at least 32 bytes)")
+        return dev_secret(self.opsdeck_var_dir)
+
+    def check(self) -> None:
+        """Refuse unsafe configurations with one clear line (raises ConfigError)."""
+        if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+        if self.production:
+            if self.jwt_secret is None:
+                raise ConfigError("JWT_SECRET is required in production (at least 32 bytes)")
+            if self.redis_url is None:
+                raise ConfigError("REDIS_URL is required in production")
+        if self.retry_min_backoff > self.retry_max_backoff:
+            raise ConfigError("RETRY_MIN_BACKOFF must not exceed RETRY_MAX_BACKOFF")
+        _ = self.jwt_key
+
+
+def dev_secret(var_dir: Path) -> bytes:
+    """Read, or create once (0600, atomically), the development JWT secret."""
+    path = var_dir / DEV_SECRET_FILE
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    var_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build and check the process's Settings; raise ConfigError with one line on bad input."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise ConfigError(f"{name}: {first['msg']}") from None
+    settings.check()
+    return settings

@@ -1,0 +1,79 @@
+"""Task records: the Lua scripts that change them and the codec that reads them.
+
+Scripts live in ``shared/lua/``; each changes a record, its indexes and the lifecycle
+stream atomically. The coordinator runs ``submit`` and ``cancel`` (asyncio); the worker's
+task-store middleware runs ``start`` and ``finish`` (sync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import orjson
+
+#: Fields of a task record that hold JSON documents.
+JSON_FIELDS = frozenset({"payload", "result"})
+#: Fields of a task record that hold integers (ms timestamps, counters).
+INT_FIELDS = frozenset({"attempts", "created_at", "started_at", "finished_at", "updated_at"})
+#: Timestamp fields rendered as ISO 8601 by :func:`decode_record`.
+TIME_FIELDS = ("created_at", "started_at", "finished_at", "updated_at")
+#: Largest result (encoded JSON bytes) stored in a record; larger ones are replaced by a note.
+MAX_RESULT_BYTES = 256 * 1024
+#: Longest traceback kept in a record.
+MAX_TRACEBACK_CHARS = 16 * 1024
+
+
+@cache
+def script_source(name: str) -> str:
+    """The text of ``shared/lua/<name>.lua``."""
+    return (files("shared") / "lua" / f"{name}.lua").read_text()
+
+
+@cache
+def script_sha(name: str) -> str:
+    """SHA1 of a script as Redis computes it for EVALSHA."""
+    return hashlib.sha1(script_source(name).encode(), usedforsecurity=False).hexdigest()
+
+
+def encode_result(result: Any) -> str:
+    """JSON for a result, bounded by MAX_RESULT_BYTES."""
+    try:
+        data = orjson.dumps(result)
+    except TypeError:
+        data = orjson.dumps({"repr": repr(result)[:1000], "note": "result was not JSON-serialisable"})
+    if len(data) > MAX_RESULT_BYTES:
+        data = orjson.dumps({"note": f"result of {len(data)} bytes exceeded {MAX_RESULT_BYTES}"})
+    return data.decode()
+
+
+def iso(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as an ISO 8601 UTC string."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
+    """A task hash as the API shows it (JSON fields parsed, times as ISO 8601)."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = k.decode() if isinstance(k, bytes) else k
+        value = v.decode() if isinstance(v, bytes) else v
+        if key in JSON_FIELDS:
+            out[key] = orjson.loads(value) if value else None
+        elif key in INT_FIELDS:
+            out[key] = int(value) if value else None
+        else:
+            out[key] = value
+    out.pop("created_us", None)
+    out.pop("redis_message_id", None)
+    for field in TIME_FIELDS:
+        out[field] = iso(out.get(field))
+    out.setdefault("attempts", 0)
+    for field in ("result", "error", "traceback", "worker"):
+        out.setdefault(field, None)
+    return out

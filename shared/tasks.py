@@ -1,0 +1,141 @@
+"""Task types, priorities and queue names; the allow-list both coordinator and worker share.
+
+A task type names the Dramatiq actor that runs it and the pydantic model its payload must
+satisfy. The coordinator validates with that model and enqueues by actor name; the worker
+registers an actor of the same name. Unknown types are rejected before anything is enqueued.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Priority(enum.StrEnum):
+    """Priority classes; each maps to its own queue and workers drain P0 first."""
+
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+
+    @property
+    def rank(self) -> int:
+        """0 for P0 (most urgent) to 3 for P3."""
+        return int(self.value[1])
+
+
+class TaskStatus(enum.StrEnum):
+    """Lifecycle of a task record."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    CANCELED = "canceled"
+
+
+#: Statuses after which a task never runs again (unless an operator retries it).
+TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELED})
+
+
+def queue_name(group: str, priority: Priority) -> str:
+    """The Dramatiq queue of a queue group at a priority, e.g. ``default.p0``."""
+    return f"{group}.{priority.value.lower()}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskType:
+    """One allowed task type: its actor, payload model, queue group and retry policy."""
+
+    name: str
+    payload_model: type[BaseModel]
+    description: str
+    queue_group: str = "default"
+    #: Retries after the first attempt; None uses ``TASK_MAX_RETRIES``.
+    max_retries: int | None = None
+
+    @property
+    def actor_name(self) -> str:
+        """Name of the Dramatiq actor that runs this type (the type name itself)."""
+        return self.name
+
+    def queues(self) -> list[str]:
+        """This type's queues, most urgent first."""
+        return [queue_name(self.queue_group, p) for p in Priority]
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def register(task_type: TaskType) -> TaskType:
+    """Add a task type to the allow-list (idempotent for the same definition)."""
+    existing = _REGISTRY.get(task_type.name)
+    if existing is not None and existing != task_type:
+        raise ValueError(f"task type {task_type.name!r} is already registered differently")
+    _REGISTRY[task_type.name] = task_type
+    return task_type
+
+
+def get_task_type(name: str) -> TaskType | None:
+    """The registered task type called ``name``, or None."""
+    return _REGISTRY.get(name)
+
+
+def task_types() -> dict[str, TaskType]:
+    """All registered task types by name."""
+    return dict(_REGISTRY)
+
+
+def all_queues() -> list[str]:
+    """Every queue of every registered type, most urgent class first."""
+    groups = sorted({t.queue_group for t in _REGISTRY.values()})
+    return [queue_name(g, p) for p in Priority for g in groups]
+
+
+# -- built-in diagnostic task types ----------------------------------------------------------
+class EchoPayload(BaseModel):
+    """Any JSON object; the result is the payload itself."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SleepPayload(BaseModel):
+    """Sleep for ``seconds`` (0 to 300), then succeed."""
+
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(ge=0, le=300)
+
+
+class FailPayload(BaseModel):
+    """Raise with ``message``: retried per policy, then dead."""
+
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field(default="requested failure", max_length=1000)
+
+
+ECHO = register(TaskType("echo", EchoPayload, "Returns its payload as the result."))
+SLEEP = register(TaskType("sleep", SleepPayload, "Sleeps for payload.seconds (0-300) and succeeds."))
+FAIL = register(TaskType("fail", FailPayload, "Raises payload.message; retried per policy, then dead."))
+
+
+class TaskSubmission(BaseModel):
+    """Body of ``POST /api/v1/tasks``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=64, description="A registered task type.")
+    payload: dict[str, Any] = Field(default_factory=dict, description="Validated by the type's model.")
+    priority: Priority = Field(default=Priority.P2, description="P0 (most urgent) to P3.")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Same key (per token subject) returns the first task and enqueues nothing.",
+    )

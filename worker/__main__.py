@@ -1,0 +1,41 @@
+"""``python -m worker``: run the worker agent for this host."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from shared.errors import ConfigError
+from shared.keys import Keys
+from shared.logging import setup_logging
+from shared.redis import sync_client
+from shared.settings import load_settings
+from worker.agent import Agent, check_unique
+
+
+def main() -> None:
+    """Load settings, refuse bad ones in one line, supervise until SIGTERM/SIGINT."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(f"worker: {exc}")
+    setup_logging(settings.log_level, json=settings.production, process="worker")
+    client = sync_client(settings)
+    problem = check_unique(client, Keys(settings.key_prefix, settings.dramatiq_namespace), settings.worker_id)
+    if problem:
+        sys.exit(f"worker: {problem}")
+    agent = Agent(settings, client)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    logging.getLogger("worker").info(
+        "agent %s: %d process(es) x %d threads",
+        settings.worker_id,
+        settings.worker_processes,
+        settings.worker_threads,
+    )
+    sys.exit(agent.run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Actors, one module per domain; :func:`register_actors` declares them all on a broker."""
+
+from __future__ import annotations
+
+from dramatiq import Broker
+
+from shared.settings import Settings
+from worker.actors import builtin
+
+
+def register_actors(broker: Broker, settings: Settings) -> None:
+    """Declare every actor of every domain on ``broker``."""
+    builtin.register(broker, settings)

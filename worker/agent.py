@@ -1,0 +1,298 @@
+"""The worker agent: runs ``WORKER_PROCESSES`` Dramatiq processes on this host and reports on them.
+
+- Starts each process with ``python -m worker.process`` in its own session (a TERM to our
+  process group never reaches it twice) and restarts one that exits with capped backoff.
+- Every ``WORKER_POLL_INTERVAL`` seconds writes a heartbeat key that expires after three
+  intervals (a dead agent disappears by itself), runs Dramatiq's queue maintenance so the
+  messages of killed processes are redelivered within seconds, and trims expired task indexes.
+- SIGTERM/SIGINT: state ``stopping``, TERM each process (they stop consuming and finish
+  in-flight work), SIGKILL what is left after ``SHUTDOWN_TIMEOUT``, exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib.resources import files
+from types import FrameType
+from typing import Any
+
+import psutil
+import redis
+
+from shared import __version__
+from shared.keys import Keys
+from shared.procutil import pid_alive, python_module, spawn, terminate
+from shared.settings import Settings
+from shared.stats import Heartbeat, ProcessStats, WorkerState
+from shared.tasks import TaskStatus, all_queues, task_types
+
+log = logging.getLogger("worker.agent")
+
+#: Seconds between checks of the child processes.
+TICK = 0.2
+#: Longest wait before restarting a crashed process (seconds).
+MAX_RESTART_BACKOFF = 30.0
+#: A process that ran this long before exiting resets its backoff (seconds).
+STABLE_AFTER = 60.0
+
+
+@dataclass
+class Slot:
+    """One process position: the running process, if any, and its restart bookkeeping."""
+
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    ps: psutil.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    failures: int = 0
+    next_start: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Agent:
+    """Supervises Dramatiq processes and publishes this host's heartbeat."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.client = client
+        self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.id = settings.worker_id
+        self.state: WorkerState = "starting"
+        self.started_at = time.time()
+        self.slots = [Slot(i) for i in range(settings.worker_processes)]
+        self.retired = {"processed": 0, "failed": 0}
+        self.me = psutil.Process()
+        self.me.cpu_percent(None)
+        self._stop_requested = False
+        dispatch = (files("dramatiq.brokers") / "redis" / "dispatch.lua").read_text()
+        self._dispatch = client.register_script(dispatch)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
+        """Signal handler: begin a graceful stop."""
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        self._stop_requested = True
+
+    def run(self) -> int:
+        """Supervise until asked to stop; returns the exit code."""
+        self.state = "running"
+        next_beat = 0.0
+        while not self._stop_requested:
+            now = time.monotonic()
+            self._reap(now)
+            self._start_due(now)
+            if now >= next_beat:
+                self._periodic()
+                next_beat = now + self.settings.worker_poll_interval
+            time.sleep(TICK)
+        self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        self.state = "stopping"
+        self._publish()
+        live = [s for s in self.slots if s.proc is not None and s.proc.poll() is None]
+        for slot in live:
+            assert slot.proc is not None
+            slot.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        for slot in live:
+            assert slot.proc is not None
+            try:
+                slot.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "process %d still busy after %.0fs: killing it",
+                    slot.proc.pid,
+                    self.settings.shutdown_timeout,
+                )
+                terminate(slot.proc, 0)
+        for slot in self.slots:
+            self._retire(slot)
+        self.state = "stopped"
+        self._publish()
+        with contextlib.suppress(redis.RedisError):
+            self.client.zrem(self.keys.workers, self.id)
+        log.info("stopped")
+
+    # -- supervision ----------------------------------------------------------------------------
+    def _start_due(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.proc is None and now >= slot.next_start:
+                self._start(slot)
+
+    def _start(self, slot: Slot) -> None:
+        env = {**os.environ, "WORKER_ID": self.id}
+        slot.proc = spawn(python_module("worker.process"), env=env)
+        slot.started_at = time.time()
+        try:
+            slot.ps = psutil.Process(slot.proc.pid)
+            slot.ps.cpu_percent(None)
+        except psutil.Error:
+            slot.ps = None
+        log.info("started process %d (slot %d)", slot.proc.pid, slot.index)
+
+    def _reap(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.proc is None or slot.proc.poll() is None:
+                continue
+            code = slot.proc.returncode
+            ran = time.time() - slot.started_at
+            slot.failures = 0 if ran >= STABLE_AFTER else slot.failures + 1
+            delay = min(MAX_RESTART_BACKOFF, 0.5 * 2 ** max(0, slot.failures - 1)) if slot.failures else 0.5
+            log.warning(
+                "process %d exited with %s after %.1fs; restarting in %.1fs", slot.proc.pid, code, ran, delay
+            )
+            self._retire(slot)
+            slot.restarts += 1
+            slot.next_start = now + delay
+            self._run_maintenance()  # its unacked messages come back once its heartbeat is stale
+
+    def _retire(self, slot: Slot) -> None:
+        """Fold a finished process's counters into the agent's totals and drop its key."""
+        if slot.proc is None:
+            return
+        key = self.keys.worker_process(self.id, slot.proc.pid)
+        try:
+            raw = self.client.hgetall(key)
+            self.client.delete(key)
+        except redis.RedisError:
+            raw = {}
+        for name in ("processed", "failed"):
+            self.retired[name] += int(raw.get(name.encode(), 0))
+        slot.proc, slot.ps, slot.counters = None, None, {}
+
+    # -- periodic work --------------------------------------------------------------------------
+    def _periodic(self) -> None:
+        try:
+            self._read_counters()
+            self._publish()
+            self._run_maintenance()
+            self._trim_indexes()
+        except redis.RedisError as exc:
+            log.warning("redis unavailable (%s); will retry", type(exc).__name__)
+
+    def _read_counters(self) -> None:
+        live = [s for s in self.slots if s.proc is not None]
+        with self.client.pipeline(transaction=False) as pipe:
+            for slot in live:
+                assert slot.proc is not None
+                pipe.hgetall(self.keys.worker_process(self.id, slot.proc.pid))
+            for slot, raw in zip(live, pipe.execute(), strict=True):
+                slot.counters = {k.decode(): int(v) for k, v in raw.items()}
+
+    def heartbeat(self) -> Heartbeat:
+        """This agent's state and its processes' stats right now."""
+        procs: list[ProcessStats] = []
+        cpu = self.me.cpu_percent(None)
+        rss = self.me.memory_info().rss
+        for slot in self.slots:
+            if slot.proc is None:
+                continue
+            p_cpu, p_rss = 0.0, 0
+            if slot.ps is not None:
+                with contextlib.suppress(psutil.Error):
+                    p_cpu, p_rss = slot.ps.cpu_percent(None), slot.ps.memory_info().rss
+            cpu += p_cpu
+            rss += p_rss
+            procs.append(
+                ProcessStats(
+                    pid=slot.proc.pid,
+                    alive=slot.proc.poll() is None,
+                    cpu_percent=p_cpu,
+                    rss_bytes=p_rss,
+                    started_at=slot.started_at,
+                    restarts=slot.restarts,
+                    in_flight=max(0, slot.counters.get("in_flight", 0)),
+                    processed=slot.counters.get("processed", 0),
+                    failed=slot.counters.get("failed", 0),
+                )
+            )
+        now = time.time()
+        return Heartbeat(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            state=self.state,
+            version=__version__,
+            started_at=self.started_at,
+            sent_at=now,
+            uptime_seconds=round(now - self.started_at, 1),
+            cpu_percent=round(cpu, 1),
+            rss_bytes=rss,
+            memory_percent=round(100.0 * rss / psutil.virtual_memory().total, 2),
+            processes=sum(1 for p in procs if p.alive),
+            processes_desired=len(self.slots),
+            threads=self.settings.worker_threads,
+            in_flight=sum(p.in_flight for p in procs),
+            processed=self.retired["processed"] + sum(p.processed for p in procs),
+            failed=self.retired["failed"] + sum(p.failed for p in procs),
+            queues=all_queues(),
+            procs=procs,
+        )
+
+    def _publish(self) -> None:
+        beat = self.heartbeat()
+        ttl_ms = int(3 * self.settings.worker_poll_interval * 1000)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.worker(self.id), beat.model_dump_json(), px=ttl_ms)
+                pipe.zadd(self.keys.workers, {self.id: int(beat.sent_at * 1000)})
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("heartbeat not written (%s)", type(exc).__name__)
+
+    def _run_maintenance(self) -> None:
+        """Run Dramatiq's maintenance on every queue: requeue unacked messages of dead brokers."""
+        now_ms = int(time.time() * 1000)
+        timeout_ms = int(self.settings.broker_heartbeat_timeout * 1000)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for queue in all_queues():
+                    for name in (queue, f"{queue}.DQ"):
+                        # "noop" is no dispatch command: the call only runs maintenance (do_maintenance=1).
+                        args = ["noop", now_ms, name, f"agent-{self.id}", timeout_ms, 7 * 86_400_000, 1, 1000]
+                        self._dispatch(keys=[self.settings.dramatiq_namespace], args=args, client=pipe)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("queue maintenance skipped (%s)", type(exc).__name__)
+
+    def _trim_indexes(self) -> None:
+        """Drop index entries older than TASK_TTL (their records have expired)."""
+        cutoff = (time.time() - self.settings.task_ttl) * 1_000_000
+        indexes = [self.keys.tasks_all]
+        indexes += [self.keys.tasks_by_status(s) for s in TaskStatus]
+        indexes += [self.keys.tasks_by_type(t) for t in task_types()]
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in indexes:
+                pipe.zremrangebyscore(key, "-inf", cutoff)
+            pipe.execute()
+
+
+def check_unique(client: redis.Redis, keys: Keys, worker_id: str) -> str | None:
+    """An error line when another live agent already uses ``worker_id``."""
+    try:
+        raw = client.get(keys.worker(worker_id))
+    except redis.RedisError:
+        return None
+    if raw is None:
+        return None
+    try:
+        beat: dict[str, Any] = Heartbeat.model_validate_json(raw).model_dump()
+    except ValueError:
+        return None
+    same_host = beat["host"] == socket.gethostname()
+    if beat["state"] != "stopped" and not (same_host and not pid_alive(beat["pid"])):
+        return (
+            f"WORKER_ID {worker_id!r} is in use by pid {beat['pid']} on {beat['host']}; "
+            "set a distinct WORKER_ID per agent"
+        )
+    return None

@@ -1,0 +1,1 @@
+"""Opsdeck's Dramatiq middleware."""

@@ -1,0 +1,132 @@
+"""TaskStore middleware: every status transition of every task, written by one middleware.
+
+It must be the *first* middleware of the broker: Dramatiq runs ``after_*`` hooks in reverse
+order, so ours runs after ``Retries`` has decided between retrying and dead-lettering, and
+the final status is durable in Redis before the message is acked (a kill between the two
+re-runs the message, and the ``start`` script then skips a task that already ended).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from typing import Any
+
+import orjson
+import redis
+from dramatiq import Broker, Middleware
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import SkipMessage
+
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.store import MAX_TRACEBACK_CHARS, encode_result, script_source
+from shared.tasks import TaskStatus
+
+log = logging.getLogger(__name__)
+
+#: How long a status write keeps retrying through a Redis outage before giving up (seconds).
+WRITE_RETRY_WINDOW = 60.0
+
+
+class TaskStore(Middleware):
+    """Records queued → running → succeeded | failed | retrying | dead | canceled in Redis."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, *, worker_id: str) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.worker_label = f"{worker_id}/{os.getpid()}"
+        self.counters_key = self.keys.worker_process(worker_id, os.getpid())
+        self._start = client.register_script(script_source("start"))
+        self._finish = client.register_script(script_source("finish"))
+        self._skipped = threading.local()
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        """Mark the task running; skip it when it was canceled or already ended."""
+        self._skipped.id = None
+        options = message.options
+        payload = message.args[0] if message.args else {}
+        now_ms = time.time_ns() // 1_000_000
+        outcome = self._write(
+            self._start,
+            [
+                self.keys.task(message.message_id),
+                self.keys.tasks_all,
+                self.keys.tasks_by_type(message.actor_name),
+                self.keys.task_events,
+                self.counters_key,
+            ],
+            [
+                message.message_id, now_ms, self.worker_label, self.settings.task_ttl,
+                self.settings.task_events_maxlen, self.keys.tasks_status_prefix,
+                message.message_timestamp * 1000, message.actor_name, message.queue_name.removesuffix(".DQ"),
+                options.get("priority", ""), orjson.dumps(payload), options.get("correlation_id", ""),
+            ],
+        )  # fmt: skip
+        if outcome is not None and outcome != b"ok":
+            self._skipped.id = message.message_id
+            log.info("skipping task %s: it is %s", message.message_id, outcome.decode())
+            raise SkipMessage(f"task is {outcome.decode()}")
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Record the attempt's outcome (runs after Retries has decided)."""
+        if exception is None:
+            self._end(message, TaskStatus.SUCCEEDED, "processed", ["result", encode_result(result)])
+            return
+        actor = broker.get_actor(message.actor_name)
+        throws = message.options.get("throws") or actor.options.get("throws")
+        if throws and isinstance(exception, throws):
+            status, counter = TaskStatus.FAILED, "failed"
+        elif message.failed:
+            status, counter = TaskStatus.DEAD, "failed"
+        else:
+            status, counter = TaskStatus.RETRYING, "retried"
+        tb = "".join(traceback.format_exception(exception))[-MAX_TRACEBACK_CHARS:]
+        error = f"{type(exception).__name__}: {exception}"[:2000]
+        self._end(message, status, counter, ["error", error, "traceback", tb])
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        """A skip by another middleware (e.g. AgeLimit) ends the task as failed."""
+        if getattr(self._skipped, "id", None) == message.message_id:
+            return
+        self._end(message, TaskStatus.FAILED, "failed", ["error", "skipped by middleware"])
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _end(self, message: MessageProxy, status: TaskStatus, counter: str, fields: list[Any]) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        self._write(
+            self._finish,
+            [self.keys.task(message.message_id), self.keys.task_events, self.counters_key],
+            [
+                message.message_id, status.value, now_ms, self.settings.task_ttl,
+                self.settings.task_events_maxlen, self.keys.tasks_status_prefix, self.worker_label,
+                counter, message.actor_name, *fields,
+            ],
+        )  # fmt: skip
+
+    def _write(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a store script, retrying through a Redis outage for up to WRITE_RETRY_WINDOW."""
+        deadline = time.monotonic() + WRITE_RETRY_WINDOW
+        delay = 0.1
+        while True:
+            try:
+                return script(keys=keys, args=args)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    log.error("task store write abandoned after %.0fs: %s", WRITE_RETRY_WINDOW, exc)
+                    return None
+                log.warning("task store write failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
