@@ -15,7 +15,7 @@ import redis.exceptions
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from coordinator.keys import HTTP_METRICS, SETTINGS, VERIFIER
+from coordinator.keys import CORRELATION_ID, HTTP_METRICS, SETTINGS, VERIFIER
 from shared.auth import Principal
 from shared.errors import AuthError, OpsdeckError, Unavailable, ValidationFailed
 
@@ -92,7 +92,7 @@ def authorize(request: web.Request, scope: str | None) -> Principal:
 
 def correlation_id(request: web.Request) -> str:
     """The request's correlation id (from X-Request-ID, or generated)."""
-    return str(request["correlation_id"])
+    return request[CORRELATION_ID]
 
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
@@ -103,7 +103,7 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Correlation id, JSON errors, 503 on Redis outages and request metrics."""
     incoming = request.headers.get("X-Request-ID", "")
-    request["correlation_id"] = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[CORRELATION_ID] = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     started = time.perf_counter()
     response: web.StreamResponse
     try:
@@ -126,7 +126,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(500, "internal_error", "internal error; see the server log")
-    response.headers["X-Request-ID"] = request["correlation_id"]
+    response.headers["X-Request-ID"] = request[CORRELATION_ID]
     route = request.match_info.route.resource
     path = route.canonical if route is not None else "unmatched"
     request.app[HTTP_METRICS].observe(request.method, path, response.status, time.perf_counter() - started)

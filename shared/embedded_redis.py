@@ -43,7 +43,7 @@ class EmbeddedRedis:
     """One redis-server child process with its data (AOF, appendfsync everysec) under ``data_dir``."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None, aof: bool = True) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.aof = aof
         self.proc: subprocess.Popen[bytes] | None = None

@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
 from shared.auth import mint
 from shared.embedded_redis import EmbeddedRedis
-from shared.procutil import spawn, terminate
+from shared.procutil import spawn, stop_all
 from shared.settings import Settings
 
 COLORS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m")
@@ -101,13 +100,7 @@ def up(settings: Settings, procfile: Path = Path("Procfile")) -> int:
             return_code = 0
     finally:
         print("opsdeck: stopping ...", flush=True)
-        timeout = settings.shutdown_timeout + 5
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _, proc in procs:
-            terminate(proc, max(0.1, deadline - time.monotonic()))
+        stop_all([p for _, p in procs], settings.shutdown_timeout + 5)
         if redis_server is not None:
             redis_server.stop()
         print("opsdeck: stopped", flush=True)

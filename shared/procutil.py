@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,24 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     return proc.wait()
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float) -> list[int]:
+    """SIGTERM each live process once, wait for all up to ``timeout`` seconds in total, then
+    SIGKILL the rest; returns the pids that had to be killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    killed = []
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            killed.append(proc.pid)
+            proc.kill()
+            proc.wait()
+    return killed
 
 
 def pid_alive(pid: int) -> bool:

@@ -28,7 +28,7 @@ import redis
 
 from shared import __version__
 from shared.keys import Keys
-from shared.procutil import pid_alive, python_module, spawn, terminate
+from shared.procutil import pid_alive, python_module, spawn, stop_all
 from shared.settings import Settings
 from shared.stats import Heartbeat, ProcessStats, WorkerState
 from shared.tasks import TaskStatus, all_queues, task_types
@@ -99,22 +99,9 @@ class Agent:
     def _shutdown(self) -> None:
         self.state = "stopping"
         self._publish()
-        live = [s for s in self.slots if s.proc is not None and s.proc.poll() is None]
-        for slot in live:
-            assert slot.proc is not None
-            slot.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_timeout
-        for slot in live:
-            assert slot.proc is not None
-            try:
-                slot.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "process %d still busy after %.0fs: killing it",
-                    slot.proc.pid,
-                    self.settings.shutdown_timeout,
-                )
-                terminate(slot.proc, 0)
+        live = [s.proc for s in self.slots if s.proc is not None]
+        for pid in stop_all(live, self.settings.shutdown_timeout):
+            log.warning("process %d still busy after %.0fs: killed", pid, self.settings.shutdown_timeout)
         for slot in self.slots:
             self._retire(slot)
         self.state = "stopped"

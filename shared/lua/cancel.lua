@@ -1,6 +1,7 @@
 -- Cancel a task that has not started: queued|retrying → canceled. A queued message is also
 -- removed from its Dramatiq queue; one already fetched is skipped by the worker's start check.
--- Returns "canceled", the current status when it cannot be canceled, or "" when unknown.
+-- Returns "canceled" (also when it already was), the current status when it cannot be
+-- canceled, or "" when unknown.
 --
 -- KEYS: 1 task hash, 2 events stream
 -- ARGV: 1 task id, 2 now (ms), 3 dramatiq namespace, 4 status index prefix, 5 events maxlen

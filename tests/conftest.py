@@ -1,0 +1,125 @@
+"""Test harness: a real redis-server on a free port (never 6379, never fakeredis), flushed per test,
+plus factories for settings, tokens, the coordinator app and real worker agents."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from shared.auth import mint
+from shared.embedded_redis import EmbeddedRedis
+from shared.settings import Settings
+from tests.helpers import Processes
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One redis-server for the whole session, on a free port, AOF on."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    assert server.port != 6379
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """The session server's URL, flushed before each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    """A sync client on the test Redis."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def base_env(redis_url: str, var_dir: Path, **extra: Any) -> dict[str, str]:
+    """Environment for an Opsdeck subprocess under test: fast intervals, short timeouts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "OPSDECK_", "WORKER_", "JWT_"))}
+    env.update(
+        REDIS_URL=redis_url,
+        JWT_SECRET=SECRET,
+        OPSDECK_VAR_DIR=str(var_dir),
+        WORKER_POLL_INTERVAL="0.5",
+        WORKER_PROCESSES="1",
+        WORKER_THREADS="4",
+        BROKER_HEARTBEAT_TIMEOUT="3",
+        SHUTDOWN_TIMEOUT="10",
+        RETRY_MIN_BACKOFF="0.1",
+        RETRY_MAX_BACKOFF="0.5",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture
+def env_factory(redis_url: str, tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """Build a subprocess environment, overriding any variable by keyword."""
+    return lambda **extra: base_env(redis_url, tmp_path / "var", **extra)
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path: Path) -> Settings:
+    """Settings matching :func:`base_env` for in-process apps."""
+    return Settings(
+        redis_url=redis_url,
+        jwt_secret=SECRET,  # type: ignore[arg-type]
+        opsdeck_var_dir=tmp_path / "var",
+        worker_poll_interval=0.5,
+        broker_heartbeat_timeout=3,
+    )
+
+
+@pytest.fixture
+def token() -> Callable[..., str]:
+    """Mint a token: ``token("tasks:write", sub="alice", ttl=60)``."""
+
+    def make(*scopes: str, sub: str = "tester", ttl: int = 600) -> str:
+        return mint(SECRET.encode(), list(scopes), subject=sub, ttl=ttl)
+
+    return make
+
+
+@pytest.fixture
+def auth(token: Callable[..., str]) -> Callable[..., dict[str, str]]:
+    """Authorization headers for the given scopes (default: read + write)."""
+    return lambda *scopes, **kw: {"Authorization": f"Bearer {token(*(scopes or ('tasks:write', 'tasks:read')), **kw)}"}
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Any]:
+    """A test client on an in-process coordinator app."""
+    from coordinator.app import create_app
+
+    yield await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    """Start Opsdeck processes; whatever is still running at the end is stopped."""
+    group = Processes()
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def python() -> str:
+    """This interpreter."""
+    return sys.executable

@@ -1,0 +1,289 @@
+"""The task API against a real Redis, without workers: validation, errors, idempotency, listing."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import orjson
+import pytest
+from dramatiq import Message
+
+from shared.keys import Keys
+
+KEYS = Keys()
+
+
+async def submit(api, headers, body, **kw):
+    return await api.post("/api/v1/tasks", json=body, headers=headers, **kw)
+
+
+async def test_submit_records_and_enqueues_a_dramatiq_message(api, auth, rclient):
+    resp = await submit(api, auth(), {"type": "echo", "payload": {"a": 1}, "priority": "P1"})
+    assert resp.status == 202
+    body = await resp.json()
+    assert body["status"] == "queued"
+    assert body["status_url"] == f"/api/v1/tasks/{body['id']}"
+    assert resp.headers["Location"] == body["status_url"]
+    assert resp.headers["X-Request-ID"]
+
+    # Exactly what Dramatiq's broker would have written: a list entry and the encoded message.
+    ids = rclient.lrange(KEYS.queue("default.p1"), 0, -1)
+    assert len(ids) == 1
+    message = Message.decode(rclient.hget(KEYS.queue_messages("default.p1"), ids[0]))
+    assert message.message_id == body["id"]
+    assert message.actor_name == "echo"
+    assert message.queue_name == "default.p1"
+    assert message.args == ({"a": 1},)
+    assert message.options["redis_message_id"] == ids[0].decode()
+    assert message.options["correlation_id"] == resp.headers["X-Request-ID"]
+
+    got = await api.get(body["status_url"], headers=auth())
+    record = await got.json()
+    assert got.status == 200
+    assert record["status"] == "queued"
+    assert record["type"] == "echo"
+    assert record["priority"] == "P1"
+    assert record["payload"] == {"a": 1}
+    assert record["attempts"] == 0
+    assert record["submitted_by"] == "tester"
+    assert record["created_at"].endswith("Z")
+    assert "redis_message_id" not in record
+
+
+async def test_default_priority_is_p2_and_request_id_is_carried(api, auth, rclient):
+    resp = await submit(api, {**auth(), "X-Request-ID": "req-123"}, {"type": "sleep", "payload": {"seconds": 0}})
+    assert resp.status == 202
+    assert resp.headers["X-Request-ID"] == "req-123"
+    record = await (await api.get((await resp.json())["status_url"], headers=auth())).json()
+    assert record["priority"] == "P2"
+    assert record["queue"] == "default.p2"
+    assert record["correlation_id"] == "req-123"
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"type": "rm -rf", "payload": {}}, ["body", "type"]),
+        ({"type": "sleep", "payload": {"seconds": 301}}, ["body.payload", "seconds"]),
+        ({"type": "sleep", "payload": {"seconds": -1}}, ["body.payload", "seconds"]),
+        ({"type": "sleep", "payload": {}}, ["body.payload", "seconds"]),
+        ({"type": "sleep", "payload": {"seconds": 1, "extra": 1}}, ["body.payload", "extra"]),
+        ({"type": "echo", "priority": "P9"}, ["body", "priority"]),
+        ({"type": "echo", "surprise": 1}, ["body", "surprise"]),
+        ({"payload": {}}, ["body", "type"]),
+        ({"type": "echo", "payload": []}, ["body", "payload"]),
+        ({"type": "echo", "idempotency_key": ""}, ["body", "idempotency_key"]),
+    ],
+)
+async def test_validation_errors_name_the_field_and_enqueue_nothing(api, auth, rclient, body, loc):
+    resp = await submit(api, auth(), body)
+    assert resp.status == 422
+    error = (await resp.json())["error"]
+    assert error["code"] == "validation_error"
+    assert error["message"]
+    assert any(f["loc"][: len(loc)] == loc for f in error["fields"]), error["fields"]
+    assert rclient.keys("dramatiq:*") == []
+    assert rclient.keys("opsdeck:*") == []
+
+
+async def test_malformed_json_is_400(api, auth):
+    resp = await api.post(
+        "/api/v1/tasks", data=b"{not json", headers={**auth(), "Content-Type": "application/json"}
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "bad_request"
+
+
+async def test_non_object_body_is_422(api, auth):
+    resp = await api.post("/api/v1/tasks", data=b"[1]", headers={**auth(), "Content-Type": "application/json"})
+    assert resp.status == 422
+    assert (await resp.json())["error"]["fields"][0]["loc"] == ["body"]
+
+
+async def test_wrong_content_type_is_415(api, auth):
+    resp = await api.post("/api/v1/tasks", data=b"type=echo", headers={**auth(), "Content-Type": "text/plain"})
+    assert resp.status == 415
+    assert (await resp.json())["error"]["code"] == "unsupported_media_type"
+
+
+async def test_body_over_64_kib_is_413(api, auth, rclient):
+    big = {"type": "echo", "payload": {"blob": "x" * (65 * 1024)}}
+    resp = await api.post(
+        "/api/v1/tasks", data=orjson.dumps(big), headers={**auth(), "Content-Type": "application/json"}
+    )
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "payload_too_large"
+    assert rclient.keys("dramatiq:*") == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer", "Basic dXNlcjpwYXNz", "Bearer not-a-jwt"],
+)
+async def test_missing_or_invalid_token_is_401(api, header):
+    headers = {"Authorization": header} if header else {}
+    resp = await api.post("/api/v1/tasks", json={"type": "echo"}, headers=headers)
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await resp.json())["error"]["code"] == "unauthorized"
+
+
+async def test_token_signed_with_another_key_is_401(api):
+    from shared.auth import mint
+
+    forged = mint(b"another-secret-another-secret-another", ["admin"])
+    resp = await api.get("/api/v1/tasks", headers={"Authorization": f"Bearer {forged}"})
+    assert resp.status == 401
+
+
+async def test_expired_token_is_401(api, token):
+    expired = token("tasks:write", ttl=1)
+    time.sleep(1.1)
+    resp = await api.post("/api/v1/tasks", json={"type": "echo"}, headers={"Authorization": f"Bearer {expired}"})
+    assert resp.status == 401
+    assert "expired" in (await resp.json())["error"]["message"]
+
+
+async def test_missing_scope_is_403_and_admin_has_all(api, auth):
+    resp = await submit(api, auth("tasks:read"), {"type": "echo"})
+    assert resp.status == 403
+    assert (await resp.json())["error"]["code"] == "forbidden"
+    assert (await api.get("/api/v1/tasks", headers=auth("tasks:write"))).status == 403
+    assert (await submit(api, auth("admin"), {"type": "echo"})).status == 202
+
+
+async def test_unknown_task_is_404(api, auth):
+    for task_id in ("00000000-0000-0000-0000-000000000000", "nope"):
+        resp = await api.get(f"/api/v1/tasks/{task_id}", headers=auth())
+        assert resp.status == 404
+        assert (await resp.json())["error"]["code"] == "not_found"
+    resp = await api.post("/api/v1/tasks/00000000-0000-0000-0000-000000000000/cancel", headers=auth())
+    assert resp.status == 404
+
+
+async def test_unknown_route_and_method_are_json(api, auth):
+    resp = await api.get("/api/v1/nothing", headers=auth())
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "not_found"
+    resp = await api.delete("/api/v1/tasks", headers=auth())
+    assert resp.status == 405
+
+
+async def test_idempotency_key_returns_first_task_and_enqueues_once(api, auth, rclient):
+    body = {"type": "echo", "payload": {"n": 1}, "idempotency_key": "order-42"}
+    first = await submit(api, auth(), body)
+    second = await submit(api, auth(), body)
+    assert first.status == 202
+    assert second.status == 200
+    assert (await first.json())["id"] == (await second.json())["id"]
+    assert rclient.llen(KEYS.queue("default.p2")) == 1
+    # Another subject has its own key space.
+    third = await submit(api, auth(sub="someone-else"), body)
+    assert third.status == 202
+    # Same key, different request: a conflict, not a silent replay.
+    clash = await submit(api, auth(), {**body, "payload": {"n": 2}})
+    assert clash.status == 409
+    assert (await clash.json())["error"]["fields"][0]["loc"] == ["body", "idempotency_key"]
+    assert rclient.llen(KEYS.queue("default.p2")) == 2
+
+
+async def test_cancel_queued_task_removes_it_from_its_queue(api, auth, rclient):
+    task_id = (await (await submit(api, auth(), {"type": "echo"})).json())["id"]
+    assert rclient.llen(KEYS.queue("default.p2")) == 1
+    resp = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth())
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "canceled"
+    assert rclient.llen(KEYS.queue("default.p2")) == 0
+    assert rclient.hlen(KEYS.queue_messages("default.p2")) == 0
+    again = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth())
+    assert again.status == 200  # idempotent: canceling a canceled task changes nothing
+    assert (await again.json())["status"] == "canceled"
+
+
+async def test_cancel_of_running_task_is_409(api, auth, rclient):
+    task_id = (await (await submit(api, auth(), {"type": "echo"})).json())["id"]
+    rclient.hset(KEYS.task(task_id), "status", "running")
+    resp = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth())
+    assert resp.status == 409
+    assert (await resp.json())["error"]["code"] == "conflict"
+    assert rclient.llen(KEYS.queue("default.p2")) == 1
+
+
+async def test_list_filters_and_paginates_newest_first(api, auth):
+    ids = []
+    for i in range(7):
+        kind = "echo" if i % 2 == 0 else "sleep"
+        payload = {"i": i} if kind == "echo" else {"seconds": 0}
+        ids.append((await (await submit(api, auth(), {"type": kind, "payload": payload})).json())["id"])
+    await api.post(f"/api/v1/tasks/{ids[0]}/cancel", headers=auth())
+
+    seen, cursor = [], None
+    while True:
+        url = "/api/v1/tasks?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        page = await (await api.get(url, headers=auth())).json()
+        seen += [t["id"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))
+
+    echoes = await (await api.get("/api/v1/tasks?type=echo", headers=auth())).json()
+    assert [t["id"] for t in echoes["items"]] == [ids[6], ids[4], ids[2], ids[0]]
+    queued = await (await api.get("/api/v1/tasks?status=queued&type=echo", headers=auth())).json()
+    assert [t["id"] for t in queued["items"]] == [ids[6], ids[4], ids[2]]
+    canceled = await (await api.get("/api/v1/tasks?status=canceled", headers=auth())).json()
+    assert [t["id"] for t in canceled["items"]] == [ids[0]]
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [("status=bogus", ["query", "status"]), ("limit=0", ["query", "limit"]), ("limit=201", ["query", "limit"]),
+     ("cursor=%%%", ["query", "cursor"]), ("color=red", ["query", "color"])],
+)  # fmt: skip
+async def test_list_query_errors_name_the_parameter(api, auth, query, loc):
+    resp = await api.get(f"/api/v1/tasks?{query}", headers=auth())
+    assert resp.status == 422
+    assert (await resp.json())["error"]["fields"][0]["loc"][:2] == loc
+
+
+async def test_health_live_needs_no_auth_but_metrics_and_openapi_do(api, auth):
+    assert (await api.get("/health/live")).status == 200
+    assert (await api.get("/metrics")).status == 401
+    assert (await api.get("/metrics", headers=auth("tasks:read"))).status == 403
+    metrics = await api.get("/metrics", headers=auth("admin"))
+    assert metrics.status == 200
+    assert "opsdeck_http_request_duration_seconds" in await metrics.text()
+    assert (await api.get("/openapi.json")).status == 401
+    doc = await (await api.get("/openapi.json", headers=auth("tasks:read"))).json()
+    assert doc["openapi"].startswith("3.")
+
+
+async def test_metrics_token_is_accepted(aiohttp_client, settings):
+    from coordinator.app import create_app
+
+    client = await aiohttp_client(create_app(settings.model_copy(update={"metrics_token": _secret("scrape-me")})))
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})).status == 200
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+
+
+def _secret(value):
+    from pydantic import SecretStr
+
+    return SecretStr(value)
+
+
+async def test_ready_needs_a_fresh_worker_heartbeat(api, rclient):
+    resp = await api.get("/health/ready")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["components"]["redis"]["status"] == "ok"
+    assert body["components"]["workers"]["status"] == "down"
+    report = await (await api.get("/health")).json()
+    assert report["status"] == "degraded"
+    rclient.zadd(KEYS.workers, {"w1": int(time.time() * 1000)})
+    assert (await api.get("/health/ready")).status == 200
+    report = await (await api.get("/health")).json()
+    assert report["status"] == "healthy"
+    assert report["components"]["redis"]["latency_ms"] >= 0
+    json.dumps(report)
