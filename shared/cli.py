@@ -58,3 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(args.func(args))
     except ConfigError as exc:
         sys.exit(f"opsdeck: {exc}")
+
+
+if __name__ == "__main__":
+    main()

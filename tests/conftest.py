@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 
 @pytest.fixture
-def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+def redis_url(redis_server: EmbeddedRedis) -> str:
     """The session server's URL, flushed before each test."""
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture
@@ -100,15 +100,17 @@ def token() -> Callable[..., str]:
 @pytest.fixture
 def auth(token: Callable[..., str]) -> Callable[..., dict[str, str]]:
     """Authorization headers for the given scopes (default: read + write)."""
-    return lambda *scopes, **kw: {"Authorization": f"Bearer {token(*(scopes or ('tasks:write', 'tasks:read')), **kw)}"}
+    return lambda *scopes, **kw: {
+        "Authorization": f"Bearer {token(*(scopes or ('tasks:write', 'tasks:read')), **kw)}"
+    }
 
 
 @pytest.fixture
-async def api(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Any]:
+async def api(aiohttp_client: Any, settings: Settings) -> Any:
     """A test client on an in-process coordinator app."""
     from coordinator.app import create_app
 
-    yield await aiohttp_client(create_app(settings))
+    return await aiohttp_client(create_app(settings))
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -52,7 +53,9 @@ async def test_submit_records_and_enqueues_a_dramatiq_message(api, auth, rclient
 
 
 async def test_default_priority_is_p2_and_request_id_is_carried(api, auth, rclient):
-    resp = await submit(api, {**auth(), "X-Request-ID": "req-123"}, {"type": "sleep", "payload": {"seconds": 0}})
+    resp = await submit(
+        api, {**auth(), "X-Request-ID": "req-123"}, {"type": "sleep", "payload": {"seconds": 0}}
+    )
     assert resp.status == 202
     assert resp.headers["X-Request-ID"] == "req-123"
     record = await (await api.get((await resp.json())["status_url"], headers=auth())).json()
@@ -96,13 +99,17 @@ async def test_malformed_json_is_400(api, auth):
 
 
 async def test_non_object_body_is_422(api, auth):
-    resp = await api.post("/api/v1/tasks", data=b"[1]", headers={**auth(), "Content-Type": "application/json"})
+    resp = await api.post(
+        "/api/v1/tasks", data=b"[1]", headers={**auth(), "Content-Type": "application/json"}
+    )
     assert resp.status == 422
     assert (await resp.json())["error"]["fields"][0]["loc"] == ["body"]
 
 
 async def test_wrong_content_type_is_415(api, auth):
-    resp = await api.post("/api/v1/tasks", data=b"type=echo", headers={**auth(), "Content-Type": "text/plain"})
+    resp = await api.post(
+        "/api/v1/tasks", data=b"type=echo", headers={**auth(), "Content-Type": "text/plain"}
+    )
     assert resp.status == 415
     assert (await resp.json())["error"]["code"] == "unsupported_media_type"
 
@@ -139,8 +146,10 @@ async def test_token_signed_with_another_key_is_401(api):
 
 async def test_expired_token_is_401(api, token):
     expired = token("tasks:write", ttl=1)
-    time.sleep(1.1)
-    resp = await api.post("/api/v1/tasks", json={"type": "echo"}, headers={"Authorization": f"Bearer {expired}"})
+    await asyncio.sleep(1.1)
+    resp = await api.post(
+        "/api/v1/tasks", json={"type": "echo"}, headers={"Authorization": f"Bearer {expired}"}
+    )
     assert resp.status == 401
     assert "expired" in (await resp.json())["error"]["message"]
 
@@ -238,7 +247,8 @@ async def test_list_filters_and_paginates_newest_first(api, auth):
 
 @pytest.mark.parametrize(
     ("query", "loc"),
-    [("status=bogus", ["query", "status"]), ("limit=0", ["query", "limit"]), ("limit=201", ["query", "limit"]),
+    [("status=bogus", ["query", "status"]), ("limit=0", ["query", "limit"]),
+     ("limit=201", ["query", "limit"]),
      ("cursor=%%%", ["query", "cursor"]), ("color=red", ["query", "color"])],
 )  # fmt: skip
 async def test_list_query_errors_name_the_parameter(api, auth, query, loc):
@@ -262,7 +272,9 @@ async def test_health_live_needs_no_auth_but_metrics_and_openapi_do(api, auth):
 async def test_metrics_token_is_accepted(aiohttp_client, settings):
     from coordinator.app import create_app
 
-    client = await aiohttp_client(create_app(settings.model_copy(update={"metrics_token": _secret("scrape-me")})))
+    client = await aiohttp_client(
+        create_app(settings.model_copy(update={"metrics_token": _secret("scrape-me")}))
+    )
     assert (await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})).status == 200
     assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
 

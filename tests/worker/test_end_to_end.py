@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
-import time
 
 import aiohttp
 import pytest
@@ -32,7 +32,9 @@ def heartbeat(rclient, worker_id):
 
 def wait_running(rclient, worker_id, processes=1, timeout=30.0):
     return wait_for(
-        lambda: (b := heartbeat(rclient, worker_id)) and b.state == "running" and b.processes == processes and b,
+        lambda: (
+            (b := heartbeat(rclient, worker_id)) and b.state == "running" and b.processes == processes and b
+        ),
         timeout=timeout,
         what=f"agent {worker_id} running with {processes} process(es)",
     )
@@ -60,7 +62,7 @@ async def test_full_path_through_real_coordinator_and_worker(procs, env_factory,
                         break
             except aiohttp.ClientConnectionError:
                 pass
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         async with http.post(
             f"{base}/api/v1/tasks", json={"type": "echo", "payload": {"hello": "world"}}, headers=auth()
         ) as r:
@@ -71,7 +73,7 @@ async def test_full_path_through_real_coordinator_and_worker(procs, env_factory,
                 record = await r.json()
             if record["status"] == "succeeded":
                 break
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
     assert record["status"] == "succeeded"
     assert record["result"] == {"hello": "world"}
     assert record["attempts"] == 1
@@ -84,7 +86,9 @@ async def test_full_path_through_real_coordinator_and_worker(procs, env_factory,
 
 async def test_failing_task_retries_then_goes_dead(procs, env_factory, tmp_path, rclient, api, auth):
     start_agent(procs, env_factory, tmp_path)
-    resp = await api.post("/api/v1/tasks", json={"type": "fail", "payload": {"message": "boom"}}, headers=auth())
+    resp = await api.post(
+        "/api/v1/tasks", json={"type": "fail", "payload": {"message": "boom"}}, headers=auth()
+    )
     task_id = (await resp.json())["id"]
     record = wait_status(rclient, task_id, "dead")
     assert record["attempts"] == "3"  # TASK_MAX_RETRIES=2 → three attempts
@@ -132,7 +136,7 @@ async def test_sigterm_drains_in_flight_work_and_exits_zero(procs, env_factory, 
     assert rclient.zscore(KEYS.workers, "agent") is None
     # Nothing new was taken after the stop signal: a task submitted now stays queued.
     later = (await (await api.post("/api/v1/tasks", json={"type": "echo"}, headers=auth())).json())["id"]
-    time.sleep(0.5)
+    await asyncio.sleep(0.5)
     assert task_fields(rclient, KEYS, later)["status"] == "queued"
 
 
@@ -140,17 +144,23 @@ def heartbeat_state_seen(rclient, worker_id, state):
     return wait_for(lambda: (b := heartbeat(rclient, worker_id)) and b.state == state, timeout=5)
 
 
-async def test_killed_process_is_restarted_and_its_task_redelivered(procs, env_factory, tmp_path, rclient, api, auth):
+async def test_killed_process_is_restarted_and_its_task_redelivered(
+    procs, env_factory, tmp_path, rclient, api, auth
+):
     _, log = start_agent(procs, env_factory, tmp_path)
     first = wait_running(rclient, "agent")
-    resp = await api.post("/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 1.5}}, headers=auth())
+    resp = await api.post(
+        "/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 1.5}}, headers=auth()
+    )
     task_id = (await resp.json())["id"]
     wait_status(rclient, task_id, "running")
     victim = first.procs[0].pid
     os.kill(victim, signal.SIGKILL)
     # The agent restarts the process (new pid) ...
     wait_for(
-        lambda: (b := heartbeat(rclient, "agent")) and b.processes == 1 and b.procs and b.procs[0].pid != victim,
+        lambda: (
+            (b := heartbeat(rclient, "agent")) and b.processes == 1 and b.procs and b.procs[0].pid != victim
+        ),
         what="a replacement process",
     )
     # ... and the killed process's message comes back (heartbeat timeout 3 s) and succeeds.
@@ -165,24 +175,30 @@ async def test_killed_process_is_restarted_and_its_task_redelivered(procs, env_f
     assert beat.state == "running"
 
 
-async def test_canceled_task_that_was_already_fetched_is_skipped(procs, env_factory, tmp_path, rclient, api, auth):
+async def test_canceled_task_that_was_already_fetched_is_skipped(
+    procs, env_factory, tmp_path, rclient, api, auth
+):
     start_agent(procs, env_factory, tmp_path, WORKER_THREADS=1)
     wait_running(rclient, "agent")
-    blocker = await api.post("/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 1}}, headers=auth())
+    blocker = await api.post(
+        "/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 1}}, headers=auth()
+    )
     blocker_id = (await blocker.json())["id"]
     wait_status(rclient, blocker_id, "running")
     queued = await api.post("/api/v1/tasks", json={"type": "echo"}, headers=auth())
     queued_id = (await queued.json())["id"]
-    time.sleep(0.3)  # the single thread is busy; the echo sits in the prefetch buffer or the queue
+    await asyncio.sleep(0.3)  # the single thread is busy; the echo sits in the prefetch buffer or the queue
     assert (await api.post(f"/api/v1/tasks/{queued_id}/cancel", headers=auth())).status == 200
     wait_status(rclient, blocker_id, "succeeded")
-    time.sleep(0.5)
+    await asyncio.sleep(0.5)
     record = task_fields(rclient, KEYS, queued_id)
     assert record["status"] == "canceled"
     assert record["attempts"] == "0"
 
 
-async def test_message_sent_with_dramatiq_itself_gets_a_record(procs, env_factory, tmp_path, rclient, settings):
+async def test_message_sent_with_dramatiq_itself_gets_a_record(
+    procs, env_factory, tmp_path, rclient, settings
+):
     from worker.actors import register_actors
     from worker.broker import build_broker
 
