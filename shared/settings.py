@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     port: int | None = Field(default=None, ge=1, le=65535)
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8001, ge=1, le=65535)
-    public_url: str | None = None
 
     worker_id: str = Field(default_factory=socket.gethostname)
     worker_processes: int = Field(default=2, ge=0, le=64)
