@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -25,6 +26,14 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def _freeze_heap(app: web.Application) -> None:
+    """Move everything built at start-up out of the garbage collector's sight: the app's
+    long-lived objects (models, routes, clients) are never garbage, and collections that
+    traverse them cost a measurable share of each request."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the coordinator app; Redis is connected lazily, so it starts even while Redis is down."""
     app = web.Application(middlewares=[edge_middleware], client_max_size=MAX_BODY_BYTES)
@@ -34,5 +43,6 @@ def create_app(settings: Settings) -> web.Application:
     app[REGISTRY] = registry
     app[HTTP_METRICS] = HttpMetrics(registry, "coordinator")
     app.cleanup_ctx.append(_redis_ctx)
+    app.on_startup.append(_freeze_heap)
     add_routes(app, ENDPOINTS)
     return app

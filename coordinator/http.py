@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -95,6 +95,27 @@ def correlation_id(request: web.Request) -> str:
     return request[CORRELATION_ID]
 
 
+class RateLimitedWarning:
+    """Logs an outage once per ``interval`` seconds with a count, not once per request."""
+
+    def __init__(self, message: str, interval: float = 10.0) -> None:
+        self.message = message
+        self.interval = interval
+        self._last = 0.0
+        self._suppressed = 0
+
+    def warn(self, detail: str) -> None:
+        """Log now, or count the occurrence for the next line."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        log.warning("%s (%s; %d more since the last report)", self.message, detail, self._suppressed)
+        self._last, self._suppressed = now, 0
+
+
+_outage_log = RateLimitedWarning("redis unavailable: answering 503")
+
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                415: "unsupported_media_type"}  # fmt: skip
 
@@ -103,7 +124,7 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Correlation id, JSON errors, 503 on Redis outages and request metrics."""
     incoming = request.headers.get("X-Request-ID", "")
-    request[CORRELATION_ID] = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[CORRELATION_ID] = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
     started = time.perf_counter()
     response: web.StreamResponse
     try:
@@ -118,7 +139,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         else:
             raise
     except REDIS_DOWN as exc:
-        log.warning("redis unavailable: %s", type(exc).__name__)
+        _outage_log.warn(type(exc).__name__)
         response = error_response(503, Unavailable.code, "Redis is unavailable; try again shortly")
         response.headers["Retry-After"] = "2"
     except asyncio.CancelledError:
@@ -134,7 +155,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def redis_deadline(request: web.Request) -> asyncio.Timeout:
-    """A deadline for Redis work inside a handler, so an outage answers 503 within ~2 s."""
+    """A deadline for Redis work inside a handler, so an outage answers 503 within ~2 s
+    (submissions get theirs from the SubmitBatcher: one timer per batch, not per request)."""
     return asyncio.timeout(request.app[SETTINGS].redis_timeout + 0.4)
 
 

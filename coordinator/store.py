@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from coordinator.batcher import ScriptBatcher
+from coordinator.batcher import SubmitBatcher
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.keys import Keys
 from shared.settings import Settings
-from shared.store import decode_record
+from shared.store import decode_record, script_source
 from shared.tasks import Priority, TaskStatus, TaskType, queue_name
 
 #: Largest page of ``GET /api/v1/tasks``.
@@ -67,8 +67,17 @@ class TaskStore:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
-        self.batcher = ScriptBatcher(client)
+        self.keys = keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.batcher = SubmitBatcher(
+            client,
+            settings.redis_timeout,
+            [
+                keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
+                keys.idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
+                settings.task_events_maxlen,
+            ],
+        )  # fmt: skip
+        self._cancel = client.register_script(script_source("cancel"))
 
     async def submit(
         self,
@@ -82,60 +91,33 @@ class TaskStore:
     ) -> Submitted:
         """Record and enqueue one task atomically; a seen idempotency key returns the first task."""
         task_id = str(uuid.uuid4())
-        redis_message_id = str(uuid.uuid4())
         now_us = time.time_ns() // 1000
         now_ms = now_us // 1000
         queue = queue_name(task_type.queue_group, priority)
-        message = encode_message(
-            task_type,
-            task_id,
-            queue,
-            payload,
-            {
-                "redis_message_id": redis_message_id,
-                "correlation_id": correlation_id,
-                "priority": priority.value,
-            },
-            now_ms,
-        )
-        digest = payload_digest(task_type.name, payload, priority)
-        keys = self.keys
-        idem_key = keys.idempotency(subject, idempotency_key) if idempotency_key else ""
+        options = {"redis_message_id": task_id, "correlation_id": correlation_id, "priority": priority.value}
+        message = encode_message(task_type, task_id, queue, payload, options, now_ms)
         fields: list[Any] = [
             "id", task_id, "type", task_type.name, "queue", queue, "priority", priority.value,
-            "status", TaskStatus.QUEUED.value, "payload", orjson.dumps(payload), "attempts", 0,
-            "correlation_id", correlation_id, "submitted_by", subject, "digest", digest,
-            "redis_message_id", redis_message_id, "created_us", now_us, "created_at", now_ms,
-            "updated_at", now_ms,
+            "status", "queued", "payload", orjson.dumps(payload), "attempts", 0,
+            "correlation_id", correlation_id, "submitted_by", subject, "redis_message_id", task_id,
+            "created_us", now_us, "created_at", now_ms, "updated_at", now_ms,
         ]  # fmt: skip
-        if idempotency_key:
-            fields += ["idempotency_key", idempotency_key]
-        reply = await self.batcher.call(
-            "submit",
-            [
-                keys.task(task_id),
-                idem_key,
-                keys.tasks_all,
-                keys.tasks_by_status(TaskStatus.QUEUED),
-                keys.tasks_by_type(task_type.name),
-                keys.task_events,
-                keys.queue(queue),
-                keys.queue_messages(queue),
-            ],
-            [
-                task_id, now_us, self.settings.task_ttl, self.settings.task_events_maxlen,
-                redis_message_id, message, task_type.name, now_ms, *fields,
-            ],
-        )  # fmt: skip
-        created, existing = int(reply[0]), reply[1].decode()
+        idem = digest = ""
+        if idempotency_key:  # the digest tells a replay from a different request with the same key
+            digest = payload_digest(task_type.name, payload, priority)
+            fields += ["idempotency_key", idempotency_key, "digest", digest]
+            idem = f"{subject}:{idempotency_key}"
+        created, existing = await self.batcher.submit(
+            [task_id, now_us, idem, queue, task_type.name, message, len(fields), *fields]
+        )
         if not created:
-            other = await self.client.hget(keys.task(existing), "digest")
+            other = await self.client.hget(self.keys.task(existing), "digest")
             if other is not None and other.decode() != digest:
                 raise Conflict(
                     "idempotency_key was already used for a different request",
                     fields=[{"loc": ["body", "idempotency_key"], "msg": "reused with a different request"}],
                 )
-        return Submitted(existing, bool(created))
+        return Submitted(existing, created)
 
     async def get(self, task_id: str) -> dict[str, Any]:
         """The task record as the API shows it; NotFound when unknown or expired."""
@@ -147,10 +129,9 @@ class TaskStore:
     async def cancel(self, task_id: str) -> dict[str, Any]:
         """Cancel a queued (or retry-waiting) task; Conflict once it has started or ended."""
         now_ms = time.time_ns() // 1_000_000
-        reply = await self.batcher.call(
-            "cancel",
-            [self.keys.task(task_id), self.keys.task_events],
-            [
+        reply = await self._cancel(
+            keys=[self.keys.task(task_id), self.keys.task_events],
+            args=[
                 task_id,
                 now_ms,
                 self.settings.dramatiq_namespace,

@@ -43,11 +43,21 @@ class Keys:
 
     def tasks_by_type(self, task_type: str) -> str:
         """Sorted set: task ids of one task type, scored by creation time (µs)."""
-        return f"{self.prefix}tasks:type:{task_type}"
+        return f"{self.tasks_type_prefix}{task_type}"
+
+    @property
+    def tasks_type_prefix(self) -> str:
+        """Prefix of the per-type index keys (used by the Lua scripts)."""
+        return f"{self.prefix}tasks:type:"
 
     def idempotency(self, subject: str, key: str) -> str:
         """String: the task id first submitted by ``subject`` with this idempotency key."""
-        return f"{self.prefix}idem:{subject}:{key}"
+        return f"{self.idempotency_prefix}{subject}:{key}"
+
+    @property
+    def idempotency_prefix(self) -> str:
+        """Prefix of idempotency keys (used by the Lua scripts)."""
+        return f"{self.prefix}idem:"
 
     @property
     def task_events(self) -> str:

@@ -1,33 +1,53 @@
--- Submit a task: idempotency check, task record, indexes, lifecycle event and the Dramatiq
--- enqueue (exactly what dramatiq/brokers/redis/dispatch.lua "enqueue" writes), atomically.
+-- Submit a batch of tasks. For each: idempotency check, task record, indexes, lifecycle event
+-- and the Dramatiq enqueue (exactly what dramatiq/brokers/redis/dispatch.lua "enqueue" writes).
+-- One call carries every submission the coordinator received while its previous call was in
+-- flight, so a loaded coordinator pays one round trip (and one reply) for many requests.
 --
--- KEYS: 1 task hash, 2 idempotency key ("" when none), 3 tasks:all, 4 tasks:status:queued,
---       5 tasks:type:<type>, 6 events stream, 7 dramatiq queue list, 8 dramatiq queue msgs hash
--- ARGV: 1 task id, 2 created (µs), 3 ttl (s), 4 events maxlen, 5 redis message id,
---       6 encoded message, 7 type, 8 now (ms), 9.. field/value pairs of the record
--- Returns {1, task id} when created, {0, existing id} when the idempotency key was seen.
-local task_id = ARGV[1]
-local ttl = tonumber(ARGV[3])
-
-if KEYS[2] ~= "" then
-    local existing = redis.call("get", KEYS[2])
-    if existing then
-        return {0, existing}
+-- Key names are built from the prefixes passed in (shared/keys.py owns them), as Dramatiq's
+-- own script does; so this script is not Redis Cluster safe, like Dramatiq's broker.
+-- ARGV: 1 task key prefix, 2 tasks:all, 3 status index prefix, 4 type index prefix,
+--       5 idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
+--       9 events maxlen, then per task:
+--       task id, created (µs), idempotency key suffix ("" when none), queue, type,
+--       encoded message, number of record field/value items N, then the N items.
+-- Returns a flat array: per task 1 and its id when created, 0 and the first task's id when
+-- its idempotency key was seen before.
+local task_prefix, all_index, status_prefix, type_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local idem_prefix, events, namespace = ARGV[5], ARGV[6], ARGV[7]
+local ttl, maxlen = tonumber(ARGV[8]), ARGV[9]
+local queued_index = status_prefix .. "queued"
+local out = {}
+local i = 10
+while i <= #ARGV do
+    local task_id, created, idem, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local task_type, message, n = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
+    local fields_at = i + 7
+    i = fields_at + n
+    local existing = false
+    if idem ~= "" then
+        existing = redis.call("get", idem_prefix .. idem)
+        if not existing then
+            redis.call("set", idem_prefix .. idem, task_id, "EX", ttl)
+        end
     end
-    redis.call("set", KEYS[2], task_id, "EX", ttl)
+    if existing then
+        out[#out + 1] = 0
+        out[#out + 1] = existing
+    else
+        local task_key = task_prefix .. task_id
+        redis.call("hset", task_key, unpack(ARGV, fields_at, fields_at + n - 1))
+        redis.call("expire", task_key, ttl)
+        redis.call("zadd", all_index, created, task_id)
+        redis.call("zadd", queued_index, created, task_id)
+        redis.call("zadd", type_prefix .. task_type, created, task_id)
+        local ts = string.format("%d", math.floor(tonumber(created) / 1000))
+        redis.call("xadd", events, "MAXLEN", "~", maxlen, "*",
+            "id", task_id, "type", task_type, "status", "queued", "ts", ts)
+        -- the Dramatiq message id in Redis is the task id on first enqueue (unique, as required)
+        redis.call("hset", namespace .. ":" .. queue .. ".msgs", task_id, message)
+        redis.call("rpush", namespace .. ":" .. queue, task_id)
+        out[#out + 1] = 1
+        out[#out + 1] = task_id
+    end
 end
-
-local fields = {}
-for i = 9, #ARGV do
-    fields[#fields + 1] = ARGV[i]
-end
-redis.call("hset", KEYS[1], unpack(fields))
-redis.call("expire", KEYS[1], ttl)
-redis.call("zadd", KEYS[3], ARGV[2], task_id)
-redis.call("zadd", KEYS[4], ARGV[2], task_id)
-redis.call("zadd", KEYS[5], ARGV[2], task_id)
-redis.call("xadd", KEYS[6], "MAXLEN", "~", ARGV[4], "*",
-    "id", task_id, "type", ARGV[7], "status", "queued", "ts", ARGV[8])
-redis.call("hset", KEYS[8], ARGV[5], ARGV[6])
-redis.call("rpush", KEYS[7], ARGV[5])
-return {1, task_id}
+return out

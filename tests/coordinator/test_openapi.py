@@ -55,3 +55,10 @@ async def test_anonymous_calls_are_401_on_every_protected_route(api):
         url = path.replace("{task_id}", "00000000-0000-0000-0000-000000000000")
         resp = await api.request(method, url)
         assert resp.status == 401, (method, path, resp.status)
+
+
+def test_status_url_matches_the_task_route(settings):
+    from coordinator.views.tasks import status_url
+
+    app = create_app(settings)
+    assert status_url("abc") == str(app.router["task"].url_for(task_id="abc"))
