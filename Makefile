@@ -20,8 +20,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-bench: $(STAMP)  ## run every benchmark in scripts/bench/
-	@for b in scripts/bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: $(STAMP)  ## run every benchmark in scripts/bench/ (installs Debian's wrk when root and missing)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; }; } || \
+		echo "wrk not available: the benchmarks fall back to a Python load generator"
+	@for b in scripts/bench/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 install: $(STAMP)  ## create or update .venv only
 
