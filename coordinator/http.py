@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from coordinator.keys import CORRELATION_ID, HTTP_METRICS, SETTINGS, VERIFIER
 from shared.auth import Principal
 from shared.errors import AuthError, OpsdeckError, Unavailable, ValidationFailed
+from shared.logging import bind_contextvars, clear_contextvars
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,11 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Correlation id, JSON errors, 503 on Redis outages and request metrics."""
     incoming = request.headers.get("X-Request-ID", "")
-    request[CORRELATION_ID] = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
+    cid = request[CORRELATION_ID] = (
+        incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
+    )
+    clear_contextvars()  # a keep-alive connection serves many requests in one task context
+    bind_contextvars(correlation_id=cid)
     started = time.perf_counter()
     response: web.StreamResponse
     try:

@@ -1,48 +1,85 @@
-"""Logging setup: readable lines in development, one JSON object per line in production."""
+"""Logging with structlog: one JSON object per line in production, readable lines in development.
+
+Every record — ours through structlog, and stdlib ones from aiohttp or Dramatiq — goes through the
+same processors, so each line carries the process name and whatever is bound in the current
+context (``correlation_id``, ``task_id``, ...), and values under secret-looking keys are redacted.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
+import structlog
+from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 
-#: Attributes of a LogRecord that are not user-supplied ``extra`` fields.
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+#: Keys whose values never reach a log line.
+SECRET_KEYS = frozenset(
+    {"authorization", "token", "password", "secret", "jwt", "jwt_secret", "api_key", "cookie"}
+)
+REDACTED = "[redacted]"
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record, with any ``extra=`` fields included."""
+def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if key.lower() in SECRET_KEYS:
+            event[key] = REDACTED
+    return event
 
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as a JSON line."""
-        doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                doc[key] = value
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+
+def _json_dumps(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
 
 
 def setup_logging(level: str = "INFO", *, json: bool = False, process: str = "opsdeck") -> None:
-    """Configure the root logger once for this process."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Configure structlog and the stdlib root logger once for this process."""
+
+    def _add_process(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("process", process)
+        return event
+
+    shared: list[Any] = [
+        merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_process,
+        _redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_json_dumps)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if json:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {process:<11} %(levelname)-7s %(name)s: %(message)s")
-        )
+        final.append(structlog.processors.format_exc_info)
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[*final, renderer])
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger named ``name``."""
+    return structlog.get_logger(name)
+
+
+__all__ = ["bind_contextvars", "clear_contextvars", "get_logger", "setup_logging"]

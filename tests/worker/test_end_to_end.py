@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 
@@ -224,3 +225,28 @@ def test_agent_refuses_a_worker_id_in_use(procs, env_factory, tmp_path, rclient)
 def test_redis_url_is_used_not_localhost(redis_url):
     assert not redis_url.endswith(":6379/0")
     assert redis.Redis.from_url(redis_url).ping()
+
+
+async def test_correlation_id_follows_the_task_into_worker_json_logs(
+    procs, env_factory, tmp_path, rclient, api, auth
+):
+    _, log = start_agent(procs, env_factory, tmp_path, OPSDECK_ENV="production")
+    wait_running(rclient, "agent")
+    headers = {**auth(), "X-Request-ID": "trace-4711"}
+    resp = await api.post(
+        "/api/v1/tasks", json={"type": "fail", "payload": {"message": "x"}}, headers=headers
+    )
+    task_id = (await resp.json())["id"]
+    wait_status(rclient, task_id, "dead")
+    lines = [json.loads(line) for line in read_log(log).splitlines() if line.startswith("{")]
+    mine = [e for e in lines if e.get("task_id") == task_id]
+    assert mine, read_log(log)
+    assert all(e["correlation_id"] == "trace-4711" for e in mine)
+    ended = [e for e in mine if e["event"] == "task ended"]
+    assert [e["status"] for e in ended] == ["retrying", "retrying", "dead"]
+    assert ended[-1]["level"] == "warning"
+    assert ended[0]["process"].startswith("proc-")
+    assert ended[0]["timestamp"].endswith("Z")
+    # Dramatiq's own (stdlib) error line for the failure carries the same ids.
+    assert any("Failed to process message" in e["event"] for e in mine)
+    assert "Bearer" not in read_log(log)

@@ -22,11 +22,12 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import SkipMessage
 
 from shared.keys import Keys
+from shared.logging import bind_contextvars, clear_contextvars, get_logger
 from shared.settings import Settings
 from shared.store import MAX_TRACEBACK_CHARS, encode_result, script_source
 from shared.tasks import TaskStatus
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: How long a status write keeps retrying through a Redis outage before giving up (seconds).
 WRITE_RETRY_WINDOW = 60.0
@@ -44,12 +45,20 @@ class TaskStore(Middleware):
         self._start = client.register_script(script_source("start"))
         self._finish = client.register_script(script_source("finish"))
         self._skipped = threading.local()
+        self._started = threading.local()
 
     # -- hooks ----------------------------------------------------------------------------------
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         """Mark the task running; skip it when it was canceled or already ended."""
         self._skipped.id = None
         options = message.options
+        clear_contextvars()  # every log line of this attempt carries the task and its request's id
+        bind_contextvars(
+            task_id=message.message_id,
+            task_type=message.actor_name,
+            correlation_id=options.get("correlation_id") or None,
+        )
+        self._started.at = time.perf_counter()
         payload = message.args[0] if message.args else {}
         now_ms = time.time_ns() // 1_000_000
         outcome = self._write(
@@ -70,7 +79,8 @@ class TaskStore(Middleware):
         )  # fmt: skip
         if outcome is not None and outcome != b"ok":
             self._skipped.id = message.message_id
-            log.info("skipping task %s: it is %s", message.message_id, outcome.decode())
+            log.info("task skipped", status=outcome.decode())
+            clear_contextvars()
             raise SkipMessage(f"task is {outcome.decode()}")
 
     def after_process_message(
@@ -106,6 +116,15 @@ class TaskStore(Middleware):
     # -- helpers --------------------------------------------------------------------------------
     def _end(self, message: MessageProxy, status: TaskStatus, counter: str, fields: list[Any]) -> None:
         now_ms = time.time_ns() // 1_000_000
+        started = getattr(self._started, "at", None)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        log.log(
+            logging.WARNING if status in (TaskStatus.DEAD, TaskStatus.FAILED) else logging.INFO,
+            "task ended",
+            status=status.value,
+            duration_ms=duration_ms,
+            retries=message.options.get("retries", 0),
+        )
         self._write(
             self._finish,
             [self.keys.task(message.message_id), self.keys.task_events, self.counters_key],
@@ -115,6 +134,7 @@ class TaskStore(Middleware):
                 counter, message.actor_name, *fields,
             ],
         )  # fmt: skip
+        clear_contextvars()
 
     def _write(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run a store script, retrying through a Redis outage for up to WRITE_RETRY_WINDOW."""
@@ -125,8 +145,8 @@ class TaskStore(Middleware):
                 return script(keys=keys, args=args)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if time.monotonic() > deadline:
-                    log.error("task store write abandoned after %.0fs: %s", WRITE_RETRY_WINDOW, exc)
+                    log.error("task store write abandoned", after_s=WRITE_RETRY_WINDOW, error=str(exc))
                     return None
-                log.warning("task store write failed (%s); retrying in %.1fs", type(exc).__name__, delay)
+                log.warning("task store write failed; retrying", error=type(exc).__name__, retry_in_s=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
