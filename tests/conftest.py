@@ -62,6 +62,7 @@ def base_env(redis_url: str, var_dir: Path, **extra: Any) -> dict[str, str]:
         SHUTDOWN_TIMEOUT="10",
         RETRY_MIN_BACKOFF="0.1",
         RETRY_MAX_BACKOFF="0.5",
+        WORKER_METRICS_PORT="0",
         PYTHONPATH=str(ROOT),
         PYTHONUNBUFFERED="1",
     )

@@ -26,6 +26,10 @@ def main() -> None:
     if problem:
         sys.exit(f"worker: {problem}")
     agent = Agent(settings, client)
+    try:
+        agent.serve_metrics()
+    except OSError as exc:
+        sys.exit(f"worker: cannot serve metrics on port {settings.worker_metrics_port}: {exc.strerror}")
     signal.signal(signal.SIGTERM, agent.request_stop)
     signal.signal(signal.SIGINT, agent.request_stop)
     logging.getLogger("worker").info(

@@ -27,11 +27,13 @@ import psutil
 import redis
 
 from shared import __version__
+from shared.auth import Verifier
 from shared.keys import Keys
 from shared.procutil import pid_alive, python_module, spawn, stop_all
 from shared.settings import Settings
 from shared.stats import Heartbeat, ProcessStats, WorkerState
 from shared.tasks import TaskStatus, all_queues, task_types
+from worker.metrics import MULTIPROC_ENV, AgentCollector, build_registry, prepare_multiproc_dir, serve_metrics
 
 log = logging.getLogger("worker.agent")
 
@@ -74,12 +76,32 @@ class Agent:
         self._stop_requested = False
         dispatch = (files("dramatiq.brokers") / "redis" / "dispatch.lua").read_text()
         self._dispatch = client.register_script(dispatch)
+        self.metrics_dir = prepare_multiproc_dir(settings.opsdeck_var_dir.resolve() / "metrics" / self.id)
+        self.snapshot: dict[str, Any] = {"worker": self.id, "up": 1, "queues": {}, "redis_up": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
         """Signal handler: begin a graceful stop."""
         log.info("received %s: stopping", signal.Signals(signum).name)
         self._stop_requested = True
+
+    def serve_metrics(self) -> None:
+        """Serve ``/metrics`` on WORKER_METRICS_HOST:WORKER_METRICS_PORT (0 = off)."""
+        settings = self.settings
+        if not settings.worker_metrics_port:
+            return
+        registry = build_registry(self.metrics_dir, AgentCollector(lambda: self.snapshot))
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        serve_metrics(
+            registry,
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+            token=token,
+            verifier=Verifier(settings.jwt_key),
+        )
+        log.info(
+            "metrics on http://%s:%d/metrics", settings.worker_metrics_host, settings.worker_metrics_port
+        )
 
     def run(self) -> int:
         """Supervise until asked to stop; returns the exit code."""
@@ -117,7 +139,7 @@ class Agent:
                 self._start(slot)
 
     def _start(self, slot: Slot) -> None:
-        env = {**os.environ, "WORKER_ID": self.id}
+        env = {**os.environ, "WORKER_ID": self.id, MULTIPROC_ENV: str(self.metrics_dir)}
         slot.proc = spawn(python_module("worker.process"), env=env)
         slot.started_at = time.time()
         try:
@@ -164,8 +186,25 @@ class Agent:
             self._publish()
             self._run_maintenance()
             self._trim_indexes()
+            self._read_queues()
+            self.snapshot["redis_up"] = 1
         except redis.RedisError as exc:
+            self.snapshot["redis_up"] = 0
             log.warning("redis unavailable (%s); will retry", type(exc).__name__)
+
+    def _read_queues(self) -> None:
+        """Depths of every queue (ready, delayed, dead) for the metrics snapshot."""
+        queues = all_queues()
+        with self.client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(self.keys.queue(queue))
+                pipe.llen(self.keys.delay_queue(queue))
+                pipe.zcard(self.keys.dead_letters(queue))
+            replies = pipe.execute()
+        self.snapshot["queues"] = {
+            q: {"ready": replies[3 * i], "delayed": replies[3 * i + 1], "dead": replies[3 * i + 2]}
+            for i, q in enumerate(queues)
+        }
 
     def _read_counters(self) -> None:
         live = [s for s in self.slots if s.proc is not None]
@@ -228,6 +267,14 @@ class Agent:
 
     def _publish(self) -> None:
         beat = self.heartbeat()
+        capacity = max(1, beat.processes * beat.threads)
+        self.snapshot.update(
+            cpu_percent=beat.cpu_percent,
+            memory_percent=beat.memory_percent,
+            processes=beat.processes,
+            utilization=round(beat.in_flight / capacity, 4),
+            up=0 if beat.state == "stopped" else 1,
+        )
         ttl_ms = int(3 * self.settings.worker_poll_interval * 1000)
         try:
             with self.client.pipeline(transaction=False) as pipe:

@@ -30,6 +30,7 @@ def test_up_runs_the_stack_and_stops_everything(tmp_path, stop_signal):
         "DASHBOARD_PORT": str(d_port),
         "WORKER_PROCESSES": "1",
         "WORKER_POLL_INTERVAL": "0.5",
+        "WORKER_METRICS_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "up", "--procfile", str(ROOT / "Procfile")],

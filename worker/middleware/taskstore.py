@@ -26,6 +26,7 @@ from shared.logging import bind_contextvars, clear_contextvars, get_logger
 from shared.settings import Settings
 from shared.store import MAX_TRACEBACK_CHARS, encode_result, script_source
 from shared.tasks import TaskStatus
+from worker.metrics import record_attempt
 
 log = get_logger(__name__)
 
@@ -125,7 +126,7 @@ class TaskStore(Middleware):
             duration_ms=duration_ms,
             retries=message.options.get("retries", 0),
         )
-        self._write(
+        previous = self._write(
             self._finish,
             [self.keys.task(message.message_id), self.keys.task_events, self.counters_key],
             [
@@ -134,6 +135,10 @@ class TaskStore(Middleware):
                 counter, message.actor_name, *fields,
             ],
         )  # fmt: skip
+        if previous == b"running":  # the first end of this attempt: count it once
+            record_attempt(
+                message.actor_name, counter, duration_ms / 1000 if duration_ms is not None else None
+            )
         clear_contextvars()
 
     def _write(self, script: Any, keys: list[str], args: list[Any]) -> Any:

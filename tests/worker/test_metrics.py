@@ -1,0 +1,99 @@
+"""The agent's /metrics: task counters from every process (surviving a process's death), agent
+gauges and queue depths, behind bearer auth."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+
+from shared.embedded_redis import free_port
+from tests.helpers import task_fields, wait_for
+from tests.worker.test_end_to_end import KEYS, heartbeat, start_agent, wait_running
+
+pytestmark = pytest.mark.slow
+
+
+def scrape(port: int, token: str | None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        m = re.match(r"^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+        if m and m.group(1) == name and (not want or want in (m.group(2) or "")):
+            return float(m.group(3))
+    return None
+
+
+async def test_agent_metrics(procs, env_factory, tmp_path, rclient, api, auth, token):
+    port = free_port()
+    start_agent(procs, env_factory, tmp_path, WORKER_METRICS_PORT=port, METRICS_TOKEN="scrape-token")
+    first = wait_running(rclient, "agent")
+    assert scrape(port, None)[0] == 401
+    assert scrape(port, "wrong")[0] == 401
+    assert scrape(port, token("tasks:read"))[0] == 401
+    assert scrape(port, token("admin"))[0] == 200
+
+    ids = []
+    for i in range(3):
+        ids.append(
+            (
+                await (
+                    await api.post(
+                        "/api/v1/tasks", json={"type": "echo", "payload": {"i": i}}, headers=auth()
+                    )
+                ).json()
+            )["id"]
+        )
+    ids.append((await (await api.post("/api/v1/tasks", json={"type": "fail"}, headers=auth())).json())["id"])
+    for task_id in ids:
+        wait_for(lambda t=task_id: task_fields(rclient, KEYS, t).get("status") in ("succeeded", "dead"))
+
+    # A process dies: what it counted is still exported after its replacement starts.
+    os.kill(first.procs[0].pid, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            (b := heartbeat(rclient, "agent"))
+            and b.procs
+            and b.procs[0].pid != first.procs[0].pid
+            and b.processes == 1
+        )
+    )
+    await api.post("/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 0}}, headers=auth())
+    await api.post(
+        "/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 0}, "priority": "P3"}, headers=auth()
+    )
+
+    def scraped():
+        status, text = scrape(port, "scrape-token")
+        done = sample(text, "opsdeck_tasks_processed_total", type="sleep")
+        return status == 200 and done == 2.0 and text
+
+    text = wait_for(scraped, what="metrics after the restart")
+    assert sample(text, "opsdeck_tasks_processed_total", type="echo") == 3.0
+    assert sample(text, "opsdeck_tasks_failed_total", type="fail") == 1.0
+    assert sample(text, "opsdeck_tasks_retried_total", type="fail") == 2.0
+    assert sample(text, "opsdeck_task_duration_seconds_count", type="echo") == 3.0
+    assert sample(text, "opsdeck_worker_up", worker="agent") == 1.0
+    assert sample(text, "opsdeck_worker_processes", worker="agent") == 1.0
+    assert sample(text, "opsdeck_worker_cpu_percent", worker="agent") is not None
+    assert sample(text, "opsdeck_worker_memory_percent", worker="agent") > 0
+    assert sample(text, "opsdeck_worker_utilization", worker="agent") is not None
+    assert sample(text, "opsdeck_queue_dead", queue="default.p2") == 1.0
+    assert sample(text, "opsdeck_queue_length", queue="default.p0") == 0.0
+    assert sample(text, "opsdeck_queue_delayed", queue="default.p2") == 0.0
+    assert sample(text, "opsdeck_redis_up") == 1.0

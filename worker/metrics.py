@@ -1,0 +1,136 @@
+"""Worker metrics: task counters written by every Dramatiq process, served by the agent.
+
+The agent points ``PROMETHEUS_MULTIPROC_DIR`` at a directory of its own (emptied at start) before
+it starts its processes, so their counters and histograms survive a process's death and restart
+(prometheus-client multiprocess mode); its ``/metrics`` merges them with the agent's own gauges
+(worker up, CPU, memory, utilization, queue depths). ``/metrics`` needs ``METRICS_TOKEN`` as a
+bearer token, or an ``admin`` JWT.
+"""
+
+from __future__ import annotations
+
+import hmac
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from shared.auth import Verifier
+from shared.errors import AuthError
+
+#: Environment variable prometheus-client reads (at import) to switch to multiprocess mode.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Task duration buckets (seconds).
+TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+TASKS_PROCESSED = Counter("opsdeck_tasks_processed", "Tasks that succeeded, by type.", ["type"])
+TASKS_FAILED = Counter("opsdeck_tasks_failed", "Tasks that ended failed or dead, by type.", ["type"])
+TASKS_RETRIED = Counter("opsdeck_tasks_retried", "Attempts that failed and were scheduled again.", ["type"])
+TASK_DURATION = Histogram(
+    "opsdeck_task_duration_seconds", "Duration of one attempt, by type.", ["type"], buckets=TASK_BUCKETS
+)
+_BY_COUNTER = {"processed": TASKS_PROCESSED, "failed": TASKS_FAILED, "retried": TASKS_RETRIED}
+
+
+def record_attempt(task_type: str, counter: str, seconds: float | None) -> None:
+    """Count one ended attempt (called once per attempt by the task-store middleware)."""
+    _BY_COUNTER[counter].labels(task_type).inc()
+    if seconds is not None:
+        TASK_DURATION.labels(task_type).observe(seconds)
+
+
+def prepare_multiproc_dir(path: Path) -> Path:
+    """Empty (or create) the directory the agent's processes write their samples to."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+class AgentCollector:
+    """Gauges from the agent's latest look at itself and at the queues."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the gauges of the current snapshot."""
+        snap = self._snapshot()
+        worker = snap.get("worker", "")
+        for name, doc, key in (
+            ("opsdeck_worker_up", "1 while the agent runs and publishes heartbeats.", "up"),
+            (
+                "opsdeck_worker_cpu_percent",
+                "CPU of the agent and its processes (% of one core).",
+                "cpu_percent",
+            ),
+            (
+                "opsdeck_worker_memory_percent",
+                "RSS of the agent and its processes (% of RAM).",
+                "memory_percent",
+            ),
+            ("opsdeck_worker_utilization", "In-flight tasks / (processes x threads).", "utilization"),
+            ("opsdeck_worker_processes", "Dramatiq processes alive.", "processes"),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["worker"])
+            family.add_metric([worker], float(snap.get(key, 0)))
+            yield family
+        for name, doc, key in (
+            ("opsdeck_queue_length", "Messages ready in a queue.", "ready"),
+            ("opsdeck_queue_delayed", "Messages waiting in a queue's delay queue (retries).", "delayed"),
+            ("opsdeck_queue_dead", "Dead-lettered messages of a queue.", "dead"),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["queue"])
+            for queue, depths in snap.get("queues", {}).items():
+                family.add_metric([queue], float(depths[key]))
+            yield family
+        redis_up = GaugeMetricFamily("opsdeck_redis_up", "1 when the agent's last Redis call succeeded.")
+        redis_up.add_metric([], float(snap.get("redis_up", 0)))
+        yield redis_up
+
+
+def build_registry(multiproc_dir: Path, collector: AgentCollector) -> CollectorRegistry:
+    """The agent's registry: every process's samples merged, plus its own gauges."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+    registry.register(collector)
+    return registry
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log."""
+
+
+def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, *, token: str | None, verifier: Verifier
+) -> ThreadingWSGIServer:
+    """Serve ``/metrics`` of ``registry`` from a daemon thread, behind bearer auth."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        allowed = bool(token) and hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+        if not allowed:
+            try:
+                allowed = verifier.from_header(header or None).has("admin")
+            except AuthError:
+                allowed = False
+        if not allowed:
+            start_response(
+                "401 Unauthorized", [("Content-Type", "application/json"), ("WWW-Authenticate", "Bearer")]
+            )
+            return [
+                b'{"error": {"code": "unauthorized", "message": "METRICS_TOKEN or an admin token required"}}'
+            ]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
