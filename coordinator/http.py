@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.exceptions
+import sentry_sdk
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -150,7 +151,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except asyncio.CancelledError:
         raise
     except Exception:
+        route = request.match_info.route.resource
+        bind_contextvars(route=route.canonical if route is not None else request.path)
         log.exception("unhandled error on %s %s", request.method, request.path)
+        sentry_sdk.capture_exception()
         response = error_response(500, "internal_error", "internal error; see the server log")
     response.headers["X-Request-ID"] = request[CORRELATION_ID]
     route = request.match_info.route.resource

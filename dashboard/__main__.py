@@ -6,10 +6,12 @@ import logging
 import sys
 
 from aiohttp import web
+from sentry_sdk.integrations.aiohttp import AioHttpIntegration
 
 from dashboard.app import create_app
 from shared.errors import ConfigError
 from shared.logging import setup_logging
+from shared.sentry import init_sentry
 from shared.settings import load_settings
 
 
@@ -20,6 +22,7 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"dashboard: {exc}")
     setup_logging(settings.log_level, json=settings.production, process="dashboard")
+    init_sentry(settings, component="dashboard", integrations=[AioHttpIntegration()])
     host, port = settings.dashboard_host, settings.dashboard_port
     logging.getLogger("dashboard").info("listening on http://%s:%d", host, port)
     web.run_app(create_app(settings), host=host, port=port, print=None, access_log=None, shutdown_timeout=5)

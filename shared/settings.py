@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     dramatiq_namespace: str = "dramatiq"
     jwt_secret: SecretStr | None = None
     metrics_token: SecretStr | None = None
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str | None = None
+    sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
     log_level: str = "INFO"
     opsdeck_var_dir: Path = Path("var")
 

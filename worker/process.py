@@ -15,9 +15,11 @@ import threading
 from types import FrameType
 
 import dramatiq
+from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 
 from shared.errors import ConfigError
 from shared.logging import setup_logging
+from shared.sentry import init_sentry
 from shared.settings import load_settings
 from shared.tasks import all_queues
 from worker.actors import register_actors
@@ -44,6 +46,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    # Before the broker: the Dramatiq integration hooks broker construction.
+    init_sentry(settings, component="worker", integrations=[DramatiqIntegration()])
     broker = build_broker(settings, worker_id=settings.worker_id)
     register_actors(broker, settings)
     for queue in all_queues():
