@@ -78,6 +78,37 @@ class Keys:
         """Hash: counters of one Dramatiq process (processed, failed, in_flight)."""
         return f"{self.prefix}worker:{worker_id}:proc:{pid}"
 
+    # -- worker control --------------------------------------------------------------------------
+    def worker_desired(self, worker_id: str) -> str:
+        """Hash: the state an operator wants for an agent (state, processes); obeyed after restarts."""
+        return f"{self.prefix}worker:{worker_id}:desired"
+
+    def worker_commands(self, worker_id: str) -> str:
+        """Stream (capped): control commands for one agent, in the order they were issued."""
+        return f"{self.prefix}worker:{worker_id}:commands"
+
+    def worker_command_cursor(self, worker_id: str) -> str:
+        """String: id of the last command stream entry the agent has handled."""
+        return f"{self.prefix}worker:{worker_id}:commands:cursor"
+
+    def command(self, command_id: str) -> str:
+        """Hash (expires): one control command with its reply (accepted / done / failed, reason)."""
+        return f"{self.prefix}command:{command_id}"
+
+    def command_idempotency(self, key: str) -> str:
+        """String (expires): the command id first issued with this idempotency key."""
+        return f"{self.prefix}command:idem:{key}"
+
+    @property
+    def paused_queues(self) -> str:
+        """Set: queues no worker process consumes until resumed."""
+        return f"{self.prefix}queues:paused"
+
+    @property
+    def audit(self) -> str:
+        """Stream (capped): every control action, who issued it and its outcome."""
+        return f"{self.prefix}audit"
+
     # -- Dramatiq's own keys (see dramatiq/brokers/redis/dispatch.lua) ------------------------
     def queue(self, queue_name: str) -> str:
         """List: ids of ready messages of a Dramatiq queue."""
@@ -99,3 +130,24 @@ class Keys:
     def broker_heartbeats(self) -> str:
         """Sorted set: Dramatiq broker ids scored by their last dispatch call (ms)."""
         return f"{self.dramatiq_namespace}:__heartbeats__"
+
+    # -- coaching bandit (LinUCB) -----------------------------------------------------------
+    def bandit_state(self, name: str = "coach") -> str:
+        """Hash: every arm's LinUCB state (packed float64 ``A``, ``A⁻¹``, ``b``, ``θ``) and counters."""
+        return f"{self.prefix}bandit:{name}:state"
+
+    def bandit_decisions(self, name: str = "coach") -> str:
+        """String (INCR): decisions made by all processes; the first ``warmup`` are uniform random."""
+        return f"{self.prefix}bandit:{name}:decisions"
+
+    def bandit_rated(self, name: str = "coach") -> str:
+        """Set: ``session_id:turn_number`` of every rating applied (a rating counts once)."""
+        return f"{self.prefix}bandit:{name}:rated"
+
+    def bandit_log(self, name: str = "coach") -> str:
+        """Stream: every rating applied, in order (rating key, arm, packed context, packed reward)."""
+        return f"{self.prefix}bandit:{name}:log"
+
+    def bandit_window(self, name: str = "coach") -> str:
+        """List (capped, newest first): ``arm:reward`` of the last ratings, for monitoring statistics."""
+        return f"{self.prefix}bandit:{name}:window"

@@ -20,16 +20,25 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def _die_with_parent_ignoring_usr() -> None:
+    _die_with_parent()
+    # Ignored dispositions survive exec: a SIGUSR1/2 sent before the child installs its handlers
+    # is dropped instead of killing it (the default action of both is to terminate).
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
 def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, **popen: Any
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, ignore_usr: bool = False, **popen: Any
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session (a Ctrl-C to our terminal is not sent to it; we forward
-    signals ourselves) with SIGTERM delivered to it if we die, even by SIGKILL (Linux)."""
+    signals ourselves) with SIGTERM delivered to it if we die, even by SIGKILL (Linux).
+    ``ignore_usr`` starts it with SIGUSR1/SIGUSR2 ignored until it installs handlers."""
     return subprocess.Popen(
         list(argv),
         env=dict(env) if env is not None else None,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=_die_with_parent_ignoring_usr if ignore_usr else _die_with_parent,
         **popen,
     )
 

@@ -41,7 +41,7 @@ class Heartbeat(BaseModel):
     processes_desired: int
     threads: int
     in_flight: int
-    processed: int
-    failed: int
+    processed: int = Field(description="Attempts ended (any outcome), since the agent started.")
+    failed: int = Field(description="Attempts that ended in an error.")
     queues: list[str]
     procs: list[ProcessStats] = Field(default_factory=list)

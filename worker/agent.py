@@ -1,11 +1,14 @@
-"""The worker agent: runs ``WORKER_PROCESSES`` Dramatiq processes on this host and reports on them.
+"""The worker agent: runs the Dramatiq processes of this host, obeys control commands, reports.
 
-- Starts each process with ``python -m worker.process`` in its own session (a TERM to our
-  process group never reaches it twice) and restarts one that exits with capped backoff.
-- Every ``WORKER_POLL_INTERVAL`` seconds writes a heartbeat key that expires after three
+- A :class:`~worker.supervisor.Supervisor` keeps ``WORKER_PROCESSES`` (or the operator's
+  ``scale``) processes in the desired state (running, paused or stopped) and restarts crashed
+  ones with capped backoff. The desired state is persisted in Redis and applied at start.
+- Commands (start, stop, restart, pause, resume, scale) come from the agent's command stream and
+  are answered accepted, then done or failed (:mod:`worker.control`).
+- Every ``WORKER_POLL_INTERVAL`` seconds it writes a heartbeat key that expires after three
   intervals (a dead agent disappears by itself), runs Dramatiq's queue maintenance so the
   messages of killed processes are redelivered within seconds, and trims expired task indexes.
-- SIGTERM/SIGINT: state ``stopping``, TERM each process (they stop consuming and finish
+- SIGTERM/SIGINT: state ``stopping``, one TERM to each process (they stop consuming and finish
   in-flight work), SIGKILL what is left after ``SHUTDOWN_TIMEOUT``, exit 0.
 """
 
@@ -16,9 +19,7 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import time
-from dataclasses import dataclass, field
 from importlib.resources import files
 from types import FrameType
 from typing import Any
@@ -28,56 +29,65 @@ import redis
 
 from shared import __version__
 from shared.auth import Verifier
+from shared.control import Command
 from shared.keys import Keys
-from shared.procutil import pid_alive, python_module, spawn, stop_all
+from shared.procutil import pid_alive
 from shared.settings import Settings
 from shared.stats import Heartbeat, ProcessStats, WorkerState
 from shared.tasks import TaskStatus, all_queues, task_types
+from worker.control import CommandIntake
 from worker.metrics import MULTIPROC_ENV, AgentCollector, build_registry, prepare_multiproc_dir, serve_metrics
+from worker.supervisor import Slot, Supervisor
 
 log = logging.getLogger("worker.agent")
 
-#: Seconds between checks of the child processes.
+#: Seconds between checks of the child processes and the command stream.
 TICK = 0.2
-#: Longest wait before restarting a crashed process (seconds).
-MAX_RESTART_BACKOFF = 30.0
-#: A process that ran this long before exiting resets its backoff (seconds).
-STABLE_AFTER = 60.0
-
-
-@dataclass
-class Slot:
-    """One process position: the running process, if any, and its restart bookkeeping."""
-
-    index: int
-    proc: subprocess.Popen[bytes] | None = None
-    ps: psutil.Process | None = None
-    started_at: float = 0.0
-    restarts: int = 0
-    failures: int = 0
-    next_start: float = 0.0
-    counters: dict[str, int] = field(default_factory=dict)
+#: Extra seconds a command may take beyond SHUTDOWN_TIMEOUT before it is answered failed.
+COMMAND_GRACE = 30.0
 
 
 class Agent:
-    """Supervises Dramatiq processes and publishes this host's heartbeat."""
+    """Supervises Dramatiq processes, obeys control commands and publishes this host's heartbeat."""
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.client = client
         self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
         self.id = settings.worker_id
-        self.state: WorkerState = "starting"
         self.started_at = time.time()
-        self.slots = [Slot(i) for i in range(settings.worker_processes)]
         self.retired = {"processed": 0, "failed": 0}
+        self.counters: dict[int, dict[str, int]] = {}
         self.me = psutil.Process()
         self.me.cpu_percent(None)
         self._stop_requested = False
+        self._shutting_down = False
         dispatch = (files("dramatiq.brokers") / "redis" / "dispatch.lua").read_text()
         self._dispatch = client.register_script(dispatch)
         self.metrics_dir = prepare_multiproc_dir(settings.opsdeck_var_dir.resolve() / "metrics" / self.id)
         self.snapshot: dict[str, Any] = {"worker": self.id, "up": 1, "queues": {}, "redis_up": 0}
+        env = {**os.environ, "WORKER_ID": self.id, MULTIPROC_ENV: str(self.metrics_dir)}
+        self.supervisor = Supervisor(
+            target=settings.worker_processes,
+            env=env,
+            shutdown_timeout=settings.shutdown_timeout,
+            on_exit=self._retire,
+        )
+        self.intake = CommandIntake(client, self.keys, self.id)
+
+    @property
+    def state(self) -> WorkerState:
+        """What the heartbeat reports."""
+        sup = self.supervisor
+        if self._shutting_down:
+            return "stopped" if not sup.alive() else "stopping"
+        if sup.draining:
+            return "stopping"
+        if sup.desired == "stopped":
+            return "stopped" if not sup.alive() else "stopping"
+        if sup.desired == "paused":
+            return "paused"
+        return "running"
 
     # -- lifecycle ------------------------------------------------------------------------------
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
@@ -105,13 +115,15 @@ class Agent:
 
     def run(self) -> int:
         """Supervise until asked to stop; returns the exit code."""
-        self.state = "running"
+        self._apply_desired_at_start()
         next_beat = 0.0
         while not self._stop_requested:
+            alive_before = len(self.supervisor.alive())
+            self._read_reports()
+            self.supervisor.tick()
+            self._control()
             now = time.monotonic()
-            self._reap(now)
-            self._start_due(now)
-            if now >= next_beat:
+            if now >= next_beat or len(self.supervisor.alive()) != alive_before:
                 self._periodic()
                 next_beat = now + self.settings.worker_poll_interval
             time.sleep(TICK)
@@ -119,51 +131,66 @@ class Agent:
         return 0
 
     def _shutdown(self) -> None:
-        self.state = "stopping"
+        self._shutting_down = True
         self._publish()
-        live = [s.proc for s in self.slots if s.proc is not None]
-        for pid in stop_all(live, self.settings.shutdown_timeout):
-            log.warning("process %d still busy after %.0fs: killed", pid, self.settings.shutdown_timeout)
-        for slot in self.slots:
-            self._retire(slot)
-        self.state = "stopped"
+        self.supervisor.stop_everything()
         self._publish()
         with contextlib.suppress(redis.RedisError):
             self.client.zrem(self.keys.workers, self.id)
         log.info("stopped")
 
-    # -- supervision ----------------------------------------------------------------------------
-    def _start_due(self, now: float) -> None:
-        for slot in self.slots:
-            if slot.proc is None and now >= slot.next_start:
-                self._start(slot)
-
-    def _start(self, slot: Slot) -> None:
-        env = {**os.environ, "WORKER_ID": self.id, MULTIPROC_ENV: str(self.metrics_dir)}
-        slot.proc = spawn(python_module("worker.process"), env=env)
-        slot.started_at = time.time()
+    # -- control --------------------------------------------------------------------------------
+    def _apply_desired_at_start(self) -> None:
+        """Obey the persisted desired state; commands issued while we were down are settled by it."""
         try:
-            slot.ps = psutil.Process(slot.proc.pid)
-            slot.ps.cpu_percent(None)
-        except psutil.Error:
-            slot.ps = None
-        log.info("started process %d (slot %d)", slot.proc.pid, slot.index)
+            state, processes = self.intake.desired()
+            missed = self.intake.poll()
+        except redis.RedisError as exc:
+            log.warning("cannot read the desired state (%s); starting with the defaults", type(exc).__name__)
+            return
+        self.supervisor.want(state, processes)
+        if state or processes is not None:
+            log.info("desired state: %s, %s process(es)", state or "running", self.supervisor.target)
+        for command in missed:
+            self.intake.answer(command, "done", "applied from the desired state when the agent started")
 
-    def _reap(self, now: float) -> None:
-        for slot in self.slots:
-            if slot.proc is None or slot.proc.poll() is None:
-                continue
-            code = slot.proc.returncode
-            ran = time.time() - slot.started_at
-            slot.failures = 0 if ran >= STABLE_AFTER else slot.failures + 1
-            delay = min(MAX_RESTART_BACKOFF, 0.5 * 2 ** max(0, slot.failures - 1)) if slot.failures else 0.5
-            log.warning(
-                "process %d exited with %s after %.1fs; restarting in %.1fs", slot.proc.pid, code, ran, delay
-            )
-            self._retire(slot)
-            slot.restarts += 1
-            slot.next_start = now + delay
-            self._run_maintenance()  # its unacked messages come back once its heartbeat is stale
+    def _control(self) -> None:
+        try:
+            for command in self.intake.poll():
+                self._execute(command)
+            self.intake.settle()
+        except redis.RedisError as exc:
+            log.debug("command stream unavailable (%s)", type(exc).__name__)
+
+    def _execute(self, command: Command) -> None:
+        sup = self.supervisor
+        self.intake.answer(command, "accepted")
+        timeout = self.settings.shutdown_timeout + COMMAND_GRACE
+        if command.action == "stop":
+            sup.want("stopped")
+            self.intake.wait_for(command, lambda: not sup.alive(), timeout)
+        elif command.action in ("start", "resume"):
+            sup.want("running")
+            self.intake.wait_for(command, self._converged, timeout)
+        elif command.action == "pause":
+            sup.want("paused")
+            self.intake.wait_for(command, self._converged, timeout)
+        elif command.action == "scale":
+            sup.want(target=command.processes)
+            self.intake.wait_for(command, self._converged, timeout)
+        elif command.action == "restart":
+            old = {s.proc.pid for s in sup.alive() if s.proc is not None}
+            sup.want("running")
+            sup.restart_all()
+
+            def replaced() -> bool:
+                pids = {s.proc.pid for s in sup.alive() if s.proc is not None}
+                return self._converged() and not (pids & old)
+
+            self.intake.wait_for(command, replaced, timeout)
+
+    def _converged(self) -> bool:
+        return self.supervisor.converged()
 
     def _retire(self, slot: Slot) -> None:
         """Fold a finished process's counters into the agent's totals and drop its key."""
@@ -177,7 +204,8 @@ class Agent:
             raw = {}
         for name in ("processed", "failed"):
             self.retired[name] += int(raw.get(name.encode(), 0))
-        slot.proc, slot.ps, slot.counters = None, None, {}
+        self.counters.pop(slot.proc.pid, None)
+        self._run_maintenance()  # its unacked messages come back once its heartbeat is stale
 
     # -- periodic work --------------------------------------------------------------------------
     def _periodic(self) -> None:
@@ -206,23 +234,39 @@ class Agent:
             for i, q in enumerate(queues)
         }
 
+    def _read_reports(self) -> None:
+        """Each process's pause report (cheap: one field per process, every tick)."""
+        slots = [s for s in self.supervisor.slots if s.proc is not None]
+        if not slots:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for slot in slots:
+                    assert slot.proc is not None
+                    pipe.hget(self.keys.worker_process(self.id, slot.proc.pid), "paused")
+                replies = pipe.execute()
+        except redis.RedisError:
+            return
+        for slot, raw in zip(slots, replies, strict=True):
+            slot.reported_paused = None if raw is None else raw == b"1"
+
     def _read_counters(self) -> None:
-        live = [s for s in self.slots if s.proc is not None]
+        pids = [s.proc.pid for s in self.supervisor.slots if s.proc is not None]
         with self.client.pipeline(transaction=False) as pipe:
-            for slot in live:
-                assert slot.proc is not None
-                pipe.hgetall(self.keys.worker_process(self.id, slot.proc.pid))
-            for slot, raw in zip(live, pipe.execute(), strict=True):
-                slot.counters = {k.decode(): int(v) for k, v in raw.items()}
+            for pid in pids:
+                pipe.hgetall(self.keys.worker_process(self.id, pid))
+            for pid, raw in zip(pids, pipe.execute(), strict=True):
+                self.counters[pid] = {k.decode(): int(v) for k, v in raw.items()}
 
     def heartbeat(self) -> Heartbeat:
         """This agent's state and its processes' stats right now."""
         procs: list[ProcessStats] = []
         cpu = self.me.cpu_percent(None)
         rss = self.me.memory_info().rss
-        for slot in self.slots:
+        for slot in self.supervisor.slots:
             if slot.proc is None:
                 continue
+            counters = self.counters.get(slot.proc.pid, {})
             p_cpu, p_rss = 0.0, 0
             if slot.ps is not None:
                 with contextlib.suppress(psutil.Error):
@@ -237,9 +281,9 @@ class Agent:
                     rss_bytes=p_rss,
                     started_at=slot.started_at,
                     restarts=slot.restarts,
-                    in_flight=max(0, slot.counters.get("in_flight", 0)),
-                    processed=slot.counters.get("processed", 0),
-                    failed=slot.counters.get("failed", 0),
+                    in_flight=max(0, counters.get("in_flight", 0)),
+                    processed=counters.get("processed", 0),
+                    failed=counters.get("failed", 0),
                 )
             )
         now = time.time()
@@ -256,7 +300,7 @@ class Agent:
             rss_bytes=rss,
             memory_percent=round(100.0 * rss / psutil.virtual_memory().total, 2),
             processes=sum(1 for p in procs if p.alive),
-            processes_desired=len(self.slots),
+            processes_desired=self.supervisor.target if self.supervisor.desired != "stopped" else 0,
             threads=self.settings.worker_threads,
             in_flight=sum(p.in_flight for p in procs),
             processed=self.retired["processed"] + sum(p.processed for p in procs),

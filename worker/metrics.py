@@ -29,18 +29,22 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Task duration buckets (seconds).
 TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-TASKS_PROCESSED = Counter("opsdeck_tasks_processed", "Tasks that succeeded, by type.", ["type"])
-TASKS_FAILED = Counter("opsdeck_tasks_failed", "Tasks that ended failed or dead, by type.", ["type"])
+TASKS_PROCESSED = Counter("opsdeck_tasks_processed", "Attempts that ended, whatever the outcome.", ["type"])
+TASKS_FAILED = Counter("opsdeck_tasks_failed", "Attempts that ended in an error (retried or not).", ["type"])
 TASKS_RETRIED = Counter("opsdeck_tasks_retried", "Attempts that failed and were scheduled again.", ["type"])
 TASK_DURATION = Histogram(
     "opsdeck_task_duration_seconds", "Duration of one attempt, by type.", ["type"], buckets=TASK_BUCKETS
 )
-_BY_COUNTER = {"processed": TASKS_PROCESSED, "failed": TASKS_FAILED, "retried": TASKS_RETRIED}
 
 
-def record_attempt(task_type: str, counter: str, seconds: float | None) -> None:
-    """Count one ended attempt (called once per attempt by the task-store middleware)."""
-    _BY_COUNTER[counter].labels(task_type).inc()
+def record_attempt(task_type: str, status: str, seconds: float | None) -> None:
+    """Count one ended attempt (called once per attempt by the task-store middleware):
+    processed always, failed unless it succeeded, retried when it will run again."""
+    TASKS_PROCESSED.labels(task_type).inc()
+    if status != "succeeded":
+        TASKS_FAILED.labels(task_type).inc()
+    if status == "retrying":
+        TASKS_RETRIED.labels(task_type).inc()
     if seconds is not None:
         TASK_DURATION.labels(task_type).observe(seconds)
 

@@ -1,9 +1,10 @@
 -- A worker ends an attempt: running → succeeded | failed | retrying | dead.
--- Counters move only on the first end of a running attempt, so a redelivery never counts twice.
+-- Counters move only on the first end of a running attempt, so a redelivery never counts twice:
+-- "processed" counts every ended attempt, "failed" those that ended in an error (as Sidekiq).
 --
 -- KEYS: 1 task hash, 2 events stream, 3 process counters hash
 -- ARGV: 1 task id, 2 new status, 3 now (ms), 4 ttl (s), 5 events maxlen, 6 status index prefix,
---       7 worker id, 8 counter field ("processed" | "failed" | "retried"), 9 type,
+--       7 worker id, 8 "1" when the attempt ended in an error, else "0", 9 type,
 --       10.. field/value pairs (result, error, traceback, ...)
 local task_id = ARGV[1]
 local new_status = ARGV[2]
@@ -28,6 +29,9 @@ redis.call("xadd", KEYS[2], "MAXLEN", "~", ARGV[5], "*",
     "id", task_id, "type", ARGV[9], "status", new_status, "ts", ARGV[3], "worker", ARGV[7])
 if status == "running" then
     redis.call("hincrby", KEYS[3], "in_flight", -1)
-    redis.call("hincrby", KEYS[3], ARGV[8], 1)
+    redis.call("hincrby", KEYS[3], "processed", 1)
+    if ARGV[8] == "1" then
+        redis.call("hincrby", KEYS[3], "failed", 1)
+    end
 end
 return status or ""

@@ -94,28 +94,28 @@ class TaskStore(Middleware):
     ) -> None:
         """Record the attempt's outcome (runs after Retries has decided)."""
         if exception is None:
-            self._end(message, TaskStatus.SUCCEEDED, "processed", ["result", encode_result(result)])
+            self._end(message, TaskStatus.SUCCEEDED, ["result", encode_result(result)])
             return
         actor = broker.get_actor(message.actor_name)
         throws = message.options.get("throws") or actor.options.get("throws")
         if throws and isinstance(exception, throws):
-            status, counter = TaskStatus.FAILED, "failed"
+            status = TaskStatus.FAILED
         elif message.failed:
-            status, counter = TaskStatus.DEAD, "failed"
+            status = TaskStatus.DEAD
         else:
-            status, counter = TaskStatus.RETRYING, "retried"
+            status = TaskStatus.RETRYING
         tb = "".join(traceback.format_exception(exception))[-MAX_TRACEBACK_CHARS:]
         error = f"{type(exception).__name__}: {exception}"[:2000]
-        self._end(message, status, counter, ["error", error, "traceback", tb])
+        self._end(message, status, ["error", error, "traceback", tb])
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         """A skip by another middleware (e.g. AgeLimit) ends the task as failed."""
         if getattr(self._skipped, "id", None) == message.message_id:
             return
-        self._end(message, TaskStatus.FAILED, "failed", ["error", "skipped by middleware"])
+        self._end(message, TaskStatus.FAILED, ["error", "skipped by middleware"])
 
     # -- helpers --------------------------------------------------------------------------------
-    def _end(self, message: MessageProxy, status: TaskStatus, counter: str, fields: list[Any]) -> None:
+    def _end(self, message: MessageProxy, status: TaskStatus, fields: list[Any]) -> None:
         now_ms = time.time_ns() // 1_000_000
         started = getattr(self._started, "at", None)
         duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
@@ -132,12 +132,12 @@ class TaskStore(Middleware):
             [
                 message.message_id, status.value, now_ms, self.settings.task_ttl,
                 self.settings.task_events_maxlen, self.keys.tasks_status_prefix, self.worker_label,
-                counter, message.actor_name, *fields,
+                int(status != TaskStatus.SUCCEEDED), message.actor_name, *fields,
             ],
         )  # fmt: skip
         if previous == b"running":  # the first end of this attempt: count it once
             record_attempt(
-                message.actor_name, counter, duration_ms / 1000 if duration_ms is not None else None
+                message.actor_name, status, duration_ms / 1000 if duration_ms is not None else None
             )
         clear_contextvars()
 
