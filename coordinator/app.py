@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 from coordinator.http import MAX_BODY_BYTES, edge_middleware
 from coordinator.keys import HTTP_METRICS, REDIS, REGISTRY, SETTINGS, STORE, VERIFIER
 from coordinator.routes import ENDPOINTS, add_routes
-from coordinator.store import TaskStore
 from shared.auth import Verifier
 from shared.metrics import HttpMetrics
 from shared.redis import async_client
 from shared.settings import Settings
+from shared.taskstore import TaskStore
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -6,10 +6,10 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from coordinator.store import TaskStore
 from shared.auth import Verifier
 from shared.metrics import HttpMetrics
 from shared.settings import Settings
+from shared.taskstore import TaskStore
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)

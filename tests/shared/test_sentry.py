@@ -95,7 +95,7 @@ async def test_request_exception_arrives_once_without_credentials(
     aiohttp_client, settings, auth, receiver, monkeypatch
 ):
     from coordinator.app import create_app
-    from coordinator.store import TaskStore
+    from shared.taskstore import TaskStore
 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("store exploded")

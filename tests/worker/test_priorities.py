@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from coordinator.store import TaskStore
 from shared.keys import Keys
 from shared.redis import async_client
 from shared.tasks import SLEEP, Priority
+from shared.taskstore import TaskStore
 from tests.helpers import wait_for
 from tests.worker.test_end_to_end import start_agent, wait_running
 

@@ -1,4 +1,4 @@
-"""The coordinator's side of the task store: submit, read, list and cancel task records."""
+"""Async access to task records (coordinator and dashboard): submit, read, list and cancel."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from coordinator.batcher import SubmitBatcher
+from shared.batcher import SubmitBatcher
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.keys import Keys
 from shared.settings import Settings
