@@ -64,6 +64,16 @@ class Keys:
         """Stream (capped): task lifecycle events ``{id, type, status, ts, worker}``."""
         return f"{self.prefix}events:tasks"
 
+    def stats_minute(self, minute: int) -> str:
+        """Hash (expires after 8 days): task rollup of one minute (epoch minute): ``processed``,
+        ``failed``, ``retried``, ``duration_ms_sum``, and ``processed:<type>``/``failed:<type>``."""
+        return f"{self.prefix}stats:minute:{minute}"
+
+    @property
+    def stats_minute_prefix(self) -> str:
+        """Prefix of the per-minute rollup keys (used by the Lua scripts)."""
+        return f"{self.prefix}stats:minute:"
+
     # -- workers -----------------------------------------------------------------------------
     @property
     def workers(self) -> str:

@@ -5,7 +5,8 @@
 -- KEYS: 1 task hash, 2 events stream, 3 process counters hash
 -- ARGV: 1 task id, 2 new status, 3 now (ms), 4 ttl (s), 5 events maxlen, 6 status index prefix,
 --       7 worker id, 8 "1" when the attempt ended in an error, else "0", 9 type,
---       10.. field/value pairs (result, error, traceback, ...)
+--       10 attempt duration (ms, "" when unknown), 11 per-minute rollup key prefix,
+--       12.. field/value pairs (result, error, traceback, ...)
 local task_id = ARGV[1]
 local new_status = ARGV[2]
 local status = redis.call("hget", KEYS[1], "status")
@@ -20,7 +21,7 @@ if new_status ~= "retrying" then
     fields[#fields + 1] = "finished_at"
     fields[#fields + 1] = ARGV[3]
 end
-for i = 10, #ARGV do
+for i = 12, #ARGV do
     fields[#fields + 1] = ARGV[i]
 end
 redis.call("hset", KEYS[1], unpack(fields))
@@ -30,8 +31,22 @@ redis.call("xadd", KEYS[2], "MAXLEN", "~", ARGV[5], "*",
 if status == "running" then
     redis.call("hincrby", KEYS[3], "in_flight", -1)
     redis.call("hincrby", KEYS[3], "processed", 1)
+    -- the per-minute rollup behind the dashboard's history (kept 8 days)
+    local rollup = ARGV[11] .. math.floor(tonumber(ARGV[3]) / 60000)
+    redis.call("hincrby", rollup, "processed", 1)
+    redis.call("hincrby", rollup, "processed:" .. ARGV[9], 1)
     if ARGV[8] == "1" then
         redis.call("hincrby", KEYS[3], "failed", 1)
+        redis.call("hincrby", rollup, "failed", 1)
+        redis.call("hincrby", rollup, "failed:" .. ARGV[9], 1)
     end
+    if new_status == "retrying" then
+        redis.call("hincrby", rollup, "retried", 1)
+    end
+    if ARGV[10] ~= "" then
+        redis.call("hincrbyfloat", rollup, "duration_ms_sum", ARGV[10])
+        redis.call("hincrby", rollup, "duration_count", 1)
+    end
+    redis.call("expire", rollup, 8 * 86400)
 end
 return status or ""

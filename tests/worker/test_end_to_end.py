@@ -250,3 +250,23 @@ async def test_correlation_id_follows_the_task_into_worker_json_logs(
     # Dramatiq's own (stdlib) error line for the failure carries the same ids.
     assert any("Failed to process message" in e["event"] for e in mine)
     assert "Bearer" not in read_log(log)
+
+
+async def test_per_minute_rollups_count_each_attempt_once(procs, env_factory, tmp_path, rclient, api, auth):
+    start_agent(procs, env_factory, tmp_path)
+    ids = [(await (await api.post("/api/v1/tasks", json={"type": "echo"}, headers=auth())).json())["id"]]
+    ids.append((await (await api.post("/api/v1/tasks", json={"type": "fail"}, headers=auth())).json())["id"])
+    for task_id in ids:
+        wait_status(rclient, task_id, "succeeded", "dead")
+    totals: dict[str, float] = {}
+    for key in rclient.keys(KEYS.stats_minute_prefix + "*"):
+        assert 0 < rclient.ttl(key) <= 8 * 86400
+        for field, value in rclient.hgetall(key).items():
+            totals[field.decode()] = totals.get(field.decode(), 0) + float(value)
+    assert totals["processed"] == 4  # echo + three attempts of fail
+    assert totals["failed"] == 3
+    assert totals["retried"] == 2
+    assert totals["processed:echo"] == 1
+    assert totals["failed:fail"] == 3
+    assert totals["duration_count"] == 4
+    assert totals["duration_ms_sum"] > 0

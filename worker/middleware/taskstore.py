@@ -132,7 +132,8 @@ class TaskStore(Middleware):
             [
                 message.message_id, status.value, now_ms, self.settings.task_ttl,
                 self.settings.task_events_maxlen, self.keys.tasks_status_prefix, self.worker_label,
-                int(status != TaskStatus.SUCCEEDED), message.actor_name, *fields,
+                int(status != TaskStatus.SUCCEEDED), message.actor_name,
+                "" if duration_ms is None else duration_ms, self.keys.stats_minute_prefix, *fields,
             ],
         )  # fmt: skip
         if previous == b"running":  # the first end of this attempt: count it once
