@@ -1,0 +1,88 @@
+-- One bandit decision in one round trip: count it on the shared decision counter, score every
+-- arm, choose, count the pull and (optionally) store the decision with the caller's record.
+-- Scoring is worker/bandit/linucb.py:score in IEEE doubles: per arm, z = x·[A⁻¹ | θ],
+-- mean = θ·x = z[d+1], ucb = mean + alpha·sqrt(z[1..d]·x); decision number n ≤ warmup is a
+-- warm-up decision (arm floor(u·K) for the caller's uniform draw u, propensity 1/K), later the
+-- first arm with the highest ucb (propensity 1), exploration when its mean is not the highest.
+--
+-- KEYS: 1 decision counter, 2 state hash, 3 record hash (optional)
+-- ARGV: 1 x (d packed doubles), 2 alpha (packed double), 3 warmup, 4 u (packed double in [0, 1)),
+--       5 record TTL in seconds (0: no expiry), 6.. arm names
+-- Returns {n, arm index (1-based), exploration (0|1), packed ucb scores} (propensity: 1/K when
+-- n ≤ warmup, else 1),
+-- or {-1} when the state is missing (nothing counted; the caller initialises it and retries).
+local k = #ARGV - 5
+local fields = {"dim"}
+for a = 1, k do
+    fields[a + 1] = ARGV[5 + a] .. ":m"
+end
+local vals = redis.call("hmget", KEYS[2], unpack(fields))
+for a = 1, k + 1 do
+    if not vals[a] then
+        return {-1}
+    end
+end
+local d = tonumber(vals[1])
+if #ARGV[1] ~= 8 * d then
+    return redis.error_reply("context has " .. (#ARGV[1] / 8) .. " doubles, the bandit has dim " .. d)
+end
+local x = {struct.unpack("<" .. string.rep("d", d), ARGV[1])}
+local alpha = struct.unpack("<d", ARGV[2])
+local d1 = d + 1
+local fmt = "<" .. string.rep("d", d * d1)
+
+local ucb = {}
+local mean = {}
+for a = 1, k do
+    local m = {struct.unpack(fmt, vals[a + 1])}
+    local z = {}
+    for j = 1, d1 do
+        z[j] = 0
+    end
+    for i = 1, d do
+        local xi = x[i]
+        local row = (i - 1) * d1
+        for j = 1, d1 do
+            z[j] = z[j] + xi * m[row + j]
+        end
+    end
+    local w = 0
+    for j = 1, d do
+        w = w + z[j] * x[j]
+    end
+    mean[a] = z[d1]
+    ucb[a] = z[d1] + alpha * math.sqrt(w)
+end
+
+local n = redis.call("incr", KEYS[1])
+local best, propensity, exploration
+if n <= tonumber(ARGV[3]) then
+    best = math.floor(struct.unpack("<d", ARGV[4]) * k) + 1
+    propensity = 1 / k
+    exploration = 1
+else
+    best = 1
+    local top = mean[1]
+    for a = 2, k do
+        if ucb[a] > ucb[best] then
+            best = a
+        end
+        if mean[a] > top then
+            top = mean[a]
+        end
+    end
+    propensity = 1
+    exploration = (mean[best] ~= top) and 1 or 0
+end
+local arm = ARGV[5 + best]
+redis.call("hincrby", KEYS[2], arm .. ":pulls", 1)
+local scores = struct.pack("<" .. string.rep("d", k), unpack(ucb, 1, k))
+if KEYS[3] then
+    redis.call("hset", KEYS[3], "arm", arm, "propensity", string.format("%.17g", propensity),
+        "exploration", exploration, "x", ARGV[1], "decision", n)
+    local ttl = tonumber(ARGV[5])
+    if ttl > 0 then
+        redis.call("expire", KEYS[3], ttl)
+    end
+end
+return {n, best, exploration, scores}

@@ -1,0 +1,1 @@
+"""The coaching bandit: context features, in-memory LinUCB and its Redis-shared twin."""

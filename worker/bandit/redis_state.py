@@ -1,0 +1,345 @@
+"""The LinUCB of :mod:`worker.bandit.linucb` with its state in Redis, shared by every process.
+
+Layout (names from :class:`shared.keys.Keys`, ``name`` defaults to ``coach``):
+
+* ``bandit_state(name)`` — hash. Per arm ``{arm}:m`` = ``[A⁻¹ | θ]`` and ``{arm}:n`` = ``[A | b]``
+  (row-major d×(d+1) little-endian float64, so values round-trip exactly), ``{arm}:reward_sum``
+  (one packed float64), ``{arm}:updates``, ``{arm}:since``, ``{arm}:pulls`` (integers); and the
+  configuration it was created with (``dim``, ``arms``, ``lam``, ``prior_pulls``, ``priors``).
+* ``bandit_decisions(name)`` — the one decision counter (INCR) shared by every process: decision
+  number ``n ≤ warmup`` is a uniform random warm-up choice, so warm-up is exactly ``warmup`` long.
+* ``bandit_rated(name)`` — set of ``session_id:turn_number`` already applied (idempotency).
+* ``bandit_log(name)`` — stream of every rating applied, in order (for :func:`recompute`).
+* ``bandit_window(name)`` — list of the last ``window_size`` ratings (monitoring only).
+
+A decision is one round trip: ``bandit_decide.lua`` reads every arm's ``[A⁻¹ | θ]``, scores and
+chooses with the in-memory model's rule and arithmetic, increments the counter and the pull count
+and can store the decision with the chat turn. A rating runs ``bandit_update.lua``:
+idempotency check, Sherman–Morrison, counters, log and window in one atomic script, so concurrent
+workers never lose an update and a redelivered rating never counts twice. Every
+``reinvert_every`` updates of an arm, the process whose update crossed the period recomputes
+``[A⁻¹ | θ]`` from ``[A | b]`` and writes it with a compare-and-set on the arm's update count.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import redis
+
+from shared.keys import Keys
+from shared.store import script_source
+from worker.bandit.features import DIM, check_context
+from worker.bandit.linucb import (
+    ALPHA,
+    ARMS,
+    LAMBDA,
+    PRIOR_PULLS,
+    PRIORS,
+    REINVERT_EVERY,
+    WARMUP,
+    WINDOW,
+    BanditState,
+    Decision,
+    RewardWindow,
+    check_reward,
+    initial_state,
+    inverse_and_theta,
+    summarise,
+)
+
+#: Default cap of the rating log stream (approximate trimming); 0 keeps every rating.
+LOG_MAXLEN = 1_000_000
+_F8 = np.dtype("<f8")
+
+
+class Rating(NamedTuple):
+    """One applied rating as the log holds it."""
+
+    key: str
+    arm: str
+    x: np.ndarray[Any, np.dtype[np.float64]]
+    reward: float
+
+
+def pack(values: np.ndarray[Any, np.dtype[np.float64]]) -> bytes:
+    """Little-endian float64 bytes of an array (row-major)."""
+    return np.ascontiguousarray(values, dtype=_F8).tobytes()
+
+
+def unpack(blob: bytes, shape: tuple[int, ...]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A writable float64 array of ``shape`` from :func:`pack` bytes."""
+    return np.frombuffer(blob, dtype=_F8).reshape(shape).astype(np.float64)
+
+
+class RedisLinUCB:
+    """LinUCB whose state lives in Redis (module docstring); same parameters as ``LinUCB``.
+
+    ``client`` is a synchronous ``redis.Redis`` (bytes replies). ``alpha`` and ``warmup`` are
+    per-process settings; ``dim``, ``arms``, ``lam``, ``priors`` and ``prior_pulls`` shape the
+    state and must match the state already in Redis (ValueError otherwise).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        name: str = "coach",
+        keys: Keys | None = None,
+        dim: int = DIM,
+        arms: Sequence[str] = ARMS,
+        alpha: float = ALPHA,
+        lam: float = LAMBDA,
+        priors: Mapping[str, float] | None = PRIORS,
+        prior_pulls: int = PRIOR_PULLS,
+        warmup: int = WARMUP,
+        reinvert_every: int = REINVERT_EVERY,
+        window_size: int = WINDOW,
+        log_maxlen: int = LOG_MAXLEN,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        keys = keys or Keys()
+        self.client = client
+        self.dim = dim
+        self.arms = tuple(arms)
+        self.alpha = alpha
+        self.lam = lam
+        self.priors = dict(priors) if priors is not None else None
+        self.prior_pulls = prior_pulls
+        self.warmup = warmup
+        self.reinvert_every = reinvert_every
+        self.window_size = window_size
+        self.log_maxlen = log_maxlen
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.state_key = keys.bandit_state(name)
+        self.decisions_key = keys.bandit_decisions(name)
+        self.rated_key = keys.bandit_rated(name)
+        self.log_key = keys.bandit_log(name)
+        self.window_key = keys.bandit_window(name)
+        self._shape = (len(self.arms), dim, dim + 1)
+        self._update = client.register_script(script_source("bandit_update"))
+        self._init = client.register_script(script_source("bandit_init"))
+        self._decide = client.register_script(script_source("bandit_decide"))
+        self._alpha = struct.pack("<d", alpha)
+        self._scores_fmt = f"<{len(self.arms)}d"
+        self._reinvert = client.register_script(script_source("bandit_reinvert"))
+        if not (np.isfinite(alpha) and alpha >= 0):
+            raise ValueError("alpha must be finite and >= 0")
+
+    # -- set-up --------------------------------------------------------------------------
+    def _config(self) -> dict[str, str]:
+        return {
+            "dim": str(self.dim),
+            "arms": ",".join(self.arms),
+            "lam": repr(float(self.lam)),
+            "prior_pulls": str(self.prior_pulls),
+            "priors": json.dumps(self.priors, sort_keys=True),
+        }
+
+    def init(self) -> bool:
+        """Create the state in Redis unless present (True if created); ValueError on a mismatch."""
+        state = initial_state(
+            self.dim, self.arms, priors=self.priors, prior_pulls=self.prior_pulls, lam=self.lam
+        )
+        fields: dict[str, str | bytes] = dict(self._config())
+        zero = struct.pack("<d", 0.0)
+        for i, arm in enumerate(self.arms):
+            fields |= {f"{arm}:m": pack(state.m[i]), f"{arm}:n": pack(state.n[i]), f"{arm}:reward_sum": zero}
+            fields |= {f"{arm}:updates": "0", f"{arm}:since": "0", f"{arm}:pulls": "0"}
+        created = bool(self._init(keys=[self.state_key], args=[v for kv in fields.items() for v in kv]))
+        if not created:
+            stored = self.client.hmget(self.state_key, list(self._config()))
+            have = dict(
+                zip(self._config(), (v.decode() if v is not None else None for v in stored), strict=True)
+            )
+            if have != self._config():
+                raise ValueError(f"bandit state in Redis was created with {have}, not {self._config()}")
+        return created
+
+    # -- decide / update -----------------------------------------------------------------
+    def decide(self, x: object, *, record: str | None = None, record_ttl: int = 0) -> Decision:
+        """Choose an arm for context ``x`` in one round trip (ValueError on a bad shape, NaN, Inf).
+
+        ``bandit_decide.lua`` counts the decision, scores every arm, chooses and counts the pull.
+        With ``record`` (a hash key, e.g. the chat turn's) it also stores ``arm``, ``propensity``,
+        ``exploration``, ``x`` (packed float64) and ``decision`` (its number) there, expiring
+        after ``record_ttl`` seconds when positive, so feedback can use the stored context.
+        """
+        xv = check_context(x, self.dim)
+        keys = [self.decisions_key, self.state_key] + ([record] if record is not None else [])
+        args = [
+            pack(xv),
+            self._alpha,
+            self.warmup,
+            struct.pack("<d", self.rng.random()),
+            record_ttl,
+            *self.arms,
+        ]
+        reply = self._decide(keys=keys, args=args)
+        if int(reply[0]) == -1:
+            self.init()
+            reply = self._decide(keys=keys, args=args)
+        n, best, exploration, scores = reply
+        ucb = struct.unpack(self._scores_fmt, scores)
+        propensity = 1.0 / len(self.arms) if n <= self.warmup else 1.0
+        return Decision(
+            self.arms[best - 1], dict(zip(self.arms, ucb, strict=True)), propensity, exploration == 1
+        )
+
+    def update(self, arm: str, x: object, reward: float, key: str) -> bool:
+        """Learn ``reward`` for ``arm`` in context ``x`` once per rating ``key``; True if applied.
+
+        ValueError on an unknown arm, a bad context or a NaN/Inf reward (nothing is written).
+        """
+        if arm not in self.arms:
+            raise ValueError(f"unknown arm {arm!r}; expected one of {self.arms}")
+        xv = check_context(x, self.dim)
+        r = check_reward(reward)
+        args = [arm, key, pack(xv), struct.pack("<d", r), self.window_size, self.log_maxlen]
+        keys = [self.state_key, self.rated_key, self.log_key, self.window_key]
+        result = self._update(keys=keys, args=args)
+        if int(result[0]) == -1:
+            self.init()
+            result = self._update(keys=keys, args=args)
+        if int(result[0]) != 1:
+            return False
+        if self.reinvert_every and int(result[2]) >= self.reinvert_every:
+            self.reinvert(arm)
+        return True
+
+    def reinvert(self, arm: str) -> bool:
+        """Recompute ``arm``'s ``[A⁻¹ | θ]`` from ``[A | b]`` (compare-and-set); True if written."""
+        blob, updates = self.client.hmget(self.state_key, [f"{arm}:n", f"{arm}:updates"])
+        nmat = unpack(blob, (self.dim, self.dim + 1))
+        a_inv, theta = inverse_and_theta(nmat[:, :-1], nmat[:, -1])
+        m = np.concatenate([a_inv, theta[:, None]], axis=1)
+        return bool(self._reinvert(keys=[self.state_key], args=[arm, updates, pack(m)]))
+
+    # -- reading -------------------------------------------------------------------------
+    def load(self) -> BanditState:
+        """The whole state as a :class:`BanditState` (one round trip)."""
+        fields = [
+            f"{arm}:{f}" for arm in self.arms for f in ("m", "n", "reward_sum", "updates", "pulls", "since")
+        ]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.state_key, fields)
+        pipe.get(self.decisions_key)
+        values, decisions = pipe.execute()
+        if any(v is None for v in values):
+            raise LookupError("no bandit state in Redis (call init())")
+        k, d = len(self.arms), self.dim
+        state = BanditState(
+            self.arms, np.empty(self._shape), np.empty(self._shape), [], [], [], [], int(decisions or 0)
+        )
+        for i in range(k):
+            m, n, rsum, updates, pulls, since = values[6 * i : 6 * i + 6]
+            state.m[i] = unpack(m, (d, d + 1))
+            state.n[i] = unpack(n, (d, d + 1))
+            state.reward_sum.append(struct.unpack("<d", rsum)[0])
+            state.updates.append(int(updates))
+            state.pulls.append(int(pulls))
+            state.since.append(int(since))
+        return state
+
+    @property
+    def phase(self) -> str:
+        """``warmup`` until ``warmup`` decisions have been made by all processes, then ``learned``."""
+        return "warmup" if int(self.client.get(self.decisions_key) or 0) < self.warmup else "learned"
+
+    def window(self) -> RewardWindow:
+        """The last ratings (oldest first) as a :class:`RewardWindow`."""
+        items = []
+        for raw in reversed(self.client.lrange(self.window_key, 0, self.window_size - 1)):
+            arm, reward = raw.decode().split(" ")
+            items.append((arm, float(reward)))
+        return RewardWindow(self.window_size, items)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able view ``GET /api/v1/bandit`` shows (phase, alpha, per-arm counts, window)."""
+        state = self.load()
+        phase = "warmup" if state.decisions < self.warmup else "learned"
+        return summarise(state, self.alpha, phase, self.window().stats())
+
+    def ratings(self, batch: int = 10_000) -> list[Rating]:
+        """Every rating in the log, in the order it was applied."""
+        out: list[Rating] = []
+        start = "-"
+        while True:
+            entries = self.client.xrange(self.log_key, min=start, count=batch)
+            for _, f in entries:
+                x = np.frombuffer(f[b"x"], dtype=_F8).astype(np.float64)
+                out.append(Rating(f[b"k"].decode(), f[b"arm"].decode(), x, struct.unpack("<d", f[b"r"])[0]))
+            if len(entries) < batch:
+                return out
+            start = "(" + entries[-1][0].decode()
+
+
+def recompute(
+    ratings: Iterable[Rating],
+    dim: int = DIM,
+    arms: Sequence[str] = ARMS,
+    *,
+    priors: Mapping[str, float] | None = PRIORS,
+    prior_pulls: int = PRIOR_PULLS,
+    lam: float = LAMBDA,
+) -> BanditState:
+    """The state a rating log implies, from scratch: ``A = A₀ + Σxxᵀ``, ``b = b₀ + Σrx``, LAPACK inverse.
+
+    Duplicate keys in the log count once (as the update script counts them). Pulls and decisions
+    are not in a rating log and stay 0.
+    """
+    state = initial_state(dim, arms, priors=priors, prior_pulls=prior_pulls, lam=lam)
+    seen: set[str] = set()
+    xs: list[list[np.ndarray[Any, np.dtype[np.float64]]]] = [[] for _ in arms]
+    rs: list[list[float]] = [[] for _ in arms]
+    for rating in ratings:
+        if rating.key in seen:
+            continue
+        seen.add(rating.key)
+        i = state.index(rating.arm)
+        xs[i].append(check_context(rating.x, dim))
+        rs[i].append(check_reward(rating.reward))
+    for i in range(len(arms)):
+        if xs[i]:
+            big_x = np.stack(xs[i])
+            r = np.array(rs[i])
+            state.a[i] += big_x.T @ big_x
+            state.b[i] += big_x.T @ r
+            for value in rs[i]:
+                state.reward_sum[i] += value
+        state.updates[i] = len(xs[i])
+        state.a_inv[i], state.theta[i] = inverse_and_theta(state.a[i], state.b[i])
+    return state
+
+
+def compare(actual: BanditState, expected: BanditState, atol: float = 1e-6) -> list[str]:
+    """Differences between two states (empty when they agree); ``expected`` is usually recomputed.
+
+    Checks per arm: update counts equal; ``A`` and ``b`` equal to 1e-9 relative; ``A⁻¹`` and ``θ``
+    within ``atol``; and ``max |A⁻¹·A_expected − I| ≤ atol``, which is scale-free: once ``A`` is
+    large, ``A⁻¹`` is small and an absolute tolerance on it alone would miss a lost update.
+    """
+    problems: list[str] = []
+    eye = np.eye(expected.dim)
+    for i, arm in enumerate(expected.arms):
+        j = actual.index(arm)
+        if actual.updates[j] != expected.updates[i]:
+            problems.append(f"{arm}: {actual.updates[j]} updates, expected {expected.updates[i]}")
+        if not np.allclose(actual.a[j], expected.a[i], rtol=1e-9, atol=1e-9):
+            problems.append(f"{arm}: A differs by {np.abs(actual.a[j] - expected.a[i]).max():.3g}")
+        if not np.allclose(actual.b[j], expected.b[i], rtol=1e-9, atol=1e-9):
+            problems.append(f"{arm}: b differs by {np.abs(actual.b[j] - expected.b[i]).max():.3g}")
+        err = float(np.abs(actual.a_inv[j] - expected.a_inv[i]).max())
+        if err > atol:
+            problems.append(f"{arm}: A⁻¹ differs by {err:.3g}")
+        err = float(np.abs(actual.a_inv[j] @ expected.a[i] - eye).max())
+        if err > atol:
+            problems.append(f"{arm}: A⁻¹·A differs from I by {err:.3g}")
+        err = float(np.abs(actual.theta[j] - expected.theta[i]).max())
+        if err > atol:
+            problems.append(f"{arm}: θ differs by {err:.3g}")
+    return problems
