@@ -46,8 +46,8 @@ NOT_DECLARED = {
     "WORKER_START_PAUSED": "set by the agent for its own Dramatiq processes",
     "PROMETHEUS_MULTIPROC_DIR": "set by the agent for its own Dramatiq processes",
 }
-SECRETS = {"JWT_SECRET", "METRICS_TOKEN", "SENTRY_DSN", "DASHBOARD_PASSWORD", "RENDER_API_KEY", "VERCEL_TOKEN",
-           "LLM_API_KEY", "DEPLOY_WEBHOOK_SECRET"}  # fmt: skip
+SECRETS = {"JWT_SECRET", "METRICS_TOKEN", "SENTRY_DSN", "DASHBOARD_PASSWORD", "RENDER_API_KEY",
+           "VERCEL_TOKEN", "LLM_API_KEY", "DEPLOY_WEBHOOK_SECRET"}  # fmt: skip
 
 
 def services() -> list[dict[str, Any]]:
