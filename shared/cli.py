@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import orjson
+
 from shared.auth import DEFAULT_TTL, SCOPES, mint
 from shared.errors import ConfigError
 from shared.settings import load_settings
@@ -28,6 +30,26 @@ def _up(args: argparse.Namespace) -> int:
     return up(load_settings(), args.procfile)
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from shared.analyze import analyze, render_text
+    from shared.redis import sync_client
+
+    settings = load_settings()
+    report = analyze(settings, sync_client(settings))
+    print(
+        orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode()
+        if args.json
+        else render_text(report)
+    )
+    if args.min_score is not None and report.overall() < args.min_score:
+        print(
+            f"opsdeck analyze: score {report.overall()} is below --min-score {args.min_score}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``opsdeck`` command."""
     p = argparse.ArgumentParser(prog="opsdeck", description="Opsdeck: background work on Dramatiq and Redis.")
@@ -48,6 +70,12 @@ def parser() -> argparse.ArgumentParser:
     )
     tok.add_argument("--sub", default="operator", help="subject: who the token is for (default operator)")
     tok.set_defaults(func=_token)
+    ana = sub.add_parser(
+        "analyze", help="production-readiness report: queues, bottlenecks, resources, security"
+    )
+    ana.add_argument("--json", action="store_true", help="print the report as JSON")
+    ana.add_argument("--min-score", type=int, help="exit 1 when the overall score is below this")
+    ana.set_defaults(func=_analyze)
     return p
 
 
