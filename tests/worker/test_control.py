@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from shared.control import decode_record, issue, new_command
+from shared.control import CommandRecord, decode_record, issue, new_command
 from tests.helpers import task_fields, wait_for
 from tests.worker.test_end_to_end import KEYS, heartbeat, start_agent, wait_running
 
@@ -25,8 +25,8 @@ def reply(rclient, command_id):
     return decode_record(rclient.hgetall(KEYS.command(command_id)))
 
 
-def wait_done(rclient, command_id, timeout=40.0):
-    record = wait_for(
+def wait_done(rclient, command_id, timeout=40.0) -> CommandRecord:
+    record: CommandRecord = wait_for(
         lambda: (r := reply(rclient, command_id)) and r.status in ("done", "failed") and r,
         timeout=timeout,
         what=f"command {command_id}",
