@@ -26,11 +26,11 @@ def reply(rclient, command_id):
 
 
 def wait_done(rclient, command_id, timeout=40.0) -> CommandRecord:
-    record: CommandRecord = wait_for(
-        lambda: (r := reply(rclient, command_id)) and r.status in ("done", "failed") and r,
-        timeout=timeout,
-        what=f"command {command_id}",
-    )
+    def ended() -> CommandRecord | None:
+        r = reply(rclient, command_id)
+        return r if r is not None and r.status in ("done", "failed") else None
+
+    record = wait_for(ended, timeout=timeout, what=f"command {command_id}")
     assert record.status == "done", record
     return record
 
