@@ -31,6 +31,7 @@ def wait_done(rclient, command_id, timeout=40.0) -> CommandRecord:
         return r if r is not None and r.status in ("done", "failed") else None
 
     record = wait_for(ended, timeout=timeout, what=f"command {command_id}")
+    assert record is not None
     assert record.status == "done", record
     return record
 
