@@ -1,1 +1,1 @@
-"""The operator dashboard (a minimal page with health until its own issue lands)."""
+"""The operator dashboard: live workers, queues and tasks with controls (``python -m dashboard``)."""

@@ -8,7 +8,7 @@ import sys
 from aiohttp import web
 from sentry_sdk.integrations.aiohttp import AioHttpIntegration
 
-from dashboard.app import create_app
+from dashboard.app import check_bind, create_app
 from shared.errors import ConfigError
 from shared.logging import setup_logging
 from shared.sentry import init_sentry
@@ -19,6 +19,7 @@ def main() -> None:
     """Load settings and serve until SIGTERM/SIGINT."""
     try:
         settings = load_settings()
+        check_bind(settings)
     except ConfigError as exc:
         sys.exit(f"dashboard: {exc}")
     setup_logging(settings.log_level, json=settings.production, process="dashboard")

@@ -119,6 +119,11 @@ class Keys:
         """Stream (capped): every control action, who issued it and its outcome."""
         return f"{self.prefix}audit"
 
+    # -- dashboard ---------------------------------------------------------------------------
+    def login_failures(self, client: str) -> str:
+        """String (INCR, expires): failed dashboard logins from one client address in the window."""
+        return f"{self.prefix}dashboard:login_failures:{client}"
+
     # -- Dramatiq's own keys (see dramatiq/brokers/redis/dispatch.lua) ------------------------
     def queue(self, queue_name: str) -> str:
         """List: ids of ready messages of a Dramatiq queue."""
@@ -135,6 +140,14 @@ class Keys:
     def dead_letters(self, queue_name: str) -> str:
         """Sorted set: dead-lettered message ids of a Dramatiq queue."""
         return f"{self.dramatiq_namespace}:{queue_name}.XQ"
+
+    def dead_letter_messages(self, queue_name: str) -> str:
+        """Hash: message id → encoded message of a Dramatiq queue's dead letters."""
+        return f"{self.dramatiq_namespace}:{queue_name}.XQ.msgs"
+
+    def delay_queue_messages(self, queue_name: str) -> str:
+        """Hash: message id → encoded message of a Dramatiq queue's delayed messages."""
+        return f"{self.dramatiq_namespace}:{queue_name}.DQ.msgs"
 
     @property
     def broker_heartbeats(self) -> str:

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     port: int | None = Field(default=None, ge=1, le=65535)
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8001, ge=1, le=65535)
+    dashboard_password: SecretStr | None = None
+    dashboard_stream_interval: float = Field(default=1.0, ge=0.1, le=60)
+    dashboard_probe_interval: float = Field(default=0.1, ge=0, le=10)
+    dashboard_session_ttl: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
+    dashboard_login_attempts: int = Field(default=5, ge=1, le=1000)
 
     worker_id: str = Field(default_factory=socket.gethostname)
     worker_processes: int = Field(default=2, ge=0, le=64)

@@ -1,0 +1,128 @@
+"""JSON API for queues: depth, delayed (with ETA), dead letters; pause, resume, purge, retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from dashboard import audit
+from dashboard.guard import require_control
+from dashboard.keys import KEYS, REDIS, SETTINGS
+from shared import queues
+from shared.errors import NotFound, ValidationFailed
+from shared.web import json_response, parse_query, read_json
+
+#: Most delayed messages and dead letters listed per queue.
+MAX_LIST = 100
+
+
+class Purge(BaseModel):
+    """Body of ``POST /api/queue/{name}/purge``: ``confirm`` must repeat the queue's name."""
+
+    model_config = ConfigDict(extra="forbid")
+    confirm: str = Field(max_length=200)
+
+
+class ListQuery(BaseModel):
+    """Query of ``GET /api/queue/{name}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=50, ge=1, le=MAX_LIST)
+
+
+async def queue_rows(request: web.Request) -> list[dict[str, Any]]:
+    """Every known queue's counters (one pipelined round trip after the paused set)."""
+    client, keys = request.app[REDIS], request.app[KEYS]
+    paused = {q.decode() for q in await client.smembers(keys.paused_queues)}
+    names = queues.known_queues(paused)
+    async with client.pipeline(transaction=False) as pipe:
+        queues.queue_stats_commands(pipe, keys, names)
+        replies = await pipe.execute()
+    return queues.decode_queue_stats(replies, names, paused)
+
+
+async def checked_queue_name(request: web.Request) -> str:
+    """The route's queue name; 404 unless it is a known queue."""
+    name = request.match_info["name"]
+    paused = {q.decode() for q in await request.app[REDIS].smembers(request.app[KEYS].paused_queues)}
+    if name not in queues.known_queues(paused):
+        raise NotFound(f"unknown queue {name!r}")
+    return name
+
+
+async def queue_stats(request: web.Request) -> web.Response:
+    """``GET /api/queue/stats``: ready, in progress, delayed, dead and paused per queue."""
+    return json_response({"queues": await queue_rows(request)})
+
+
+async def queue_detail_data(request: web.Request, name: str, limit: int) -> dict[str, Any]:
+    """One queue's counters, its delayed messages (with ETA) and its newest dead letters."""
+    client, keys = request.app[REDIS], request.app[KEYS]
+    row = next(r for r in await queue_rows(request) if r["name"] == name)
+    return {
+        **row,
+        "delayed_messages": await queues.delayed_messages(client, keys, name, limit),
+        "dead_letters": await queues.dead_letters(client, keys, name, limit),
+    }
+
+
+async def queue_detail(request: web.Request) -> web.Response:
+    """``GET /api/queue/{name}?limit=``: counters, delayed messages and dead letters."""
+    name = await checked_queue_name(request)
+    query = parse_query(request, ListQuery)
+    return json_response(await queue_detail_data(request, name, query.limit))
+
+
+async def pause(request: web.Request) -> web.Response:
+    """``POST /api/queue/{name}/pause``: workers stop consuming it (within ~1 s)."""
+    user = require_control(request)
+    name = await checked_queue_name(request)
+    client, keys = request.app[REDIS], request.app[KEYS]
+    await client.sadd(keys.paused_queues, name)
+    await audit.record(client, keys, "queue.pause", f"queue {name}", user.subject)
+    return json_response({"queue": name, "paused": True})
+
+
+async def resume(request: web.Request) -> web.Response:
+    """``POST /api/queue/{name}/resume``: workers consume it again."""
+    user = require_control(request)
+    name = await checked_queue_name(request)
+    client, keys = request.app[REDIS], request.app[KEYS]
+    await client.srem(keys.paused_queues, name)
+    await audit.record(client, keys, "queue.resume", f"queue {name}", user.subject)
+    return json_response({"queue": name, "paused": False})
+
+
+async def purge(request: web.Request) -> web.Response:
+    """``POST /api/queue/{name}/purge`` ``{"confirm": "<name>"}``: drop its ready messages."""
+    user = require_control(request)
+    name = await checked_queue_name(request)
+    body = await read_json(request, Purge)
+    if body.confirm != name:
+        raise ValidationFailed(
+            "confirm must repeat the queue name",
+            fields=[{"loc": ["body", "confirm"], "msg": f"expected {name!r}"}],
+        )
+    client, keys = request.app[REDIS], request.app[KEYS]
+    dropped = await queues.purge_queue(client, keys, name, request.app[SETTINGS].task_events_maxlen)
+    await audit.record(
+        client, keys, "queue.purge", f"queue {name}", user.subject, reason=f"{dropped} dropped"
+    )
+    return json_response({"queue": name, "purged": dropped})
+
+
+async def retry_dead(request: web.Request) -> web.Response:
+    """``POST /api/queue/{name}/dead/{message_id}/retry`` or ``.../dead/retry`` (all): requeue."""
+    user = require_control(request)
+    name = await checked_queue_name(request)
+    message_id = request.match_info.get("message_id")
+    client, keys = request.app[REDIS], request.app[KEYS]
+    ids = [message_id] if message_id else None
+    moved = await queues.retry_dead_letters(client, keys, name, ids, request.app[SETTINGS].task_events_maxlen)
+    if message_id and not moved:
+        raise NotFound(f"dead letter {message_id} not found in {name}")
+    target = f"queue {name}" + (f" message {message_id}" if message_id else "")
+    await audit.record(client, keys, "dead_letters.retry", target, user.subject, reason=f"{moved} requeued")
+    return json_response({"queue": name, "requeued": moved})

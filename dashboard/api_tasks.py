@@ -1,0 +1,230 @@
+"""JSON API for tasks: search with filters and server-side pages, detail with timeline, retry,
+cancel, and failures grouped by exception type."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dashboard import audit
+from dashboard.guard import require_control
+from dashboard.keys import KEYS, REDIS, STORE
+from shared.errors import NotFound, ValidationFailed
+from shared.store import decode_record
+from shared.tasks import Priority, TaskStatus, get_task_type
+from shared.taskstore import MAX_SCAN, decode_cursor, encode_cursor
+from shared.web import json_response, parse_query, pydantic_fields, read_json, truncate
+
+#: Largest page of ``GET /api/tasks``.
+MAX_PAGE = 100
+#: Lifecycle events examined to build one task's timeline.
+TIMELINE_SCAN = 5000
+#: Display bounds: payload/result JSON, error and traceback characters.
+MAX_JSON_CHARS, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS = 16_384, 2_000, 8_192
+#: Failed or dead tasks examined by ``GET /api/tasks/failures``.
+MAX_FAILURES = 1000
+
+
+class TaskQuery(BaseModel):
+    """Query of ``GET /api/tasks``: filters, time window and page."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str | None = Field(default=None, max_length=64)
+    status: TaskStatus | None = None
+    priority: Priority | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = Field(default=None, max_length=400)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+
+
+class Retry(BaseModel):
+    """Body of ``POST /api/tasks/{id}/retry``: an exact replay, or an edited payload/priority."""
+
+    model_config = ConfigDict(extra="forbid")
+    payload: dict[str, Any] | None = None
+    priority: Priority | None = None
+
+
+class FailureQuery(BaseModel):
+    """Query of ``GET /api/tasks/failures``."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=500, ge=1, le=MAX_FAILURES)
+
+
+def _bounded_json(value: Any) -> Any:
+    text = orjson.dumps(value).decode()
+    return value if len(text) <= MAX_JSON_CHARS else {"truncated": True, "preview": text[:MAX_JSON_CHARS]}
+
+
+def for_display(record: dict[str, Any]) -> dict[str, Any]:
+    """A task record with payload, result, error and traceback bounded."""
+    return {
+        **record,
+        "payload": _bounded_json(record.get("payload")),
+        "result": _bounded_json(record.get("result")),
+        "error": truncate(record.get("error"), MAX_ERROR_CHARS),
+        "traceback": truncate(record.get("traceback"), MAX_TRACEBACK_CHARS),
+    }
+
+
+async def search(request: web.Request, query: TaskQuery) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of tasks, newest first, filtered; the cursor of the next page (None at the end)."""
+    client, keys = request.app[REDIS], request.app[KEYS]
+    index = (
+        keys.tasks_by_status(query.status)
+        if query.status
+        else (keys.tasks_by_type(query.type) if query.type else keys.tasks_all)
+    )
+    low = int(query.since.timestamp() * 1e6) if query.since else "-inf"
+    high: Any = int(query.until.timestamp() * 1e6) if query.until else "+inf"
+    after: str | None = None
+    if query.cursor:
+        high, after = decode_cursor(query.cursor)
+    items: list[dict[str, Any]] = []
+    scanned, last, exhausted = 0, None, False
+    while len(items) < query.limit and scanned < MAX_SCAN and not exhausted:
+        entries = await client.zrevrangebyscore(index, high, low, start=0, num=200, withscores=True)
+        entries = [(m.decode(), s) for m, s in entries]
+        entries = [(m, s) for m, s in entries if not (after and s == float(high) and m >= after)]
+        exhausted = len(entries) < 150
+        async with client.pipeline(transaction=False) as pipe:
+            for member, _ in entries:
+                pipe.hgetall(keys.task(member))
+            records = await pipe.execute()
+        for (member, score), raw in zip(entries, records, strict=True):
+            scanned += 1
+            last = (score, member)
+            record = decode_record(raw) if raw else None
+            if record is not None and _matches(record, query):
+                items.append(record)
+                if len(items) == query.limit:
+                    break
+        if last is None or not entries:
+            break
+        high, after = repr(last[0]), last[1]
+    more = last is not None and (not exhausted or len(items) == query.limit)
+    return items, encode_cursor(*last) if more and last is not None else None
+
+
+def _matches(record: dict[str, Any], query: TaskQuery) -> bool:
+    return (
+        (query.type is None or record.get("type") == query.type)
+        and (query.status is None or record.get("status") == query.status)
+        and (query.priority is None or record.get("priority") == query.priority)
+    )
+
+
+async def task_list(request: web.Request) -> web.Response:
+    """``GET /api/tasks?type=&status=&priority=&since=&until=&cursor=&limit=``."""
+    items, cursor = await search(request, parse_query(request, TaskQuery))
+    return json_response({"items": [for_display(r) for r in items], "next_cursor": cursor})
+
+
+async def timeline(request: web.Request, task_id: str) -> list[dict[str, Any]]:
+    """The task's lifecycle events (from the capped events stream), oldest first."""
+    client, keys = request.app[REDIS], request.app[KEYS]
+    created_us = await client.hget(keys.task(task_id), "created_us")
+    start = f"{max(0, int(created_us) // 1000 - 1)}" if created_us else "-"
+    entries = await client.xrange(keys.task_events, min=start, max="+", count=TIMELINE_SCAN)
+    out = []
+    for _, fields in entries:
+        if fields.get(b"id", b"").decode() == task_id:
+            out.append({k.decode(): v.decode() for k, v in fields.items() if k != b"id"})
+    return out
+
+
+async def task_detail_data(request: web.Request, task_id: str) -> dict[str, Any]:
+    """What the task page and API show: the bounded record and its timeline."""
+    record = await request.app[STORE].get(task_id)
+    return {**for_display(record), "timeline": await timeline(request, task_id)}
+
+
+async def task_detail(request: web.Request) -> web.Response:
+    """``GET /api/tasks/{id}``: record (payload, result, error, traceback) and timeline."""
+    return json_response(await task_detail_data(request, request.match_info["id"]))
+
+
+async def retry(request: web.Request) -> web.Response:
+    """``POST /api/tasks/{id}/retry``: submit the same type again (same or edited payload) → 202."""
+    user = require_control(request)
+    task_id = request.match_info["id"]
+    body = await read_json(request, Retry, empty_ok=True)
+    store = request.app[STORE]
+    record = await store.get(task_id)
+    task_type = get_task_type(record.get("type") or "")
+    if task_type is None:
+        raise NotFound(f"task type {record.get('type')!r} is not registered here")
+    payload = body.payload if body.payload is not None else (record.get("payload") or {})
+    try:
+        task_type.payload_model.model_validate(payload)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "payload is invalid for its type", fields=pydantic_fields(exc, "payload")
+        ) from None
+    priority = body.priority or Priority(record.get("priority") or "P2")
+    submitted = await store.submit(
+        task_type, payload, priority, subject=user.subject, correlation_id=os.urandom(16).hex()
+    )
+    client, keys = request.app[REDIS], request.app[KEYS]
+    edited = "edited payload" if body.payload is not None else "exact replay"
+    await audit.record(
+        client, keys, "task.retry", f"task {task_id}", user.subject, reason=f"{edited} as {submitted.task_id}"
+    )
+    return json_response(
+        {"id": submitted.task_id, "retry_of": task_id, "status_url": f"/api/tasks/{submitted.task_id}"},
+        status=202,
+    )
+
+
+async def cancel(request: web.Request) -> web.Response:
+    """``POST /api/tasks/{id}/cancel``: cancel a queued task (409 once it has started)."""
+    user = require_control(request)
+    task_id = request.match_info["id"]
+    record = await request.app[STORE].cancel(task_id)
+    await audit.record(request.app[REDIS], request.app[KEYS], "task.cancel", f"task {task_id}", user.subject)
+    return json_response(for_display(record))
+
+
+async def failure_groups(request: web.Request, limit: int) -> list[dict[str, Any]]:
+    """The newest failed and dead tasks grouped by exception type, biggest group first."""
+    client, keys = request.app[REDIS], request.app[KEYS]
+    ids: list[str] = []
+    for status in (TaskStatus.DEAD, TaskStatus.FAILED):
+        ids += [m.decode() for m in await client.zrevrange(keys.tasks_by_status(status), 0, limit - 1)]
+    async with client.pipeline(transaction=False) as pipe:
+        for task_id in ids:
+            pipe.hmget(keys.task(task_id), "error", "type")
+        rows = await pipe.execute()
+    groups: dict[str, dict[str, Any]] = {}
+    for task_id, (error, type_name) in zip(ids, rows, strict=True):
+        text = (error or b"").decode()
+        name = text.split(":", 1)[0].strip()[:200] or "unknown"
+        group = groups.setdefault(
+            name,
+            {
+                "exception": name,
+                "count": 0,
+                "types": set(),
+                "task_ids": [],
+                "last_error": truncate(text, 500),
+            },
+        )
+        group["count"] += 1
+        group["types"].add((type_name or b"").decode())
+        if len(group["task_ids"]) < 5:
+            group["task_ids"].append(task_id)
+    out = sorted(groups.values(), key=lambda g: -g["count"])
+    return [{**g, "types": sorted(g["types"])} for g in out]
+
+
+async def failures(request: web.Request) -> web.Response:
+    """``GET /api/tasks/failures?limit=``: failures grouped by exception type with counts."""
+    query = parse_query(request, FailureQuery)
+    return json_response({"groups": await failure_groups(request, query.limit)})

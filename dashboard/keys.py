@@ -1,0 +1,27 @@
+"""Typed application keys of the dashboard app (``app[SETTINGS]``, ``request[PRINCIPAL]``, ...)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.taskstore import TaskStore
+
+if TYPE_CHECKING:
+    from dashboard.auth import Sessions, User
+    from dashboard.stream import Poller
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+KEYS = web.AppKey("keys", Keys)
+STORE = web.AppKey("store", TaskStore)
+SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
+POLLER: web.AppKey[Poller] = web.AppKey("poller")
+SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+#: Set on the request by the guard middleware: who is calling.
+USER: web.RequestKey[User] = web.RequestKey("user")

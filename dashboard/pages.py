@@ -1,0 +1,129 @@
+"""Server-rendered pages (jinja2, autoescaped); the live parts are filled by ``static/app.js``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp_jinja2
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from dashboard import audit
+from dashboard.api_queues import MAX_LIST, checked_queue_name, queue_detail_data
+from dashboard.api_tasks import TaskQuery, failure_groups, search, task_detail_data
+from dashboard.api_workers import worker_detail_data
+from dashboard.auth import User
+from dashboard.guard import current_user
+from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS
+from shared import __version__
+from shared.tasks import Priority, TaskStatus, task_types
+from shared.web import truncate
+
+#: Characters of JSON shown in a page before it is cut.
+MAX_PAGE_JSON = 16_384
+
+
+def render(request: web.Request, template: str, page: str, context: dict[str, Any]) -> web.Response:
+    """Render ``template`` with the common context (user, CSRF token, page name, version)."""
+    user: User = current_user(request)
+    base = {
+        "user": user,
+        "csrf": request.app[SESSIONS].csrf_token(user),
+        "page": page,
+        "version": __version__,
+        "interval": request.app[SETTINGS].dashboard_stream_interval,
+    }
+    return aiohttp_jinja2.render_template(template, request, {**base, **context})
+
+
+def fmt_time(value: Any) -> str:
+    """Epoch seconds (or an ISO string) as ``YYYY-MM-DD HH:MM:SS`` UTC; ``-`` when empty."""
+    if value in (None, ""):
+        return "-"
+    if isinstance(value, str):
+        return value.replace("T", " ").replace("Z", "")[:23]
+    return datetime.fromtimestamp(float(value), tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_json(value: Any) -> str:
+    """Pretty JSON, cut at MAX_PAGE_JSON characters (autoescaped by the template)."""
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+    return truncate(text, MAX_PAGE_JSON) or ""
+
+
+async def overview(request: web.Request) -> web.Response:
+    """Worker cards, queues, throughput and error-rate charts, alerts (live)."""
+    return render(request, "overview.html", "overview", {})
+
+
+async def workers(request: web.Request) -> web.Response:
+    """Workers with controls (live) and the recent audit log."""
+    entries = await audit.recent(request.app[REDIS], request.app[KEYS], 50)
+    return render(request, "workers.html", "workers", {"audit": entries})
+
+
+async def worker(request: web.Request) -> web.Response:
+    """One worker: heartbeat, processes, desired state, command history with replies."""
+    data = await worker_detail_data(request, request.match_info["id"])
+    return render(request, "worker.html", "worker", {"w": data})
+
+
+async def queues(request: web.Request) -> web.Response:
+    """Every queue with depth, delayed and dead letters (live), pause/resume/purge."""
+    return render(request, "queues.html", "queues", {})
+
+
+async def queue(request: web.Request) -> web.Response:
+    """One queue: delayed messages with ETA, dead letters with retry one/all, purge."""
+    name = await checked_queue_name(request)
+    data = await queue_detail_data(request, name, MAX_LIST)
+    return render(request, "queue.html", "queue", {"q": data})
+
+
+async def tasks(request: web.Request) -> web.Response:
+    """Task search with filters and pages, and failures grouped by exception type."""
+    params = {k: v for k, v in request.query.items() if v}
+    if "id" in params:
+        raise web.HTTPSeeOther(f"/tasks/{quote(params['id'].strip(), safe='')}")
+    try:
+        query = TaskQuery.model_validate(params)
+        error = ""
+    except ValidationError as exc:
+        query, error = TaskQuery(), "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+    items, cursor = await search(request, query)
+    next_params = {**{k: v for k, v in params.items() if k != "cursor"}, "cursor": cursor} if cursor else None
+    return render(
+        request,
+        "tasks.html",
+        "tasks",
+        {
+            "items": items,
+            "next_params": next_params,
+            "params": params,
+            "error": error,
+            "types": sorted(task_types()),
+            "statuses": [s.value for s in TaskStatus],
+            "priorities": [p.value for p in Priority],
+            "groups": await failure_groups(request, 500),
+        },
+    )
+
+
+async def task(request: web.Request) -> web.Response:
+    """One task: payload, result, error, traceback, timeline; retry (exact or edited) and cancel."""
+    data = await task_detail_data(request, request.match_info["id"])
+    return render(request, "task.html", "task", {"t": data})
+
+
+async def audit_page(request: web.Request) -> web.Response:
+    """The audit log of control actions."""
+    entries = await audit.recent(request.app[REDIS], request.app[KEYS], audit.MAX_AUDIT)
+    return render(request, "audit.html", "audit", {"audit": entries})
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /health``, ``/health/live``: the process answers."""
+    return web.json_response({"status": "ok", "version": __version__})

@@ -1,0 +1,221 @@
+"""What the dashboard shows live, read from Redis in two pipelined round trips whatever the size.
+
+Round trip 1 reads the worker registry, the paused-queue set, every queue's counters and the
+last LIVE_MINUTES per-minute rollups; round trip 2 reads the heartbeats of the registered
+workers (one MGET). :func:`alerts` turns the result into the overview's active alerts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+
+from shared.keys import Keys
+from shared.queues import decode_queue_stats, known_queues, queue_stats_commands
+
+#: Minutes of per-minute rollups in every live snapshot (throughput and error-rate charts).
+LIVE_MINUTES = 15
+#: Minutes the error-rate alert looks back over.
+ERROR_WINDOW = 5
+#: Fewest ended attempts in the window before an error rate can raise an alert.
+ERROR_MIN_ATTEMPTS = 5
+#: Points kept per worker sparkline (one per heartbeat).
+SPARK_POINTS = 60
+ROLLUP_FIELDS = ("processed", "failed", "retried", "duration_ms_sum", "duration_count")
+#: Alert thresholds (DESIGN §6): queue backlog, CPU and memory percent, error-rate warn/critical.
+QUEUE_DEPTH_MAX = 100
+CPU_MAX = 80.0
+MEMORY_MAX = 80.0
+ERROR_WARN, ERROR_CRIT = 0.05, 0.10
+#: Heartbeat fields carried to the browser (the per-process list is reduced to its essentials).
+WORKER_FIELDS = (
+    "id",
+    "host",
+    "pid",
+    "state",
+    "version",
+    "started_at",
+    "sent_at",
+    "uptime_seconds",
+    "cpu_percent",
+    "rss_bytes",
+    "memory_percent",
+    "processes",
+    "processes_desired",
+    "threads",
+    "in_flight",
+    "processed",
+    "failed",
+    "queues",
+)
+
+
+def rollup_point(minute: int, raw: list[Any]) -> dict[str, Any]:
+    """One chart point from an HMGET of ROLLUP_FIELDS."""
+    processed, failed, retried, dur_sum, dur_count = (float(v or 0) for v in raw)
+    return {
+        "t": minute * 60,
+        "processed": int(processed),
+        "failed": int(failed),
+        "retried": int(retried),
+        "error_rate": round(failed / processed, 4) if processed else 0.0,
+        "avg_ms": round(dur_sum / dur_count, 1) if dur_count else None,
+    }
+
+
+def shape_worker(raw: dict[str, Any]) -> dict[str, Any]:
+    """The heartbeat fields the UI shows, with a compact per-process list."""
+    out = {f: raw.get(f) for f in WORKER_FIELDS}
+    out["procs"] = [
+        {
+            k: p.get(k)
+            for k in (
+                "pid",
+                "alive",
+                "cpu_percent",
+                "rss_bytes",
+                "started_at",
+                "restarts",
+                "in_flight",
+                "processed",
+                "failed",
+            )
+        }
+        for p in raw.get("procs") or []
+    ]
+    return out
+
+
+class SnapshotReader:
+    """Reads the live state; remembers sparklines and the queues seen in heartbeats."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        self.sparks: dict[str, deque[tuple[float, float, float]]] = {}
+        self._seen_queues: set[str] = set()
+        self.round_trips = 0
+
+    async def read(self, client: Any) -> dict[str, Any]:
+        """Sections ``workers``, ``queues``, ``throughput``, ``alerts``, ``meta``."""
+        keys = self.keys
+        now = time.time()
+        minute = int(now // 60)
+        minutes = list(range(minute - LIVE_MINUTES + 1, minute + 1))
+        queues = known_queues(self._seen_queues)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zrange(keys.workers, 0, -1, withscores=True)
+            pipe.smembers(keys.paused_queues)
+            queue_stats_commands(pipe, keys, queues)
+            for m in minutes:
+                pipe.hmget(keys.stats_minute(m), ROLLUP_FIELDS)
+            replies = await pipe.execute()
+        self.round_trips += 1
+        registry = [(m.decode(), score) for m, score in replies[0]]
+        paused = {q.decode() for q in replies[1]}
+        stats_end = 2 + len(queues) * 4
+        queue_rows = decode_queue_stats(replies[2:stats_end], queues, paused)
+        throughput = [rollup_point(m, r) for m, r in zip(minutes, replies[stats_end:], strict=True)]
+        workers = await self.read_workers(client, registry)
+        self._seen_queues = paused | {q for w in workers if w.get("queues") for q in w["queues"]}
+        return {
+            "workers": workers,
+            "queues": queue_rows,
+            "throughput": throughput,
+            "alerts": alerts(workers, queue_rows, throughput),
+            "meta": {"time": round(now, 3)},
+        }
+
+    async def read_workers(self, client: Any, registry: list[tuple[str, float]]) -> list[dict[str, Any]]:
+        """Heartbeats of the registered workers (one MGET); missing ones are reported ``down``."""
+        ids = [i for i, _ in registry]
+        raws = await client.mget([self.keys.worker(i) for i in ids]) if ids else []
+        if ids:
+            self.round_trips += 1
+        workers = []
+        for (wid, score), raw in zip(registry, raws, strict=True):
+            beat = orjson.loads(raw) if raw else None
+            if beat is None:
+                workers.append(
+                    {"id": wid, "state": "down", "last_seen": score / 1000, "spark": self.spark(wid)}
+                )
+                continue
+            worker = shape_worker(beat)
+            worker["last_seen"] = score / 1000
+            spark = self.sparks.setdefault(wid, deque(maxlen=SPARK_POINTS))
+            if not spark or spark[-1][0] != beat["sent_at"]:
+                spark.append((beat["sent_at"], beat["cpu_percent"], beat["memory_percent"]))
+            worker["spark"] = self.spark(wid)
+            workers.append(worker)
+        for gone in set(self.sparks) - set(ids):
+            del self.sparks[gone]
+        return workers
+
+    def spark(self, worker_id: str) -> dict[str, list[float]]:
+        """A worker's recent CPU and memory percentages (oldest first)."""
+        points = self.sparks.get(worker_id, ())
+        return {"cpu": [p[1] for p in points], "mem": [p[2] for p in points]}
+
+
+def alerts(
+    workers: list[dict[str, Any]], queues: list[dict[str, Any]], throughput: list[dict[str, Any]]
+) -> list[dict[str, str]]:
+    """Active alerts: worker down, CPU and memory > 80 %, queue backlog > 100, error rate > 5/10 %."""
+    out: list[dict[str, str]] = []
+    for w in workers:
+        wid = w["id"]
+        if w["state"] == "down":
+            out.append(
+                {
+                    "level": "critical",
+                    "kind": "worker_down",
+                    "subject": wid,
+                    "message": f"worker {wid} stopped sending heartbeats",
+                }
+            )
+            continue
+        busiest = max([p["cpu_percent"] or 0.0 for p in w["procs"]] or [0.0])
+        if busiest > CPU_MAX:
+            out.append(
+                {
+                    "level": "warning",
+                    "kind": "cpu",
+                    "subject": wid,
+                    "message": f"a process of {wid} uses {busiest:.0f} % CPU",
+                }
+            )
+        if (w["memory_percent"] or 0) > MEMORY_MAX:
+            out.append(
+                {
+                    "level": "warning",
+                    "kind": "memory",
+                    "subject": wid,
+                    "message": f"{wid} uses {w['memory_percent']:.0f} % of its host's memory",
+                }
+            )
+    for q in queues:
+        if q["ready"] > QUEUE_DEPTH_MAX:
+            out.append(
+                {
+                    "level": "warning",
+                    "kind": "queue_depth",
+                    "subject": q["name"],
+                    "message": f"queue {q['name']} has {q['ready']} ready messages",
+                }
+            )
+    window = throughput[-ERROR_WINDOW:]
+    processed = sum(p["processed"] for p in window)
+    failed = sum(p["failed"] for p in window)
+    if processed >= ERROR_MIN_ATTEMPTS and failed / processed > ERROR_WARN:
+        rate = failed / processed
+        out.append(
+            {
+                "level": "critical" if rate > ERROR_CRIT else "warning",
+                "kind": "error_rate",
+                "subject": "tasks",
+                "message": f"error rate {rate:.0%} over the last {ERROR_WINDOW} minutes",
+            }
+        )
+    return out

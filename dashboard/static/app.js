@@ -1,0 +1,263 @@
+// Opsdeck dashboard: live stream client, rendering (DOM + inline SVG, text only) and actions.
+// No framework, no inline script (CSP). State arrives on /ws as a snapshot, then updates.
+"use strict";
+
+(() => {
+  const page = document.body.dataset.page;
+  const canControl = ["operator", "admin"].includes(document.body.dataset.role);
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const state = {};
+  let range = "15m";
+  let history = null;
+
+  // -- helpers ---------------------------------------------------------------------------------
+  const $ = (sel, root = document) => root.querySelector(sel);
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "text") node.textContent = v; else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) if (c !== null && c !== undefined) node.append(c);
+    return node;
+  }
+  function svg(tag, attrs = {}) {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    return node;
+  }
+  const mib = (b) => `${((b || 0) / 1048576).toFixed(0)} MiB`;
+  const pct = (v) => `${(v || 0).toFixed(1)} %`;
+  function duration(s) {
+    s = Math.max(0, Math.floor(s || 0));
+    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${s % 60}s` : `${s}s`;
+  }
+  function notice(text, bad = false) {
+    const n = el("div", { class: bad ? "notice bad" : "notice", role: "status", text });
+    $("#notices").append(n);
+    setTimeout(() => n.remove(), 8000);
+  }
+
+  // -- live stream -----------------------------------------------------------------------------
+  let retry = 0;
+  function connect() {
+    const conn = $("#conn");
+    if (!conn) return;
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+    ws.onopen = () => { retry = 0; conn.textContent = "live"; conn.className = "conn conn-on"; };
+    ws.onmessage = (ev) => {
+      const frame = JSON.parse(ev.data);
+      if (frame.type === "snapshot") for (const k of Object.keys(state)) delete state[k];
+      Object.assign(state, frame.data);
+      render(Object.keys(frame.data));
+    };
+    ws.onclose = () => {
+      conn.textContent = "reconnecting…"; conn.className = "conn conn-off";
+      retry = Math.min(retry + 1, 6);
+      setTimeout(connect, Math.min(10000, 250 * 2 ** retry));
+    };
+  }
+
+  function render(sections) {
+    if (sections.includes("workers")) renderWorkers();
+    if (sections.includes("queues")) renderQueues();
+    if (sections.includes("alerts")) renderAlerts();
+    if (sections.includes("throughput") && range === "15m") renderCharts(state.throughput, 60);
+  }
+
+  // -- workers ---------------------------------------------------------------------------------
+  function sparkline(values, cls, max = 100) {
+    const w = 120, h = 28, box = svg("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img" });
+    if (values.length > 1) {
+      const top = Math.max(max, ...values);
+      const pts = values.map((v, i) => `${(i * w / (values.length - 1)).toFixed(1)},${(h - 2 - v * (h - 4) / top).toFixed(1)}`);
+      box.append(svg("polyline", { points: pts.join(" "), fill: "none", "stroke-width": 1.5, class: cls }));
+    }
+    return box;
+  }
+  function controls(w) {
+    const box = el("div", { class: "controls" });
+    const url = (a) => `/api/worker/${encodeURIComponent(w.id)}/${a}`;
+    for (const a of ["start", "stop", "restart", "pause", "resume"]) {
+      box.append(el("button", { "data-post": url(a), "data-action": a, "data-command": "1",
+        "data-confirm": `${a[0].toUpperCase()}${a.slice(1)} worker ${w.id}?`, class: a === "stop" ? "danger" : null, text: a }));
+    }
+    const input = el("input", { type: "number", min: 0, max: 64, value: w.processes_desired ?? 1, "aria-label": "processes", id: `scale-${w.id}` });
+    box.append(input, el("button", { "data-post": url("scale"), "data-action": "scale", "data-command": "1",
+      "data-body-scale": input.id, "data-confirm": `Scale worker ${w.id}?`, text: "scale" }));
+    return box;
+  }
+  function workerCard(w) {
+    const card = el("article", { class: "card", "data-worker": w.id });
+    const title = el("h3", {}, el("a", { href: `/workers/${encodeURIComponent(w.id)}`, text: w.id }),
+      el("span", { class: `state st-${w.state}`, text: w.state }));
+    card.append(title);
+    if (w.state === "down") {
+      card.append(el("p", { class: "muted", text: `no heartbeat since ${new Date(w.last_seen * 1000).toLocaleTimeString()}` }));
+      return card;
+    }
+    const rows = [["host", w.host], ["pid", w.pid], ["CPU", pct(w.cpu_percent), "cpu"],
+      ["memory", `${mib(w.rss_bytes)} (${pct(w.memory_percent)})`, "mem"], ["uptime", duration(w.uptime_seconds), "uptime"],
+      ["processes", `${w.processes}/${w.processes_desired} × ${w.threads} threads`, "procs"],
+      ["process pids", (w.procs || []).map((p) => p.pid).join(", ") || "-", "pids"],
+      ["in flight", w.in_flight, "inflight"], ["processed", w.processed, "processed"], ["failed", w.failed, "failed"]];
+    const dl = el("dl");
+    for (const [k, v, cls] of rows) dl.append(el("dt", { text: k }), el("dd", { class: cls || null, text: String(v ?? "-") }));
+    card.append(dl);
+    const spark = w.spark || { cpu: [], mem: [] };
+    card.append(el("div", { class: "spark" }, el("span", { class: "muted", text: "CPU" }), sparkline(spark.cpu, "spark-cpu"),
+      el("span", { class: "muted", text: "mem" }), sparkline(spark.mem, "spark-mem")));
+    if (canControl && $("#worker-cards.with-controls")) card.append(controls(w));
+    return card;
+  }
+  function renderWorkers() {
+    const box = $("#worker-cards");
+    if (!box) return;
+    const only = box.dataset.only;
+    const workers = (state.workers || []).filter((w) => !only || w.id === only);
+    const focused = document.activeElement && box.contains(document.activeElement) ? document.activeElement.id : null;
+    const cards = workers.map((w) => {
+      const old = box.querySelector(`[data-worker="${CSS.escape(w.id)}"] input`);
+      const card = workerCard(w);
+      const input = card.querySelector("input");
+      if (old && input) input.value = old.value; // keep what the operator typed
+      return card;
+    });
+    box.replaceChildren(...(cards.length ? cards : [el("p", { class: "muted", text: "no worker registered" })]));
+    if (focused) { const f = document.getElementById(focused); if (f) f.focus(); }
+    for (const w of workers) for (const s of document.querySelectorAll(`[data-worker-state="${CSS.escape(w.id)}"]`)) {
+      s.textContent = w.state; s.className = `state st-${w.state}`;
+    }
+  }
+
+  // -- queues and alerts -----------------------------------------------------------------------
+  function renderQueues() {
+    const table = $("#queue-table");
+    if (!table) return;
+    const rows = (state.queues || []).map((q) => {
+      const link = el("a", { href: `/queues/${encodeURIComponent(q.name)}`, text: q.name });
+      const tr = el("tr", { "data-queue": q.name }, el("td", {}, link), el("td", { text: q.priority }),
+        el("td", { class: "num ready", text: q.ready }), el("td", { class: "num", text: q.in_progress }),
+        el("td", { class: "num delayed", text: q.delayed }), el("td", { class: "num dead", text: q.dead }),
+        el("td", { class: q.paused ? "st st-paused" : "st st-running", text: q.paused ? "paused" : "active" }));
+      if (page === "queues") {
+        const td = el("td");
+        if (canControl) {
+          const base = `/api/queue/${encodeURIComponent(q.name)}`;
+          td.append(q.paused
+            ? el("button", { "data-post": `${base}/resume`, "data-confirm": `Resume queue ${q.name}?`, text: "resume" })
+            : el("button", { "data-post": `${base}/pause`, "data-confirm": `Pause queue ${q.name}?`, text: "pause" }),
+          " ", el("button", { class: "danger", "data-post": `${base}/purge`, "data-confirm-input": q.name, "data-body-confirm": "1",
+            "data-confirm": `Drop every ready message of ${q.name}? Their tasks become canceled.`, text: "purge…" }));
+        }
+        tr.append(td);
+      }
+      return tr;
+    });
+    table.tBodies[0].replaceChildren(...rows);
+  }
+  function renderAlerts() {
+    const list = $("#alerts");
+    if (!list) return;
+    const items = (state.alerts || []).map((a) => el("li", { class: a.level, "data-kind": a.kind, text: `${a.level.toUpperCase()} · ${a.message}` }));
+    list.replaceChildren(...(items.length ? items : [el("li", { class: "ok", text: "no active alert" })]));
+  }
+
+  // -- charts ----------------------------------------------------------------------------------
+  function renderCharts(points, step) {
+    const tp = $("#chart-throughput"), er = $("#chart-errors");
+    if (!tp || !points) return;
+    const W = 600, H = 140, pad = 24, n = Math.max(points.length, 1), bw = (W - pad) / n;
+    const maxV = Math.max(1, ...points.map((p) => p.processed));
+    const bars = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+    bars.append(svg("line", { x1: pad, y1: H - 14, x2: W, y2: H - 14, class: "axis" }));
+    points.forEach((p, i) => {
+      const ok = p.processed - p.failed, scale = (H - 24) / maxV, x = pad + i * bw;
+      const hOk = ok * scale, hFail = p.failed * scale;
+      bars.append(svg("rect", { x: x + 1, y: H - 14 - hOk - hFail, width: Math.max(1, bw - 2), height: hOk, class: "bar-ok" }));
+      bars.append(svg("rect", { x: x + 1, y: H - 14 - hFail, width: Math.max(1, bw - 2), height: hFail, class: "bar-fail" }));
+    });
+    const label = (txt, x, y) => { const t = svg("text", { x, y, class: "axis-label" }); t.textContent = txt; return t; };
+    bars.append(label(String(maxV), 0, 12), label(new Date(points[0]?.t * 1000).toLocaleTimeString(), pad, H - 2));
+    tp.replaceChildren(bars);
+    const line = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+    const maxE = Math.max(0.1, ...points.map((p) => p.error_rate));
+    const pts = points.map((p, i) => `${(pad + i * bw + bw / 2).toFixed(1)},${(H - 14 - p.error_rate * (H - 24) / maxE).toFixed(1)}`);
+    line.append(svg("line", { x1: pad, y1: H - 14, x2: W, y2: H - 14, class: "axis" }));
+    for (const [thr, cls] of [[0.05, "bar-ok"], [0.1, "bar-fail"]]) if (thr <= maxE) {
+      const y = H - 14 - thr * (H - 24) / maxE;
+      line.append(svg("line", { x1: pad, y1: y, x2: W, y2: y, class: cls, stroke: "currentColor", "stroke-dasharray": "4 3" }));
+    }
+    line.append(svg("polyline", { points: pts.join(" "), class: "line-err" }), label(`${(maxE * 100).toFixed(0)} %`, 0, 12));
+    er.replaceChildren(line);
+    for (const s of document.querySelectorAll(".step")) s.textContent = step === 60 ? "minute" : `${step / 60} minutes`;
+  }
+  async function loadHistory() {
+    if (range === "15m") { renderCharts(state.throughput, 60); return; }
+    const resp = await fetch(`/api/metrics/history?range=${range}`, { credentials: "same-origin" });
+    if (!resp.ok) { notice(`history: HTTP ${resp.status}`, true); return; }
+    history = await resp.json();
+    renderCharts(history.points, history.step_seconds);
+  }
+
+  // -- actions ---------------------------------------------------------------------------------
+  function confirmAction(text, expected) {
+    const dlg = $("#confirm");
+    $("#confirm-text").textContent = text;
+    const row = $("#confirm-input-row"), input = $("#confirm-input");
+    row.hidden = !expected; input.value = ""; $("#confirm-expected").textContent = expected || "";
+    return new Promise((resolve) => {
+      dlg.addEventListener("close", () => resolve(dlg.returnValue === "ok" && (!expected || input.value === expected) ? input.value || true : false), { once: true });
+      dlg.showModal();
+    });
+  }
+  async function followCommand(id, label) {
+    for (let i = 0; i < 120; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const resp = await fetch(`/api/commands/${encodeURIComponent(id)}`, { credentials: "same-origin" });
+      if (!resp.ok) continue;
+      const rec = await resp.json();
+      if (rec.status === "done" || rec.status === "failed") {
+        notice(`${label}: ${rec.status}${rec.reason ? ` (${rec.reason})` : ""}`, rec.status === "failed");
+        return;
+      }
+    }
+  }
+  async function post(button) {
+    const ok = await confirmAction(button.dataset.confirm || "Are you sure?", button.dataset.confirmInput);
+    if (!ok) return;
+    let body = null;
+    if (button.dataset.bodyConfirm) body = { confirm: ok };
+    if (button.dataset.bodyScale) body = { processes: Number($(`#${CSS.escape(button.dataset.bodyScale)}`).value) };
+    if (button.dataset.bodyFrom) {
+      try { body = { payload: JSON.parse($(`#${button.dataset.bodyFrom}`).value) }; } catch (e) { notice(`payload is not JSON: ${e.message}`, true); return; }
+    }
+    button.disabled = true;
+    try {
+      const resp = await fetch(button.dataset.post, { method: "POST", credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json" }, body: body ? JSON.stringify(body) : "{}" });
+      const data = await resp.json().catch(() => ({}));
+      if (!resp.ok) { notice(`${resp.status}: ${data.error ? data.error.message : resp.statusText}`, true); return; }
+      const label = button.dataset.action || button.textContent.trim();
+      if (data.command_id) { notice(`${label}: accepted (${data.command_id.slice(0, 8)})`); followCommand(data.command_id, label); }
+      else notice(`${label}: done`);
+      if (button.dataset.follow && data.id) location.assign(`/tasks/${encodeURIComponent(data.id)}`);
+      else if (["queue", "task", "worker"].includes(page) && !data.command_id) setTimeout(() => location.reload(), 600);
+    } finally { button.disabled = false; }
+  }
+  document.addEventListener("click", (ev) => {
+    const button = ev.target.closest("[data-post]");
+    if (button) { ev.preventDefault(); post(button); return; }
+    const r = ev.target.closest("[data-range]");
+    if (r) {
+      range = r.dataset.range;
+      for (const b of document.querySelectorAll("[data-range]")) b.classList.toggle("active", b === r);
+      loadHistory();
+    }
+  });
+  setInterval(() => { if (range !== "15m") loadHistory(); }, 60000);
+
+  if (["overview", "workers", "worker", "queues"].includes(page)) connect();
+  else if ($("#conn")) $("#conn").hidden = true;
+})();

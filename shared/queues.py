@@ -1,0 +1,188 @@
+"""Dramatiq queues as operators see them: depth, delayed, dead letters; retry, purge and pause.
+
+Reads are split into "queue the commands on a pipeline" and "decode the replies" so a caller can
+batch many queues (and other reads) into one round trip. Changes go through Lua scripts in
+``shared/lua/`` so a concurrent worker or operator never sees half a move.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from shared.keys import Keys
+from shared.store import script_source
+from shared.tasks import all_queues
+
+#: Commands :func:`queue_stats_commands` queues per Dramatiq queue.
+COMMANDS_PER_QUEUE = 4
+#: Messages dropped per purge script call (keeps each call short).
+PURGE_BATCH = 500
+#: Most messages one purge request drops.
+PURGE_MAX = 100_000
+#: Most dead letters read (and retried) by one request.
+DEAD_LETTER_MAX = 1000
+
+
+def known_queues(*extra: Iterable[str]) -> list[str]:
+    """Every registered queue plus any others seen (heartbeats, paused set), sorted by name."""
+    names = set(all_queues())
+    for group in extra:
+        names.update(group)
+    return sorted(names)
+
+
+def priority_of(queue: str) -> str:
+    """``P0``..``P3`` from a queue name like ``default.p0`` (``-`` when it has none)."""
+    suffix = queue.rsplit(".", 1)[-1]
+    return suffix.upper() if len(suffix) == 2 and suffix[0] == "p" and suffix[1].isdigit() else "-"
+
+
+def queue_stats_commands(pipe: Any, keys: Keys, queues: list[str]) -> None:
+    """Queue the reads behind :func:`decode_queue_stats` on ``pipe``."""
+    for q in queues:
+        pipe.llen(keys.queue(q))
+        pipe.hlen(keys.queue_messages(q))
+        pipe.hlen(keys.delay_queue_messages(q))
+        pipe.zcard(keys.dead_letters(q))
+
+
+def decode_queue_stats(replies: list[Any], queues: list[str], paused: set[str]) -> list[dict[str, Any]]:
+    """Rows ``{name, priority, ready, in_progress, delayed, dead, paused}`` from the replies."""
+    rows = []
+    for i, q in enumerate(queues):
+        ready, stored, delayed, dead = (int(r or 0) for r in replies[i * 4 : i * 4 + 4])
+        rows.append(
+            {
+                "name": q,
+                "priority": priority_of(q),
+                "ready": ready,
+                "in_progress": max(0, stored - ready),
+                "delayed": delayed,
+                "dead": dead,
+                "paused": q in paused,
+            }
+        )
+    return rows
+
+
+def decode_message(raw: bytes | None) -> dict[str, Any] | None:
+    """A Dramatiq message as a dict (None when missing or not JSON)."""
+    if raw is None:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+async def dead_letters(client: Any, keys: Keys, queue: str, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` dead letters of ``queue``: id, actor, when, retries, traceback, args."""
+    entries = await client.zrevrange(keys.dead_letters(queue), 0, limit - 1, withscores=True)
+    if not entries:
+        return []
+    ids = [m.decode() for m, _ in entries]
+    raws = await client.hmget(keys.dead_letter_messages(queue), ids)
+    out = []
+    for (mid, score), raw in zip(zip(ids, (s for _, s in entries), strict=True), raws, strict=True):
+        msg = decode_message(raw) or {}
+        options = msg.get("options") or {}
+        out.append(
+            {
+                "id": mid,
+                "actor": msg.get("actor_name"),
+                "dead_at": int(score),
+                "retries": options.get("retries", 0),
+                "traceback": options.get("traceback"),
+                "args": msg.get("args"),
+            }
+        )
+    return out
+
+
+async def delayed_messages(client: Any, keys: Keys, queue: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` delayed messages of ``queue`` with their ETA (ms), soonest first."""
+    _, fields = await client.hscan(keys.delay_queue_messages(queue), 0, count=limit)
+    out = []
+    for mid, raw in list(fields.items())[:limit]:
+        msg = decode_message(raw) or {}
+        options = msg.get("options") or {}
+        out.append(
+            {
+                "id": mid.decode(),
+                "actor": msg.get("actor_name"),
+                "eta": options.get("eta"),
+                "retries": options.get("retries", 0),
+            }
+        )
+    return sorted(out, key=lambda m: m["eta"] or 0)
+
+
+async def retry_dead_letters(
+    client: Any, keys: Keys, queue: str, ids: list[str] | None, events_maxlen: int
+) -> int:
+    """Move dead letters back onto ``queue`` (all of them, up to DEAD_LETTER_MAX, when ``ids`` is
+    None) with their retry count reset; their task records become queued. Returns how many moved."""
+    if ids is None:
+        ids = [m.decode() for m in await client.zrange(keys.dead_letters(queue), 0, DEAD_LETTER_MAX - 1)]
+    if not ids:
+        return 0
+    raws = await client.hmget(keys.dead_letter_messages(queue), ids)
+    script = client.register_script(script_source("dead_letter_retry"))
+    now_ms = time.time_ns() // 1_000_000
+    moved = 0
+    for mid, raw in zip(ids, raws, strict=True):
+        msg = decode_message(raw)
+        if msg is None:
+            continue
+        options = msg.setdefault("options", {})
+        options["retries"] = 0
+        options.pop("traceback", None)
+        options.pop("eta", None)
+        moved += int(
+            await script(
+                keys=[
+                    keys.dead_letters(queue),
+                    keys.dead_letter_messages(queue),
+                    keys.queue(queue),
+                    keys.queue_messages(queue),
+                    keys.task_events,
+                ],
+                args=[
+                    mid,
+                    orjson.dumps(msg),
+                    keys.task_prefix,
+                    keys.tasks_status_prefix,
+                    now_ms,
+                    events_maxlen,
+                ],
+            )
+        )
+    return moved
+
+
+async def purge_queue(client: Any, keys: Keys, queue: str, events_maxlen: int) -> int:
+    """Drop the ready messages of ``queue`` (at most PURGE_MAX); returns how many were dropped."""
+    script = client.register_script(script_source("queue_purge"))
+    total = 0
+    while total < PURGE_MAX:
+        dropped = int(
+            await script(
+                keys=[keys.queue(queue), keys.queue_messages(queue), keys.task_events],
+                args=[
+                    PURGE_BATCH,
+                    keys.task_prefix,
+                    keys.tasks_status_prefix,
+                    time.time_ns() // 1_000_000,
+                    events_maxlen,
+                ],
+            )
+        )
+        total += dropped
+        if dropped < PURGE_BATCH:
+            break
+    return total
