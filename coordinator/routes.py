@@ -8,8 +8,20 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
-from coordinator.schemas import HealthReport, TaskAccepted, TaskListQuery, TaskPage, TaskRecord
-from coordinator.views import health, meta, tasks
+from coordinator.schemas import (
+    DeployAccepted,
+    DeployCreate,
+    DeployList,
+    DeployListQuery,
+    DeployRecord,
+    HealthReport,
+    ServiceList,
+    TaskAccepted,
+    TaskListQuery,
+    TaskPage,
+    TaskRecord,
+)
+from coordinator.views import deploys, health, meta, tasks
 from shared.tasks import TaskSubmission
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,6 +53,25 @@ ENDPOINTS: list[Endpoint] = [
              scope="tasks:read", responses={200: TaskRecord}),
     Endpoint("POST", "/api/v1/tasks/{task_id}/cancel", tasks.cancel_task, "Cancel a queued task",
              scope="tasks:write", responses={200: TaskRecord}),
+    Endpoint("POST", "/api/v1/deploys", deploys.create_deploy, "Start a deploy of a configured service",
+             scope="deploy", body=DeployCreate, responses={202: DeployAccepted}),
+    Endpoint("GET", "/api/v1/deploys", deploys.list_deploys, "List deploys (newest first)", scope="deploy",
+             query=DeployListQuery, responses={200: DeployList}),
+    Endpoint("GET", "/api/v1/deploys/{task_id}", deploys.get_deploy, "Get one deploy", name="deploy",
+             scope="deploy", responses={200: DeployRecord}),
+    Endpoint("POST", "/api/v1/deploys/{task_id}/promote", deploys.promote_deploy,
+             "Skip the remaining canary steps (gates still run)", scope="deploy",
+             responses={202: DeployRecord}),
+    Endpoint("POST", "/api/v1/deploys/{task_id}/pause", deploys.pause_deploy,
+             "Hold the rollout after this step", scope="deploy", responses={202: DeployRecord}),
+    Endpoint("POST", "/api/v1/deploys/{task_id}/resume", deploys.resume_deploy, "Continue a paused rollout",
+             scope="deploy", responses={202: DeployRecord}),
+    Endpoint("POST", "/api/v1/deploys/{task_id}/abort", deploys.abort_deploy,
+             "Abort: traffic back to the stable version", scope="deploy", responses={202: DeployRecord}),
+    Endpoint("POST", "/api/v1/deploys/{task_id}/rollback", deploys.rollback_deploy,
+             "Roll back to the previous stable version", scope="deploy", responses={202: DeployRecord}),
+    Endpoint("GET", "/api/v1/services", deploys.list_services, "Configured services with stable versions",
+             scope="deploy", responses={200: ServiceList}),
     Endpoint("GET", "/health/live", health.live, "Liveness (process only)", scope=None,
              responses={200: HealthReport}),
     Endpoint("GET", "/health/ready", health.ready, "Readiness (Redis and a fresh worker heartbeat)",

@@ -95,3 +95,107 @@ class HealthReport(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy", "ready", "not_ready", "ok"]
     version: str
     components: dict[str, Component] = {}
+
+
+# -- deploys ----------------------------------------------------------------------------------
+class DeployCreate(BaseModel):
+    """Body of ``POST /api/v1/deploys``: a configured service, optionally a version and strategy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(min_length=1, max_length=63, description="A service of the services file.")
+    version: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$", description="Commit, image or tag."
+    )
+    strategy: Literal["direct", "canary"] | None = Field(default=None, description="Default: the service's.")
+
+
+class DeployAccepted(BaseModel):
+    """Answer to a new deploy: its id, where to follow it, and the task that starts it."""
+
+    id: str
+    status: str
+    status_url: str
+    task_id: str
+
+
+class GateRun(BaseModel):
+    """Gates of one step: every check's result and whether all passed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: int
+    weight: int
+    ok: bool
+    results: list[dict[str, Any]] = []
+
+
+class DeployRecord(BaseModel):
+    """A deploy: what, who, where it is in the rollout, gate results and provider ids."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    service: str
+    version: str | None = None
+    strategy: Literal["direct", "canary"]
+    provider: str
+    status: Literal["queued", "in_progress", "canary", "paused", "promoting", "succeeded", "failed",
+                    "rolled_back", "canceled"]  # fmt: skip
+    trigger: str | None = None
+    task_id: str | None = None
+    steps: list[int]
+    step: int
+    weight: int
+    gates: list[GateRun] = []
+    provider_ids: dict[str, str] | None = None
+    previous_stable: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+
+
+class DeployList(BaseModel):
+    """Deploys, newest first."""
+
+    items: list[DeployRecord]
+
+
+class DeployListQuery(BaseModel):
+    """Query of ``GET /api/v1/deploys``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str | None = Field(default=None, min_length=1, max_length=63)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class StableVersion(BaseModel):
+    """The version a service returns to on rollback."""
+
+    version: str
+    deploy_id: str | None = None
+    provider_deploy_id: str | None = None
+    at: str | None = None
+
+
+class ServiceInfo(BaseModel):
+    """A configured service with its stable and current versions."""
+
+    name: str
+    provider: str
+    strategy: str
+    steps: list[int]
+    pause_seconds: float
+    router: str
+    stable: StableVersion | None = None
+    current_version: str | None = None
+    active_deploy: dict[str, Any] | None = None
+
+
+class ServiceList(BaseModel):
+    """Every service of the services file (empty when OPSDECK_SERVICES is unset)."""
+
+    items: list[ServiceInfo]

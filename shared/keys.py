@@ -174,3 +174,33 @@ class Keys:
     def bandit_window(self, name: str = "coach") -> str:
         """List (capped, newest first): ``arm:reward`` of the last ratings, for monitoring statistics."""
         return f"{self.prefix}bandit:{name}:window"
+
+    # -- deploys -----------------------------------------------------------------------------
+    def deploy(self, deploy_id: str) -> str:
+        """Hash: one deploy record (service, version, status, step, weight, gates, provider ids, ...)."""
+        return f"{self.prefix}deploy:{deploy_id}"
+
+    @property
+    def deploys_all(self) -> str:
+        """Sorted set: every deploy id, scored by creation time (ms)."""
+        return f"{self.prefix}deploys:all"
+
+    def deploys_by_service(self, service: str) -> str:
+        """Sorted set: deploy ids of one service, scored by creation time (ms)."""
+        return f"{self.prefix}deploys:service:{service}"
+
+    def deploy_active(self, service: str) -> str:
+        """String: id of the one deploy of ``service`` that may run now (deleted when it ends)."""
+        return f"{self.prefix}deploys:active:{service}"
+
+    def deploy_stable(self, service: str) -> str:
+        """Hash: the stable version of a service (version, deploy_id, provider_deploy_id, at)."""
+        return f"{self.prefix}deploys:stable:{service}"
+
+    def deploy_call(self, deploy_id: str, step: int | str) -> str:
+        """String: provider call marker of one step (``pending:<ms>`` then ``done:<provider id>``)."""
+        return f"{self.prefix}deploy:{deploy_id}:call:{step}"
+
+    def deploy_lock(self, deploy_id: str) -> str:
+        """String (expires): lock held by the one worker thread changing a deploy right now."""
+        return f"{self.prefix}deploy:{deploy_id}:lock"

@@ -73,6 +73,23 @@ class Settings(BaseSettings):
     retry_max_backoff: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=1.5, gt=0, le=30)
 
+    opsdeck_services: Path | None = Field(default=None, validate_default=True)
+    render_api_url: str = "https://api.render.com"
+    vercel_api_url: str = "https://api.vercel.com"
+    deploy_poll_interval: float = Field(default=5.0, gt=0, le=300)
+    deploy_lock_ttl: float = Field(default=30.0, ge=1, le=600)
+    deploy_http_retries: int = Field(default=4, ge=0, le=20)
+    deploy_http_backoff: float = Field(default=0.5, gt=0, le=60)
+    deploy_http_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("opsdeck_services", mode="before")
+    @classmethod
+    def _load_services(cls, value: object) -> Path | None:
+        """Validate the services file at start and make it this process's catalog (see shared.deploy)."""
+        from shared.deploy.config import activate_services_file
+
+        return activate_services_file(value)
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dramatiq import Broker
 
 from shared.settings import Settings
-from worker.actors import builtin
+from worker.actors import builtin, deploy
 
 
 def register_actors(broker: Broker, settings: Settings) -> None:
     """Declare every actor of every domain on ``broker``."""
     builtin.register(broker, settings)
+    deploy.register(broker, settings)

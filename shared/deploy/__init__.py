@@ -1,0 +1,5 @@
+"""Deploys: the services file, deploy records and the ``deploy`` task type (registered on import)."""
+
+from shared.deploy.models import DEPLOY, DEPLOY_STEP, DeployPayload, DeployStatus, StepPayload
+
+__all__ = ["DEPLOY", "DEPLOY_STEP", "DeployPayload", "DeployStatus", "StepPayload"]

@@ -1,0 +1,253 @@
+"""The services file (``OPSDECK_SERVICES``, YAML or JSON): what can be deployed, where, and how.
+
+Provider targets (service ids, project ids, webhook and smoke URLs) come only from this file,
+never from a request, so the API cannot be used to make the worker call arbitrary URLs.
+Secrets are named by environment variable (``secret_env``, ``api_key_env``, ...), never inlined.
+
+Building :class:`shared.settings.Settings` loads and validates the file named by
+``OPSDECK_SERVICES`` and makes it this process's *active catalog* (one Settings per process):
+a bad file stops the process at start with one line naming the service and the field. With
+``OPSDECK_SERVICES`` unset the catalog is empty and every deploy is refused with 422
+"no services configured".
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import ConfigError
+
+#: Service names: what the API, the Redis keys and git tags use.
+SERVICE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+#: Names of environment variables that hold secrets.
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+#: Canary steps when a service names none (percent of traffic on the new version).
+DEFAULT_STEPS = (1, 5, 25, 100)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) > 2000:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class WebhookOptions(_Strict):
+    """POST ``{deploy_id, service, version, step, weight}`` signed with HMAC-SHA256."""
+
+    url: str
+    secret_env: str = Field(pattern=ENV_NAME)
+    status_url: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    _urls = field_validator("url", "status_url")(lambda v: v if v is None else _http_url(v))
+
+
+class RenderOptions(_Strict):
+    """Render's REST API (``service_id`` + API key), or a deploy-hook URL held in an env var."""
+
+    service_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,100}$")
+    api_key_env: str = Field(default="RENDER_API_KEY", pattern=ENV_NAME)
+    deploy_hook_env: str | None = Field(default=None, pattern=ENV_NAME)
+    version_kind: Literal["commit", "image"] = "commit"
+
+
+class VercelOptions(_Strict):
+    """Vercel's REST API: create a deployment of ``project_id``, optionally promote it at 100 %."""
+
+    project_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    name: str | None = None
+    token_env: str = Field(default="VERCEL_TOKEN", pattern=ENV_NAME)
+    team_id_env: str = Field(default="VERCEL_TEAM_ID", pattern=ENV_NAME)
+    target: str | None = "production"
+    git_source: dict[str, Any] | None = None
+    promote: bool = False
+
+
+class CanaryOptions(_Strict):
+    """Traffic steps (percent, increasing, ending at 100) and the pause between them."""
+
+    steps: list[int] = Field(default=list(DEFAULT_STEPS), min_length=1, max_length=20)
+    pause_seconds: float = Field(default=60.0, ge=0, le=86400)
+
+    @field_validator("steps")
+    @classmethod
+    def _check_steps(cls, steps: list[int]) -> list[int]:
+        if any(not 0 < s <= 100 for s in steps):
+            raise ValueError(f"every step must be between 1 and 100 (got {steps})")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"steps must increase (got {steps})")
+        if steps[-1] != 100:
+            raise ValueError(f"the last step must be 100 (got {steps})")
+        return steps
+
+
+class MetricThreshold(_Strict):
+    """A Prometheus instant query (``{service}``/``{version}`` substituted) and its maximum."""
+
+    query: str = Field(min_length=1, max_length=2000)
+    max: float
+
+
+class MetricsGate(_Strict):
+    """Thresholds read from a Prometheus-compatible ``/api/v1/query`` URL."""
+
+    query_url: str
+    error_rate: MetricThreshold | None = None
+    p99_seconds: MetricThreshold | None = None
+
+    _url = field_validator("query_url")(lambda v: _http_url(v))
+
+
+class GateOptions(_Strict):
+    """Checks after each step: smoke URLs answer 2xx within the timeout; optional metrics."""
+
+    smoke_urls: list[str] = Field(default_factory=list, max_length=20)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    metrics: MetricsGate | None = None
+
+    @field_validator("smoke_urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        return [_http_url(u) for u in urls]
+
+
+class NginxOptions(_Strict):
+    """Write an upstream block with weights to ``config_path``, then run ``reload_command``."""
+
+    config_path: Path
+    reload_command: list[str] = Field(default_factory=lambda: ["nginx", "-s", "reload"])
+    upstream: str = Field(default="app", pattern=r"^[A-Za-z0-9_.-]+$")
+    stable_server: str = Field(min_length=1, max_length=200)
+    canary_server: str = Field(min_length=1, max_length=200)
+
+
+class RouterOptions(_Strict):
+    """Where canary weights go: ``none`` (full traffic at once) or ``nginx``."""
+
+    type: Literal["none", "nginx"] = "none"
+    nginx: NginxOptions | None = None
+
+    @model_validator(mode="after")
+    def _needs_options(self) -> RouterOptions:
+        if self.type == "nginx" and self.nginx is None:
+            raise ValueError("router type nginx needs an 'nginx' section")
+        return self
+
+
+class GitTagOptions(_Strict):
+    """Optional annotated tag ``<service>-stable-<version>-<YYYYMMDD>`` on success (off by default)."""
+
+    enabled: bool = False
+    repo_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _needs_repo(self) -> GitTagOptions:
+        if self.enabled and self.repo_path is None:
+            raise ValueError("git_tag.enabled needs repo_path")
+        return self
+
+
+class ServiceConfig(_Strict):
+    """One deployable service."""
+
+    provider: Literal["render", "vercel", "webhook"]
+    webhook: WebhookOptions | None = None
+    render: RenderOptions | None = None
+    vercel: VercelOptions | None = None
+    strategy: Literal["direct", "canary"] = "direct"
+    canary: CanaryOptions = Field(default_factory=CanaryOptions)
+    gates: GateOptions = Field(default_factory=GateOptions)
+    router: RouterOptions = Field(default_factory=RouterOptions)
+    git_tag: GitTagOptions = Field(default_factory=GitTagOptions)
+    deploy_timeout_seconds: float = Field(default=1800.0, gt=0, le=6 * 3600)
+
+    @model_validator(mode="after")
+    def _provider_section(self) -> ServiceConfig:
+        if getattr(self, self.provider) is None:
+            raise ValueError(f"provider {self.provider} needs a '{self.provider}' section")
+        return self
+
+    def steps(self, strategy: str | None = None) -> list[int]:
+        """Traffic steps of a rollout with ``strategy`` (default: the service's)."""
+        return list(self.canary.steps) if (strategy or self.strategy) == "canary" else [100]
+
+
+class ServicesFile(_Strict):
+    """The whole file: ``services: {name: ServiceConfig}``."""
+
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+
+    @field_validator("services")
+    @classmethod
+    def _names(cls, services: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
+        import re
+
+        for name in services:
+            if not re.match(SERVICE_NAME, name):
+                raise ValueError(f"service name {name!r} must match {SERVICE_NAME}")
+        return services
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in first["loc"]]
+    msg = first["msg"].removeprefix("Value error, ")
+    if len(loc) >= 2 and loc[0] == "services":
+        field = ".".join(loc[2:]) or "(service)"
+        return f"service {loc[1]!r}: {field}: {msg}"
+    return f"{'.'.join(loc) or '(file)'}: {msg}"
+
+
+def load_services(path: Path) -> ServicesFile:
+    """Read and validate a services file; ConfigError with one line naming service and field."""
+    where = f"OPSDECK_SERVICES={path}"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"{where}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a mapping with a 'services' key")
+    try:
+        return ServicesFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+
+
+_active: ServicesFile = ServicesFile()
+
+
+def activate_services_file(value: object) -> Path | None:
+    """Load ``value`` (a path, or None/"" for none) and make it the active catalog."""
+    global _active
+    if value is None or (isinstance(value, str) and not value.strip()):
+        _active = ServicesFile()
+        return None
+    path = Path(str(value)).expanduser()
+    _active = load_services(path)
+    return path
+
+
+def active_services() -> ServicesFile:
+    """The catalog of this process (empty when OPSDECK_SERVICES is unset)."""
+    return _active
+
+
+def get_service(name: str) -> ServiceConfig | None:
+    """The active configuration of ``name``, or None."""
+    return _active.services.get(name)

@@ -1,0 +1,152 @@
+"""Deploy statuses, the ``deploy`` task type and the deploy record codec.
+
+A deploy is a task like any other (``{"type": "deploy", "payload": {"service": ...}}``); its
+actor creates a *deploy record* and drives it through one ``deploy_step`` message per step.
+A deploy's id is the id of the ``deploy`` task that started it, so ``/api/v1/tasks/{id}`` and
+``/api/v1/deploys/{id}`` name the same rollout.
+
+    queued → in_progress → canary → … → promoting → succeeded
+                 │            │  ↕ paused
+                 └────────────┴──→ failed | rolled_back | canceled
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.deploy.config import SERVICE_NAME, active_services
+from shared.store import iso
+from shared.tasks import TaskType, register
+
+#: Versions: commit SHAs, image references, semver, ...
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$"
+#: A deploy id (a UUID).
+ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+class DeployStatus(enum.StrEnum):
+    """Lifecycle of a deploy record."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    CANARY = "canary"
+    PAUSED = "paused"
+    PROMOTING = "promoting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    CANCELED = "canceled"
+
+
+#: Statuses of a deploy that still holds its service.
+ACTIVE_STATUSES = frozenset(
+    {DeployStatus.QUEUED, DeployStatus.IN_PROGRESS, DeployStatus.CANARY, DeployStatus.PAUSED,
+     DeployStatus.PROMOTING}
+)  # fmt: skip
+#: Statuses after which a deploy never changes again (except a manual rollback of a success).
+TERMINAL_STATUSES = frozenset(
+    {DeployStatus.SUCCEEDED, DeployStatus.FAILED, DeployStatus.ROLLED_BACK, DeployStatus.CANCELED}
+)
+
+#: Operator actions on a deploy (``POST /api/v1/deploys/{id}/<action>``).
+Action = Literal["promote", "pause", "resume", "abort", "rollback"]
+
+
+class DeployPayload(BaseModel):
+    """Payload of the ``deploy`` task: which service, optionally which version and strategy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str = Field(pattern=SERVICE_NAME, description="A service of the services file.")
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+    strategy: Literal["direct", "canary"] | None = None
+    recorded: bool = Field(
+        default=False, description="Set by POST /api/v1/deploys, which writes the record itself."
+    )
+
+    @field_validator("service")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        services = active_services().services
+        if not services:
+            raise ValueError("no services configured (OPSDECK_SERVICES is unset or empty)")
+        if name not in services:
+            raise ValueError(f"unknown service {name!r}; configured: {', '.join(sorted(services))}")
+        return name
+
+
+class StepPayload(BaseModel):
+    """Payload of a ``deploy_step`` message: run step ``step`` of a deploy, or apply an action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deploy_id: str = Field(pattern=ID_PATTERN)
+    step: int = Field(default=0, ge=0, le=100)
+    action: Literal["run", "abort", "rollback", "promote", "resume"] = "run"
+
+
+#: The public task type (``POST /api/v1/tasks`` with ``"type": "deploy"``).
+DEPLOY = register(
+    TaskType(
+        "deploy",
+        DeployPayload,
+        "Starts a rollout of payload.service (see /api/v1/deploys).",
+        queue_group="deploy",
+        max_retries=2,
+    )
+)
+#: Internal: one message per step or operator action. Not registered, so not submittable directly.
+DEPLOY_STEP = TaskType("deploy_step", StepPayload, "One step of a rollout.", queue_group="deploy")
+
+#: Record fields holding JSON documents.
+JSON_FIELDS = frozenset({"steps", "gates", "provider_ids", "previous_stable", "history"})
+#: Record fields holding integers.
+INT_FIELDS = frozenset(
+    {
+        "step",
+        "weight",
+        "next_sent",
+        "transient_errors",
+        "created_at",
+        "started_at",
+        "updated_at",
+        "finished_at",
+    }
+)
+#: Timestamps (ms) rendered as ISO 8601.
+TIME_FIELDS = ("created_at", "started_at", "updated_at", "finished_at")
+
+
+def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """Record fields as Redis hash values (JSON for documents, "" for None)."""
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        if key in JSON_FIELDS:
+            out[key] = orjson.dumps(value).decode()
+        elif value is None:
+            out[key] = ""
+        else:
+            out[key] = str(value.value if isinstance(value, enum.Enum) else value)
+    return out
+
+
+def decode_deploy(raw: dict[bytes, bytes] | dict[str, str], *, iso_times: bool = True) -> dict[str, Any]:
+    """A deploy hash as a dict (JSON parsed, ints converted, "" as None, times as ISO 8601)."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = k.decode() if isinstance(k, bytes) else k
+        value = v.decode() if isinstance(v, bytes) else v
+        if key in JSON_FIELDS:
+            out[key] = orjson.loads(value) if value else None
+        elif key in INT_FIELDS:
+            out[key] = int(value) if value else None
+        else:
+            out[key] = value if value != "" else None
+    if iso_times:
+        for field in TIME_FIELDS:
+            out[field] = iso(out.get(field))
+    return out
