@@ -1,0 +1,74 @@
+"""Deploys through a real worker agent: the task path, and a canary that survives a SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from shared.keys import Keys
+from tests.deploy.conftest import services_yaml
+from tests.helpers import read_log, wait_for
+from tests.worker.test_end_to_end import start_agent, wait_running, wait_status
+
+KEYS = Keys()
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def dapi(aiohttp_client, dsettings):
+    from coordinator.app import create_app
+
+    return await aiohttp_client(create_app(dsettings))
+
+
+def agent_env(fakes, tmp_path, deploy_env, pause):
+    path = tmp_path / "services-e2e.yaml"
+    path.write_text(services_yaml(fakes.url, pause=pause))
+    return {**deploy_env, "OPSDECK_SERVICES": path, "RENDER_API_URL": fakes.url, "VERCEL_API_URL": fakes.url,
+            "DEPLOY_POLL_INTERVAL": "0.1", "DEPLOY_LOCK_TTL": "2"}  # fmt: skip
+
+
+def deploy_status(rclient, deploy_id, *statuses):
+    return wait_for(
+        lambda: (s := rclient.hget(KEYS.deploy(deploy_id), "status")) and s.decode() in statuses,
+        timeout=40,
+        what=f"deploy {deploy_id} to reach {statuses}",
+    )
+
+
+async def test_deploy_task_runs_through_a_real_worker(procs, env_factory, tmp_path, rclient, dapi, auth,
+                                                      fakes, deploy_env):  # fmt: skip
+    _, log = start_agent(procs, env_factory, tmp_path, **agent_env(fakes, tmp_path, deploy_env, 0))
+    body = {"type": "deploy", "payload": {"service": "test", "version": "1.2.3"}, "priority": "P2"}
+    task_id = (await (await dapi.post("/api/v1/tasks", json=body, headers=auth())).json())["id"]
+    task = wait_status(rclient, task_id, "succeeded", "failed", "dead")
+    assert task["status"] == "succeeded", read_log(log)
+    deploy_status(rclient, task_id, "succeeded")
+    record = await (await dapi.get(f"/api/v1/deploys/{task_id}", headers=auth("deploy"))).json()
+    assert record["trigger"] == "tester" and record["version"] == "1.2.3"
+    assert [c["weight"] for c in fakes.webhook_calls] == [100]
+    assert rclient.hget(KEYS.deploy_stable("test"), "version") == b"1.2.3"
+
+
+async def test_canary_survives_a_sigkill_with_one_provider_call_per_step(
+    procs, env_factory, tmp_path, rclient, dapi, auth, fakes, deploy_env
+):
+    _, log = start_agent(procs, env_factory, tmp_path, **agent_env(fakes, tmp_path, deploy_env, 1.0))
+    first = wait_running(rclient, "agent")
+    resp = await dapi.post(
+        "/api/v1/deploys", json={"service": "api", "version": "v2"}, headers=auth("deploy")
+    )
+    deploy_id = (await resp.json())["id"]
+    # Step 1 (5 %) has run and step 2 waits out its pause: kill the process holding it.
+    wait_for(
+        lambda: rclient.hget(KEYS.deploy(deploy_id), "next_sent") == b"2", timeout=30, what="step 2 sent"
+    )
+    os.kill(first.procs[0].pid, signal.SIGKILL)
+    deploy_status(rclient, deploy_id, "succeeded", "failed", "rolled_back")
+    record = await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=auth("deploy"))).json()
+    assert record["status"] == "succeeded", (record, read_log(log))
+    assert [(c["step"], c["weight"]) for c in fakes.webhook_calls] == [(0, 1), (1, 5), (2, 25), (3, 100)]
+    assert [g["weight"] for g in record["gates"]] == [1, 5, 25, 100]
+    assert rclient.hget(KEYS.deploy_stable("api"), "version") == b"v2"
