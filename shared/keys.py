@@ -149,6 +149,10 @@ class Keys:
         """Hash: message id → encoded message of a Dramatiq queue's delayed messages."""
         return f"{self.dramatiq_namespace}:{queue_name}.DQ.msgs"
 
+    def dramatiq_acks(self, broker_id: str, queue_name: str) -> str:
+        """Set: ids of messages a Dramatiq broker (process) fetched from a queue and not acked yet."""
+        return f"{self.dramatiq_namespace}:__acks__.{broker_id}.{queue_name}"
+
     @property
     def broker_heartbeats(self) -> str:
         """Sorted set: Dramatiq broker ids scored by their last dispatch call (ms)."""
@@ -174,6 +178,16 @@ class Keys:
     def bandit_window(self, name: str = "coach") -> str:
         """List (capped, newest first): ``arm:reward`` of the last ratings, for monitoring statistics."""
         return f"{self.prefix}bandit:{name}:window"
+
+    # -- coaching chat -------------------------------------------------------------------------
+    def chat_turns(self, session_id: str) -> str:
+        """String (INCR, expires after TASK_TTL): the last turn number handed out in a chat session."""
+        return f"{self.prefix}chat:{session_id}:turns"
+
+    def chat_turn(self, session_id: str, turn_number: int) -> str:
+        """Hash (expires after TASK_TTL): one answered turn — the bandit's ``arm``, ``propensity``,
+        ``exploration``, packed context ``x`` and ``decision``, the owning ``task``, the suggestion."""
+        return f"{self.prefix}chat:{session_id}:turn:{turn_number}"
 
     # -- deploys -----------------------------------------------------------------------------
     def deploy(self, deploy_id: str) -> str:

@@ -2,11 +2,15 @@
 -- Counters move only on the first end of a running attempt, so a redelivery never counts twice:
 -- "processed" counts every ended attempt, "failed" those that ended in an error (as Sidekiq).
 --
--- KEYS: 1 task hash, 2 events stream, 3 process counters hash
+-- When asked to, it also acks the Dramatiq message (what dispatch.lua "ack" does), so the final
+-- status and the ack are one atomic step and one round trip.
+--
+-- KEYS: 1 task hash, 2 events stream, 3 process counters hash, 4 the broker's ack set for the
+--       queue ("" = do not ack), 5 the queue's message hash
 -- ARGV: 1 task id, 2 new status, 3 now (ms), 4 ttl (s), 5 events maxlen, 6 status index prefix,
 --       7 worker id, 8 "1" when the attempt ended in an error, else "0", 9 type,
 --       10 attempt duration (ms, "" when unknown), 11 per-minute rollup key prefix,
---       12.. field/value pairs (result, error, traceback, ...)
+--       12 redis message id to ack, 13.. field/value pairs (result, error, traceback, ...)
 local task_id = ARGV[1]
 local new_status = ARGV[2]
 local status = redis.call("hget", KEYS[1], "status")
@@ -21,7 +25,7 @@ if new_status ~= "retrying" then
     fields[#fields + 1] = "finished_at"
     fields[#fields + 1] = ARGV[3]
 end
-for i = 12, #ARGV do
+for i = 13, #ARGV do
     fields[#fields + 1] = ARGV[i]
 end
 redis.call("hset", KEYS[1], unpack(fields))
@@ -48,5 +52,8 @@ if status == "running" then
         redis.call("hincrby", rollup, "duration_count", 1)
     end
     redis.call("expire", rollup, 8 * 86400)
+end
+if KEYS[4] ~= "" and redis.call("srem", KEYS[4], ARGV[12]) > 0 then
+    redis.call("hdel", KEYS[5], ARGV[12])
 end
 return status or ""

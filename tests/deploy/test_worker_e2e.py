@@ -72,3 +72,39 @@ async def test_canary_survives_a_sigkill_with_one_provider_call_per_step(
     assert [(c["step"], c["weight"]) for c in fakes.webhook_calls] == [(0, 1), (1, 5), (2, 25), (3, 100)]
     assert [g["weight"] for g in record["gates"]] == [1, 5, 25, 100]
     assert rclient.hget(KEYS.deploy_stable("api"), "version") == b"v2"
+
+
+def live(port):
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def test_cli_deploy_watch_follows_the_rollout(procs, env_factory, tmp_path, rclient, fakes, deploy_env):
+    import subprocess
+    import sys
+
+    from shared.embedded_redis import free_port
+
+    env = env_factory(**agent_env(fakes, tmp_path, deploy_env, 0.2))
+    port = free_port()
+    procs.start("coordinator", {**env, "COORDINATOR_PORT": str(port)}, tmp_path / "coordinator.log")
+    start_agent(procs, env_factory, tmp_path, **agent_env(fakes, tmp_path, deploy_env, 0.2))
+    wait_running(rclient, "agent")
+    cli_env = {**env, "OPSDECK_URL": f"http://127.0.0.1:{port}"}
+    wait_for(lambda: live(port), what="coordinator up")
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "deploy", "api", "--version", "v9", "--watch"],
+        env=cli_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("deploy ") and "queued" in lines[0]
+    assert "succeeded" in lines[-1] and "[x]1% [x]5% [x]25% [x]100%" in lines[-1]
+    unknown = subprocess.run([sys.executable, "-m", "shared.cli", "deploy", "ghost"], env=cli_env,
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert unknown.returncode == 1 and "body.service: unknown service" in unknown.stderr

@@ -119,6 +119,9 @@ async def test_heartbeat_reports_host_process_and_counters(procs, env_factory, t
         await api.post("/api/v1/tasks", json={"type": "echo", "payload": {"i": i}}, headers=auth())
     beat = wait_for(lambda: (b := heartbeat(rclient, "agent")) and b.processed == 5 and b)
     assert beat.failed == 0 and beat.in_flight == 0
+    # Acked (by the task store's finish script, atomically with the status): nothing left behind.
+    assert rclient.hlen(KEYS.queue_messages("default.p2")) == 0
+    assert all(rclient.scard(k) == 0 for k in rclient.keys("dramatiq:__acks__.*"))
     assert beat.cpu_percent >= 0
 
 

@@ -19,8 +19,10 @@ import orjson
 import redis
 from dramatiq import Broker, Middleware
 from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import SkipMessage
 
+from shared.fastscript import FastScript
 from shared.keys import Keys
 from shared.logging import bind_contextvars, clear_contextvars, get_logger
 from shared.settings import Settings
@@ -29,6 +31,14 @@ from shared.tasks import TaskStatus
 from worker.metrics import record_attempt
 
 log = get_logger(__name__)
+
+#: Level of the "task ended" line: successes are routine (debug), failures are not.
+_LOG_LEVEL = {
+    TaskStatus.SUCCEEDED: logging.DEBUG,
+    TaskStatus.RETRYING: logging.INFO,
+    TaskStatus.FAILED: logging.WARNING,
+    TaskStatus.DEAD: logging.WARNING,
+}
 
 #: How long a status write keeps retrying through a Redis outage before giving up (seconds).
 WRITE_RETRY_WINDOW = 60.0
@@ -43,9 +53,10 @@ class TaskStore(Middleware):
         self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
         self.worker_label = f"{worker_id}/{os.getpid()}"
         self.counters_key = self.keys.worker_process(worker_id, os.getpid())
-        self._start = client.register_script(script_source("start"))
-        self._finish = client.register_script(script_source("finish"))
+        self._start = FastScript(client, script_source("start"))
+        self._finish = FastScript(client, script_source("finish"))
         self._skipped = threading.local()
+        self._acked = threading.local()
         self._started = threading.local()
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -94,7 +105,7 @@ class TaskStore(Middleware):
     ) -> None:
         """Record the attempt's outcome (runs after Retries has decided)."""
         if exception is None:
-            self._end(message, TaskStatus.SUCCEEDED, ["result", encode_result(result)])
+            self._end(broker, message, TaskStatus.SUCCEEDED, ["result", encode_result(result)])
             return
         actor = broker.get_actor(message.actor_name)
         throws = message.options.get("throws") or actor.options.get("throws")
@@ -106,41 +117,57 @@ class TaskStore(Middleware):
             status = TaskStatus.RETRYING
         tb = "".join(traceback.format_exception(exception))[-MAX_TRACEBACK_CHARS:]
         error = f"{type(exception).__name__}: {exception}"[:2000]
-        self._end(message, status, ["error", error, "traceback", tb])
+        self._end(broker, message, status, ["error", error, "traceback", tb])
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         """A skip by another middleware (e.g. AgeLimit) ends the task as failed."""
         if getattr(self._skipped, "id", None) == message.message_id:
             return
-        self._end(message, TaskStatus.FAILED, ["error", "skipped by middleware"])
+        self._end(broker, message, TaskStatus.FAILED, ["error", "skipped by middleware"])
 
     # -- helpers --------------------------------------------------------------------------------
-    def _end(self, message: MessageProxy, status: TaskStatus, fields: list[Any]) -> None:
+    def _end(self, broker: Broker, message: MessageProxy, status: TaskStatus, fields: list[Any]) -> None:
         now_ms = time.time_ns() // 1_000_000
         started = getattr(self._started, "at", None)
         duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
         log.log(
-            logging.WARNING if status in (TaskStatus.DEAD, TaskStatus.FAILED) else logging.INFO,
+            _LOG_LEVEL[status],
             "task ended",
             status=status.value,
             duration_ms=duration_ms,
             retries=message.options.get("retries", 0),
         )
+        # A message that is not failed gets acked: do it in the same script (see OpsdeckBroker).
+        redis_message_id = message.options.get("redis_message_id", "")
+        ack = not message.failed and bool(redis_message_id) and isinstance(broker, RedisBroker)
+        queue = message.queue_name
+        acks = self.keys.dramatiq_acks(broker.broker_id, queue) if ack else ""  # type: ignore[attr-defined]
         previous = self._write(
             self._finish,
-            [self.keys.task(message.message_id), self.keys.task_events, self.counters_key],
+            [self.keys.task(message.message_id), self.keys.task_events, self.counters_key, acks,
+             self.keys.queue_messages(queue)],
             [
                 message.message_id, status.value, now_ms, self.settings.task_ttl,
                 self.settings.task_events_maxlen, self.keys.tasks_status_prefix, self.worker_label,
                 int(status != TaskStatus.SUCCEEDED), message.actor_name,
-                "" if duration_ms is None else duration_ms, self.keys.stats_minute_prefix, *fields,
+                "" if duration_ms is None else duration_ms, self.keys.stats_minute_prefix,
+                redis_message_id, *fields,
             ],
         )  # fmt: skip
+        if ack and previous is not None:
+            self._acked.id = redis_message_id
         if previous == b"running":  # the first end of this attempt: count it once
             record_attempt(
                 message.actor_name, status, duration_ms / 1000 if duration_ms is not None else None
             )
         clear_contextvars()
+
+    def take_acked(self, redis_message_id: str) -> bool:
+        """True (once) when this thread's finish script already acked that message."""
+        if getattr(self._acked, "id", None) == redis_message_id:
+            self._acked.id = None
+            return True
+        return False
 
     def _write(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run a store script, retrying through a Redis outage for up to WRITE_RETRY_WINDOW."""

@@ -1,0 +1,83 @@
+"""``opsdeck deploy SERVICE [--version V] [--watch]``: start a deploy over the coordinator's HTTP API.
+
+The coordinator is ``OPSDECK_URL`` (default ``http://COORDINATOR_HOST:COORDINATOR_PORT``); the
+token is ``OPSDECK_TOKEN``, or one minted with the ``deploy`` scope from ``JWT_SECRET`` (the
+``opsdeck token`` logic) when that is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, TextIO
+
+from shared.auth import mint
+from shared.settings import Settings
+
+#: Seconds between polls of ``--watch``.
+WATCH_INTERVAL = 1.0
+#: Statuses after which ``--watch`` stops.
+DONE = frozenset({"succeeded", "failed", "rolled_back", "canceled"})
+
+
+def call(base: str, token: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One JSON request to the coordinator: (status, decoded body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    req = urllib.request.Request(base + path, data=data, headers=headers, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the operator's coordinator
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def progress(record: dict[str, Any]) -> str:
+    """One line: status, a bar of the canary steps, the current weight and the last gate."""
+    steps, step, status = record.get("steps") or [100], record.get("step") or 0, record["status"]
+    done = len(record.get("gates") or [])
+    bar = " ".join(f"[{'x' if i < done else '>' if i == step and status not in DONE else ' '}]{w}%"
+                   for i, w in enumerate(steps))  # fmt: skip
+    version = record.get("version") or "(latest)"
+    line = f"{record['service']} {version}  {status:<11} {bar}  weight {record.get('weight') or 0}%"
+    if record.get("error"):
+        line += f"  — {record['error']}"
+    return line
+
+
+def run(settings: Settings, service: str, version: str | None, watch: bool, out: TextIO = sys.stdout) -> int:
+    """Start the deploy, optionally follow it; exit code 0 on success (or when not watching)."""
+    base = (
+        os.environ.get("OPSDECK_URL")
+        or f"http://{settings.coordinator_host}:{settings.coordinator_bind_port}"
+    )
+    token = os.environ.get("OPSDECK_TOKEN") or mint(settings.jwt_key, ["deploy"], subject="cli", ttl=3600)
+    status, body = call(
+        base.rstrip("/"), token, "POST", "/api/v1/deploys", {"service": service, "version": version}
+    )
+    if status != 202:
+        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+        fields = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in error.get("fields", []))
+        print(
+            f"opsdeck deploy: {status} {error.get('message', body)}{f' ({fields})' if fields else ''}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"deploy {body['id']} queued: {base}{body['status_url']}", file=out)
+    if not watch:
+        return 0
+    last = ""
+    while True:
+        status, record = call(base.rstrip("/"), token, "GET", body["status_url"])
+        if status == 200:
+            line = progress(record)
+            if line != last:
+                print(line, file=out, flush=True)
+                last = line
+            if record["status"] in DONE:
+                return 0 if record["status"] == "succeeded" else 1
+        time.sleep(WATCH_INTERVAL)
