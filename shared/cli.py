@@ -24,6 +24,12 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from shared.deploy.client import run
+
+    return run(load_settings(), args.service, args.version, args.watch)
+
+
 def _up(args: argparse.Namespace) -> int:
     from shared.launcher import up
 
@@ -70,6 +76,13 @@ def parser() -> argparse.ArgumentParser:
     )
     tok.add_argument("--sub", default="operator", help="subject: who the token is for (default operator)")
     tok.set_defaults(func=_token)
+    dep = sub.add_parser(
+        "deploy", help="start a deploy through the coordinator (OPSDECK_URL; OPSDECK_TOKEN or JWT_SECRET)"
+    )
+    dep.add_argument("service", help="a service of the services file")
+    dep.add_argument("--version", default=None, help="commit, image or tag (default: the provider's latest)")
+    dep.add_argument("--watch", action="store_true", help="follow the rollout until it ends")
+    dep.set_defaults(func=_deploy)
     ana = sub.add_parser(
         "analyze", help="production-readiness report: queues, bottlenecks, resources, security"
     )
