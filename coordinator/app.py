@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from coordinator.http import MAX_BODY_BYTES, edge_middleware
 from coordinator.keys import HTTP_METRICS, REDIS, REGISTRY, SETTINGS, STORE, VERIFIER
 from coordinator.routes import ENDPOINTS, add_routes
+from coordinator.waiter import waiter_ctx
 from shared.auth import Verifier
 from shared.metrics import HttpMetrics
 from shared.redis import async_client
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     app[REGISTRY] = registry
     app[HTTP_METRICS] = HttpMetrics(registry, "coordinator")
     app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(waiter_ctx)  # one task-end listener per process (chat ?wait)
     app.on_startup.append(_freeze_heap)
     add_routes(app, ENDPOINTS)
     return app

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from pydantic import BaseModel
 
+from coordinator import schemas
 from coordinator.schemas import (
     DeployAccepted,
     DeployCreate,
@@ -21,7 +22,8 @@ from coordinator.schemas import (
     TaskPage,
     TaskRecord,
 )
-from coordinator.views import deploys, health, meta, tasks
+from coordinator.views import chat, deploys, health, meta, tasks
+from shared.coaching import FeedbackPayload
 from shared.tasks import TaskSubmission
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -72,6 +74,16 @@ ENDPOINTS: list[Endpoint] = [
              "Roll back to the previous stable version", scope="deploy", responses={202: DeployRecord}),
     Endpoint("GET", "/api/v1/services", deploys.list_services, "Configured services with stable versions",
              scope="deploy", responses={200: ServiceList}),
+    Endpoint("POST", "/api/v1/chat", chat.chat, "Answer a chat turn (?wait=S: up to S s for the suggestion)",
+             scope="tasks:write", body=schemas.ChatRequest, query=schemas.ChatQuery,
+             responses={202: schemas.ChatAccepted, 200: schemas.ChatAnswer}),
+    Endpoint("GET", "/ws/chat", chat.ws_chat, "Chat over a WebSocket; each suggestion is pushed when ready",
+             scope="tasks:write", query=schemas.WsQuery, responses={101: None}),
+    Endpoint("POST", "/api/v1/feedback/submit", chat.submit_feedback, "Rate an answered chat turn (1-5)",
+             scope="tasks:write", body=FeedbackPayload,
+             responses={202: TaskAccepted, 404: schemas.ErrorBody, 409: schemas.ErrorBody}),
+    Endpoint("GET", "/api/v1/bandit", chat.bandit, "The coaching bandit: phase, alpha, per-arm statistics",
+             scope="tasks:read", responses={200: schemas.BanditSummary}),
     Endpoint("GET", "/health/live", health.live, "Liveness (process only)", scope=None,
              responses={200: HealthReport}),
     Endpoint("GET", "/health/ready", health.ready, "Readiness (Redis and a fresh worker heartbeat)",

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.coaching import MAX_MESSAGE_CHARS, SESSION_PATTERN
 from shared.tasks import TaskStatus
 
 
@@ -199,3 +200,80 @@ class ServiceList(BaseModel):
     """Every service of the services file (empty when OPSDECK_SERVICES is unset)."""
 
     items: list[ServiceInfo]
+
+
+# -- coaching (chat, feedback, bandit) ---------------------------------------------------------
+class ChatRequest(BaseModel):
+    """Body of ``POST /api/v1/chat`` (and of each ``/ws/chat`` message)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(pattern=SESSION_PATTERN, description="Conversation id (letters, digits, . _ -).")
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS, description="What the prospect said.")
+    user_id: str = Field(min_length=1, max_length=128, description="The seller being coached.")
+
+
+class ChatQuery(BaseModel):
+    """Query of ``POST /api/v1/chat``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wait: float = Field(default=0, ge=0, le=10, description="Seconds to wait for the suggestion (0-10).")
+
+
+class WsQuery(BaseModel):
+    """Query of ``GET /ws/chat``: a token for browsers, whose WebSocket API cannot set headers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str | None = Field(default=None, max_length=4096, description="Bearer token (tasks:write).")
+
+
+class ChatAccepted(BaseModel):
+    """The turn was enqueued (202): poll ``status_url`` or wait for the suggestion."""
+
+    id: str
+    status: str
+    status_url: str
+    session_id: str
+    turn_number: int
+
+
+class ChatSuggestion(BaseModel):
+    """One coaching suggestion and the path that produced it."""
+
+    text: str
+    arm: Literal["npc", "tools", "knowledge"]
+    entry_id: str
+    title: str
+    source: Literal["builtin", "llm", "cache", "fallback"]
+    model: str | None = None
+
+
+class ChatAnswer(ChatAccepted):
+    """The turn ended within ``wait`` (200): the suggestion, or the error when the task failed."""
+
+    arm: str | None = None
+    exploration: bool | None = None
+    propensity: float | None = None
+    suggestion: ChatSuggestion | None = None
+    error: str | None = None
+
+
+class BanditArmStats(BaseModel):
+    """One arm: decisions that chose it, ratings applied, mean learned reward (priors excluded)."""
+
+    pulls: int
+    updates: int
+    mean_reward: float | None
+
+
+class BanditSummary(BaseModel):
+    """``GET /api/v1/bandit``."""
+
+    phase: Literal["warmup", "learned"]
+    alpha: float
+    decisions: int
+    warmup: int
+    arms: dict[str, BanditArmStats]
+    window: dict[str, Any] = Field(description="Statistics of the last 1000 ratings (rewards 0-1).")

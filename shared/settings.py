@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     retry_max_backoff: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=1.5, gt=0, le=30)
 
+    knowledge_base_path: Path | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model_fast: str | None = None
+    llm_model_balanced: str | None = None
+    llm_model_creative: str | None = None
+    llm_timeout: float = Field(default=10.0, gt=0, le=120)
+    bandit_alpha: float = Field(default=1.0, ge=0, le=100)
+    bandit_warmup: int = Field(default=1000, ge=0, le=10_000_000)
+    coach_idle_wait_ms: int = Field(default=20, ge=1, le=5000)
+
     opsdeck_services: Path | None = Field(default=None, validate_default=True)
     render_api_url: str = "https://api.render.com"
     vercel_api_url: str = "https://api.vercel.com"
@@ -89,6 +100,25 @@ class Settings(BaseSettings):
         from shared.deploy.config import activate_services_file
 
         return activate_services_file(value)
+
+    @field_validator("knowledge_base_path", mode="before")
+    @classmethod
+    def _check_playbook(cls, value: object) -> object:
+        """A replacement playbook must exist and validate now, not at the first chat turn."""
+        if value is None or value == "":
+            return None
+        from shared.playbook import load_playbook
+
+        load_playbook(Path(str(value)))
+        return value
+
+    @field_validator("llm_base_url", "llm_model_fast", "llm_model_balanced", "llm_model_creative")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = (value or "").strip() or None
+        if info.field_name == "llm_base_url" and value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -132,6 +162,9 @@ class Settings(BaseSettings):
                 raise ConfigError("REDIS_URL is required in production")
         if self.retry_min_backoff > self.retry_max_backoff:
             raise ConfigError("RETRY_MIN_BACKOFF must not exceed RETRY_MAX_BACKOFF")
+        models = (self.llm_model_fast, self.llm_model_balanced, self.llm_model_creative)
+        if self.llm_base_url and not any(models):
+            raise ConfigError("LLM_BASE_URL needs LLM_MODEL_FAST, LLM_MODEL_BALANCED or LLM_MODEL_CREATIVE")
         _ = self.jwt_key
 
 

@@ -93,8 +93,8 @@ def task_types() -> dict[str, TaskType]:
 
 
 def all_queues() -> list[str]:
-    """Every queue of every registered type, most urgent class first."""
-    groups = sorted({t.queue_group for t in _REGISTRY.values()})
+    """Every queue of every registered type, most urgent class first (``default`` group first)."""
+    groups = sorted({t.queue_group for t in _REGISTRY.values()}, key=lambda g: (g != "default", g))
     return [queue_name(g, p) for p in Priority for g in groups]
 
 
@@ -139,3 +139,7 @@ class TaskSubmission(BaseModel):
         pattern=r"^[\x21-\x7e]+$",
         description="Same key (per token subject) returns the first task and enqueues nothing.",
     )
+
+
+# -- domain task types: imported here so every process that reads the allow-list sees them ------
+from shared import coaching  # noqa: E402, F401  (registers coach and feedback)

@@ -1,0 +1,206 @@
+"""Coaching endpoints: ``POST /api/v1/chat``, ``GET /ws/chat``, ``POST /api/v1/feedback/submit``,
+``GET /api/v1/bandit``.
+
+Scopes reuse the task scopes, because these endpoints are task submissions and reads in another
+form: chat and feedback enqueue ``coach`` / ``feedback`` tasks (``tasks:write``, which also lets
+the caller read the answer to its own turn); the bandit view is a read (``tasks:read``).
+
+A chat turn gets its number from one ``INCR`` of the session's counter, then the coach task is
+enqueued at P1 in the ``coach`` queue group. ``?wait=S`` parks the request on the process's one
+:class:`~coordinator.waiter.TaskWaiter` (no polling) and answers 200 with the suggestion when the
+task ends within S seconds, else 202. The WebSocket does the same per message and pushes the
+suggestion when it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from coordinator.http import (
+    MAX_BODY_BYTES,
+    authorize,
+    correlation_id,
+    json_response,
+    parse_query,
+    pydantic_fields,
+    read_json,
+    redis_deadline,
+)
+from coordinator.keys import REDIS, SETTINGS, STORE, VERIFIER
+from coordinator.schemas import ChatQuery, ChatRequest
+from coordinator.views.tasks import status_url
+from coordinator.waiter import WAITER
+from shared.auth import Principal
+from shared.coaching import CHAT_PRIORITY, COACH, FEEDBACK, FEEDBACK_PRIORITY, FeedbackPayload, bandit_summary
+from shared.errors import Conflict, NotFound, OpsdeckError, ScopeError
+from shared.tasks import TaskStatus
+
+#: How long a WebSocket turn waits for its suggestion before the socket says "pending".
+WS_WAIT_SECONDS = 30.0
+
+
+async def submit_turn(app: web.Application, body: ChatRequest, subject: str, cid: str) -> dict[str, Any]:
+    """Number the turn and enqueue its coach task; the 202 body."""
+    store = app[STORE]
+    counter = store.keys.chat_turns(body.session_id)
+    async with (
+        asyncio.timeout(app[SETTINGS].redis_timeout + 0.4),
+        app[REDIS].pipeline(transaction=False) as pipe,
+    ):
+        pipe.incr(counter)
+        pipe.expire(counter, app[SETTINGS].task_ttl)
+        turn, _ = await pipe.execute()
+    payload = {**body.model_dump(), "turn_number": int(turn)}
+    submitted = await store.submit(COACH, payload, CHAT_PRIORITY, subject=subject, correlation_id=cid)
+    return {
+        "id": submitted.task_id,
+        "status": TaskStatus.QUEUED.value,
+        "status_url": status_url(submitted.task_id),
+        "session_id": body.session_id,
+        "turn_number": int(turn),
+    }
+
+
+async def answer(app: web.Application, accepted: dict[str, Any], wait: float) -> dict[str, Any] | None:
+    """The 200 body once the turn's task ends within ``wait`` seconds, else None."""
+    status = await app[WAITER].wait(accepted["id"], wait)
+    if status is None:
+        return None
+    record = await app[STORE].get(accepted["id"])
+    raw = record.get("result")
+    result: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    return {
+        **accepted,
+        "status": status,
+        "arm": result.get("arm"),
+        "exploration": result.get("exploration"),
+        "propensity": result.get("propensity"),
+        "suggestion": result.get("suggestion"),
+        "error": record.get("error"),
+    }
+
+
+async def chat(request: web.Request) -> web.Response:
+    """Enqueue a chat turn (202), or answer with its suggestion when it is ready within ``wait`` (200)."""
+    principal = authorize(request, "tasks:write")
+    query = parse_query(request, ChatQuery)
+    body = await read_json(request, ChatRequest)
+    accepted = await submit_turn(request.app, body, principal.subject, correlation_id(request))
+    headers = {"Location": accepted["status_url"]}
+    if query.wait > 0 and (done := await answer(request.app, accepted, query.wait)) is not None:
+        return json_response(done, status=200, headers=headers)
+    return json_response(accepted, status=202, headers=headers)
+
+
+async def submit_feedback(request: web.Request) -> web.Response:
+    """Enqueue a rating of an answered turn (202); 404 for a turn never handed out, 409 while unanswered."""
+    principal = authorize(request, "tasks:write")
+    body = await read_json(request, FeedbackPayload)
+    store = request.app[STORE]
+    async with redis_deadline(request), request.app[REDIS].pipeline(transaction=False) as pipe:
+        pipe.hexists(store.keys.chat_turn(body.session_id, body.turn_number), "arm")
+        pipe.get(store.keys.chat_turns(body.session_id))
+        answered, counter = await pipe.execute()
+    if not answered:
+        turn = f"turn {body.turn_number} of session {body.session_id}"
+        loc = [{"loc": ["body", "turn_number"], "msg": "unknown turn"}]
+        if body.turn_number <= int(counter or 0):
+            raise Conflict(f"{turn} has no suggestion yet; rate it once it is answered", fields=loc)
+        raise NotFound(f"{turn} is unknown (or expired)", fields=loc)
+    submitted = await store.submit(
+        FEEDBACK,
+        body.model_dump(),
+        FEEDBACK_PRIORITY,
+        subject=principal.subject,
+        correlation_id=correlation_id(request),
+    )
+    url = status_url(submitted.task_id)
+    return json_response(
+        {"id": submitted.task_id, "status": TaskStatus.QUEUED.value, "status_url": url},
+        status=202,
+        headers={"Location": url},
+    )
+
+
+async def bandit(request: web.Request) -> web.Response:
+    """Phase, alpha and per-arm pulls / updates / mean reward of the shared bandit."""
+    authorize(request, "tasks:read")
+    settings = request.app[SETTINGS]
+    async with redis_deadline(request):
+        summary = await bandit_summary(
+            request.app[REDIS],
+            request.app[STORE].keys,
+            alpha=settings.bandit_alpha,
+            warmup=settings.bandit_warmup,
+        )
+    return json_response(summary)
+
+
+# -- WebSocket ---------------------------------------------------------------------------------
+def ws_principal(request: web.Request) -> Principal:
+    """Bearer token from the Authorization header, else from ``?token=`` (browsers cannot set
+    headers on a WebSocket); 401 / 403 like every route. Cross-origin browser pages are refused."""
+    header = request.headers.get("Authorization")
+    token = request.query.get("token")
+    if header is None and token:
+        header = f"Bearer {token}"
+    principal = request.app[VERIFIER].from_header(header)
+    principal.require("tasks:write")
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        raise ScopeError("cross-origin WebSocket refused: Origin must match the Host")
+    return principal
+
+
+def _error(code: str, message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "error", "error": {"code": code, "message": message, "fields": fields or []}}
+
+
+async def ws_chat(request: web.Request) -> web.StreamResponse:
+    """Interactive chat: send ``{session_id, message, user_id}``, get ``accepted`` then ``suggestion``."""
+    principal = ws_principal(request)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_BODY_BYTES)
+    await ws.prepare(request)
+    pushes: set[asyncio.Task[None]] = set()
+
+    async def push(accepted: dict[str, Any]) -> None:
+        done = await answer(request.app, accepted, WS_WAIT_SECONDS)
+        if not ws.closed:
+            kind = "suggestion" if done is not None else "pending"
+            await ws.send_json({"type": kind, **(done or accepted)}, dumps=lambda d: orjson.dumps(d).decode())
+
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                body = ChatRequest.model_validate_json(msg.data)
+                accepted = await submit_turn(request.app, body, principal.subject, correlation_id(request))
+            except ValidationError as exc:
+                await ws.send_json(
+                    _error("validation_error", "message is invalid", pydantic_fields(exc, "body"))
+                )
+                continue
+            except OpsdeckError as exc:
+                await ws.send_json(_error(exc.code, exc.message, exc.fields))
+                continue
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                await ws.send_json(_error("unavailable", f"Redis is unavailable ({type(exc).__name__})"))
+                continue
+            await ws.send_json({"type": "accepted", **accepted})
+            task = asyncio.create_task(push(accepted))
+            pushes.add(task)
+            task.add_done_callback(pushes.discard)
+    finally:
+        for task in pushes:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*pushes, return_exceptions=True)
+    return ws

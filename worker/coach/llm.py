@@ -1,0 +1,209 @@
+"""The optional LLM: an OpenAI-compatible ``/chat/completions`` client behind guards.
+
+:class:`GuardedLLM` turns the built-in suggestion into an LLM one, or returns it as the fallback:
+
+1. **cache** — an LRU + TTL cache (1000 entries, 10 min) keyed by arm, playbook entry and the
+   normalised message answers repeats without a call (``source="cache"``);
+2. **breaker** — while the :class:`~worker.coach.breaker.CircuitBreaker` refuses calls, the
+   built-in answer is returned at once (``source="fallback"``);
+3. **attempts** — up to 3, with exponential backoff + jitter between them (a 429's
+   ``Retry-After`` is honoured up to the backoff cap); a timeout, connection error, 429, 5xx, a
+   body that is not JSON or JSON that fails :class:`LLMAnswer` is a failure; other 4xx stop at once;
+4. **downshift** — each attempt uses the most capable configured tier (creative → balanced →
+   fast) shifted down by the failures in a row, and the fastest tier while the breaker is
+   half-open; a success resets it;
+5. **fallback** — after the last failed attempt the built-in suggestion is the answer.
+
+One instance per worker process, shared by its threads (breaker and cache are thread-safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from worker.coach import metrics
+from worker.coach.breaker import BreakerState, CircuitBreaker
+from worker.coach.cache import TTLCache
+from worker.coach.engine import Suggestion
+
+#: Model tiers, most capable first (the downshift order).
+TIERS: Final = ("creative", "balanced", "fast")
+_TIER_GAUGE = {"creative": 2, "balanced": 1, "fast": 0}
+SYSTEM_PROMPTS: Final = {
+    "npc": "You role-play the prospective customer described in the playbook entry. Reply in character, "
+    "in one or two sentences, to the seller's last message.",
+    "tools": "You coach a salesperson. Suggest the sales technique from the playbook entry, adapted to "
+    "the prospect's last message, with one example sentence.",
+    "knowledge": "You coach a salesperson. Give the product fact from the playbook entry that answers "
+    "the prospect's last message, in one or two sentences. Never invent facts.",
+}
+JSON_INSTRUCTION: Final = 'Answer with one JSON object only: {"suggestion": "<text>"}.'
+
+
+class LLMError(Exception):
+    """One failed attempt; ``retryable`` False stops the attempts (e.g. 401)."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class LLMAnswer(BaseModel):
+    """The JSON object the model must answer with."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    suggestion: str = Field(min_length=1, max_length=1000)
+
+
+class OpenAIClient:
+    """Minimal synchronous client of an OpenAI-compatible API (stdlib ``http.client``)."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        parts = urlsplit(base_url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("LLM_BASE_URL must be an http(s) URL")
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port
+        self.path = f"{parts.path}/chat/completions"
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def complete(self, model: str, messages: list[dict[str, str]]) -> str:
+        """The first choice's message content; LLMError on any transport or HTTP failure."""
+        body = json.dumps(
+            {
+                "model": model,
+                "messages": messages,
+                "response_format": {"type": "json_object"},
+                "temperature": 0.3,
+            }
+        ).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        conn_cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+        conn = conn_cls(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("POST", self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except TimeoutError as exc:
+            raise LLMError(f"timeout after {self.timeout}s") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise LLMError(f"connection failed: {type(exc).__name__}") from exc
+        finally:
+            conn.close()
+        if resp.status == 429:
+            raise LLMError("rate limited (429)", retry_after=_seconds(resp.getheader("Retry-After")))
+        if resp.status >= 500:
+            raise LLMError(f"server error ({resp.status})")
+        if resp.status != 200:
+            raise LLMError(f"refused ({resp.status})", retryable=False)
+        try:
+            content = json.loads(raw)["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise LLMError("malformed completion body") from exc
+        if not isinstance(content, str):
+            raise LLMError("completion content is not text")
+        return content
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class GuardedLLM:
+    """Cache, breaker, retries, downshift and fallback around an :class:`OpenAIClient` (module doc)."""
+
+    def __init__(
+        self,
+        client: Any,
+        models: Mapping[str, str | None],
+        *,
+        breaker: CircuitBreaker | None = None,
+        cache: TTLCache[Suggestion] | None = None,
+        attempts: int = 3,
+        backoff: float = 0.25,
+        max_backoff: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.tiers = [t for t in TIERS if models.get(t)]
+        if not self.tiers:
+            raise ValueError("at least one model tier must be configured")
+        self.models = {t: str(models[t]) for t in self.tiers}
+        self.breaker = breaker or CircuitBreaker()
+        self.cache: TTLCache[Suggestion] = cache or TTLCache(1000, 600.0)
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.sleep = sleep
+
+    def tier(self) -> str:
+        """The tier the next call uses (downshifted while degraded)."""
+        if self.breaker.state is not BreakerState.CLOSED:
+            return self.tiers[-1]
+        return self.tiers[min(self.breaker.failures_in_row, len(self.tiers) - 1)]
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Backoff before attempt ``attempt + 1``: exponential, jitter: a uniform share in [½, 1] of it."""
+        base = min(self.max_backoff, self.backoff * 2.0**attempt) * random.uniform(0.5, 1.0)
+        return max(base, min(retry_after, self.max_backoff)) if retry_after else base
+
+    @staticmethod
+    def cache_key(builtin: Suggestion, message: str) -> str:
+        """Same arm, same playbook entry, same (normalised) message → same cached answer."""
+        norm = " ".join(message.lower().split())
+        return hashlib.sha256(f"{builtin.arm}\x1f{builtin.entry_id}\x1f{norm}".encode()).hexdigest()
+
+    def generate(self, builtin: Suggestion, message: str, grounding: str) -> Suggestion:
+        """The LLM's suggestion, a cached one, or ``builtin`` as the fallback."""
+        key = self.cache_key(builtin, message)
+        cached = self.cache.get(key)
+        if cached is not None:
+            metrics.LLM_CACHE_HITS.inc()
+            return replace(cached, source="cache")
+        metrics.LLM_CACHE_MISSES.inc()
+        messages = [
+            {"role": "system", "content": f"{SYSTEM_PROMPTS[builtin.arm]} {JSON_INSTRUCTION}"},
+            {"role": "user", "content": f"Playbook entry: {grounding}\n\nProspect's last message: {message}"},
+        ]
+        for attempt in range(self.attempts):
+            if not self.breaker.allow():
+                break
+            tier = self.tier()
+            metrics.LLM_TIER.set(_TIER_GAUGE[tier])
+            try:
+                answer = LLMAnswer.model_validate_json(self.client.complete(self.models[tier], messages))
+            except (LLMError, ValidationError) as exc:
+                metrics.LLM_BREAKER.set(self.breaker.record(False))
+                outcome = "invalid" if isinstance(exc, ValidationError) else "error"
+                metrics.LLM_REQUESTS.labels(tier, outcome).inc()
+                if isinstance(exc, LLMError) and not exc.retryable:
+                    break
+                if attempt + 1 < self.attempts:
+                    self.sleep(self.delay(attempt, exc.retry_after if isinstance(exc, LLMError) else None))
+                continue
+            metrics.LLM_BREAKER.set(self.breaker.record(True))
+            metrics.LLM_REQUESTS.labels(tier, "ok").inc()
+            result = replace(builtin, text=answer.suggestion.strip(), source="llm", model=self.models[tier])
+            self.cache.put(key, result)
+            return result
+        metrics.LLM_BREAKER.set(self.breaker.state)
+        return replace(builtin, source="fallback")

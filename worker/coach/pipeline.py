@@ -1,0 +1,208 @@
+"""One chat turn (features → select → generate → guard → store) and one rating, as the actors run them.
+
+**A turn** lives in the hash ``Keys.chat_turn(session_id, turn_number)`` (expires after TASK_TTL).
+The first task to handle a turn claims it (``HSETNX task``). ``select`` then lets the shared
+LinUCB decide in one round trip that also stores ``arm``, ``propensity``, ``exploration``, the
+packed context ``x`` and the decision number in that hash; ``store`` adds the suggestion. A
+redelivered task (same id) finds its own claim: it reuses a stored decision instead of deciding
+again (the pull counts once) and returns a stored suggestion as is, so the task is idempotent.
+Another task for a turn already claimed fails with :class:`TurnTaken` (never retried).
+
+**A rating** reads the arm and context stored with the turn — never values from the client — and
+applies ``(rating − 1) / 4`` once per ``session_id:turn_number`` (the update script's rated set
+makes a repeat or a redelivery a no-op). A turn that was handed out but not answered yet raises
+:class:`TurnPending` (retried with backoff); a turn never handed out raises :class:`UnknownTurn`.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+
+from shared.coaching import CoachPayload, FeedbackPayload, rating_key
+from shared.keys import Keys
+from shared.settings import Settings
+from worker.bandit.features import features
+from worker.bandit.linucb import reward_from_rating
+from worker.bandit.redis_state import RedisLinUCB
+from worker.coach import metrics
+from worker.coach.engine import BuiltinEngine, Suggestion
+from worker.coach.llm import GuardedLLM, OpenAIClient
+from worker.coach.playbook import playbook_for
+
+#: Longest suggestion the guard lets through (longer ones are cut at a word boundary).
+MAX_SUGGESTION_CHARS = 1000
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class CoachingError(Exception):
+    """An error retrying cannot fix (the actors list it in ``throws``)."""
+
+
+class TurnTaken(CoachingError):
+    """Another task already answers this turn."""
+
+
+class UnknownTurn(CoachingError):
+    """A rating for a turn that was never handed out (or has expired)."""
+
+
+class TurnPending(Exception):
+    """A rating for a turn whose suggestion is not ready yet (retried with backoff)."""
+
+
+@contextmanager
+def node(name: str) -> Iterator[None]:
+    """Time one pipeline node into the node histogram and count it as ok or error."""
+    started = time.perf_counter()
+    status = "error"
+    try:
+        yield
+        status = "ok"
+    finally:
+        metrics.NODE_DURATION.labels(name).observe(time.perf_counter() - started)
+        metrics.NODE_TOTAL.labels(name, status).inc()
+
+
+def build_llm(settings: Settings) -> GuardedLLM | None:
+    """The guarded LLM when ``LLM_BASE_URL`` is set, else None (built-in engine only)."""
+    if not settings.llm_base_url:
+        return None
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    client = OpenAIClient(settings.llm_base_url, key, settings.llm_timeout)
+    models = {
+        "creative": settings.llm_model_creative,
+        "balanced": settings.llm_model_balanced,
+        "fast": settings.llm_model_fast,
+    }
+    return GuardedLLM(client, models)
+
+
+def guard(suggestion: Suggestion, builtin: Suggestion) -> Suggestion:
+    """Clean the final text (control characters, whitespace, length); empty → the built-in answer."""
+    text = " ".join(_CONTROL.sub(" ", suggestion.text).split())
+    if len(text) > MAX_SUGGESTION_CHARS:
+        text = text[: MAX_SUGGESTION_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    if not text:
+        return replace(builtin, source="fallback") if suggestion.source != "builtin" else builtin
+    return suggestion if text == suggestion.text else replace(suggestion, text=text)
+
+
+class CoachPipeline:
+    """The coaching work of one worker process (module docstring); thread-safe."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        llm: GuardedLLM | None = None,
+        bandit: RedisLinUCB | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.ttl = settings.task_ttl
+        self.bandit = bandit or RedisLinUCB(
+            client, keys=keys, alpha=settings.bandit_alpha, warmup=settings.bandit_warmup
+        )
+        self.engine = BuiltinEngine(playbook_for(settings))
+        self.llm = llm if llm is not None else build_llm(settings)
+
+    # -- a chat turn -------------------------------------------------------------------------
+    def run_turn(self, payload: CoachPayload, task_id: str) -> dict[str, Any]:
+        """Answer one turn (idempotent by task id and by turn); the result is the task's result."""
+        turn_key = self.keys.chat_turn(payload.session_id, payload.turn_number)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(turn_key, "task", task_id)
+            pipe.expire(turn_key, self.ttl)
+            pipe.hgetall(turn_key)
+            _, _, raw = pipe.execute()
+        record = {k.decode(): v for k, v in raw.items()}
+        owner = record["task"].decode()
+        if owner != task_id:
+            raise TurnTaken(
+                f"turn {payload.turn_number} of session {payload.session_id} belongs to task {owner}"
+            )
+        if "result" in record:  # a redelivery of a turn already answered
+            return dict(orjson.loads(record["result"]))
+
+        with node("features"):
+            x = features(payload.message, payload.turn_number - 1)
+        with node("select"):
+            if "arm" in record:  # decided before a crash: never count the pull twice
+                arm = record["arm"].decode()
+                exploration = record["exploration"] == b"1"
+                propensity = float(record["propensity"])
+            else:
+                decision = self.bandit.decide(x, record=turn_key, record_ttl=self.ttl)
+                arm, exploration, propensity = decision.arm, decision.exploration, decision.propensity
+                metrics.DECISIONS.labels(arm, "true" if exploration else "false").inc()
+                for name, score in decision.ucb_scores.items():
+                    metrics.UCB_SCORE.labels(name).observe(score)
+                metrics.PHASE.set(1.0 if propensity == 1.0 else 0.0)
+        with node("generate"):
+            builtin = self.engine.suggest(
+                arm, payload.message, session_id=payload.session_id, turn_number=payload.turn_number
+            )
+            suggestion = builtin
+            if self.llm is not None:
+                suggestion = self.llm.generate(builtin, payload.message, self.engine.context(arm, builtin))
+        with node("guard"):
+            suggestion = guard(suggestion, builtin)
+        metrics.SUGGESTIONS.labels(arm, suggestion.source).inc()
+        result = {
+            "session_id": payload.session_id,
+            "turn_number": payload.turn_number,
+            "arm": arm,
+            "exploration": exploration,
+            "propensity": propensity,
+            "suggestion": suggestion.as_dict(),
+        }
+        with node("store"), self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                turn_key,
+                mapping={
+                    "result": orjson.dumps(result),
+                    "source": suggestion.source,
+                    "answered_at": time.time_ns() // 1_000_000,
+                },
+            )
+            pipe.expire(turn_key, self.ttl)
+            pipe.execute()
+        return result
+
+    # -- a rating ----------------------------------------------------------------------------
+    def rate(self, payload: FeedbackPayload) -> dict[str, Any]:
+        """Apply a rating once, with the turn's stored arm and context."""
+        turn_key = self.keys.chat_turn(payload.session_id, payload.turn_number)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(turn_key, ["arm", "x"])
+            pipe.get(self.keys.chat_turns(payload.session_id))
+            (arm_raw, x_raw), counter = pipe.execute()
+        if arm_raw is None or x_raw is None:
+            if payload.turn_number <= int(counter or 0):
+                raise TurnPending(f"turn {payload.turn_number} of {payload.session_id} is not answered yet")
+            raise UnknownTurn(f"turn {payload.turn_number} of session {payload.session_id} is unknown")
+        arm = arm_raw.decode()
+        x = np.frombuffer(x_raw, dtype="<f8").astype(np.float64)
+        reward = reward_from_rating(payload.rating)
+        key = rating_key(payload.session_id, payload.turn_number)
+        applied = self.bandit.update(arm, x, reward, key=key)
+        if applied:
+            metrics.FEEDBACK.labels(arm).inc()
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hmget(self.bandit.state_key, [f"{arm}:reward_sum", f"{arm}:updates"])
+                pipe.hsetnx(turn_key, "rating", payload.rating)
+                (rsum, updates), _ = pipe.execute()
+            if rsum and updates and int(updates):
+                metrics.REWARD.labels(arm).set(struct.unpack("<d", rsum)[0] / int(updates))
+        return {"applied": applied, "arm": arm, "reward": reward, "rating_key": key}
