@@ -87,7 +87,7 @@ def test_bad_files_name_the_service_and_field(tmp_path, text, expected):
 
 def test_settings_refuse_a_bad_file_and_a_missing_one(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
-        Settings(opsdeck_services=tmp_path / "missing.yaml")  # type: ignore[arg-type]
+        Settings(opsdeck_services=tmp_path / "missing.yaml")
     assert Settings(opsdeck_services="").opsdeck_services is None  # type: ignore[arg-type]
 
 
