@@ -81,8 +81,9 @@ class Fakes:
         if (bad := await self._gate(request, RENDER_KEY, self.render_calls)) is not None:
             return bad
         body = self.render_calls[-1][2] or {}
-        dep: dict[str, Any] = {"id": f"dep-{next(self._ids)}", "status": "created", "trigger": "api", "_polls": 0,
-               "commit": {"id": body.get("commitId") or "head"}, "createdAt": time.time()}  # fmt: skip
+        dep: dict[str, Any] = {"id": f"dep-{next(self._ids)}", "status": "created", "trigger": "api",
+                               "_polls": 0, "commit": {"id": body.get("commitId") or "head"},
+                               "createdAt": time.time()}  # fmt: skip
         self.render_deploys[dep["id"]] = dep
         return web.json_response({k: v for k, v in dep.items() if not k.startswith("_")}, status=201)
 
@@ -121,9 +122,9 @@ class Fakes:
                 {"error": {"code": "bad_request", "message": "name is required"}}, status=400
             )
         sha = (body.get("gitSource") or {}).get("sha")
-        dpl: dict[str, Any] = {"id": f"dpl_{next(self._ids)}", "readyState": "QUEUED", "url": "x.vercel.app", "_polls": 0,
-               "target": body.get("target"), "meta": {"githubCommitSha": sha},
-               "teamId": request.query.get("teamId")}  # fmt: skip
+        dpl: dict[str, Any] = {"id": f"dpl_{next(self._ids)}", "readyState": "QUEUED", "url": "x.vercel.app",
+                               "_polls": 0, "target": body.get("target"), "meta": {"githubCommitSha": sha},
+                               "teamId": request.query.get("teamId")}  # fmt: skip
         self.vercel_deployments[dpl["id"]] = dpl
         return web.json_response({k: v for k, v in dpl.items() if not k.startswith("_")})
 
