@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
 
-from coordinator.keys import SETTINGS
+from coordinator.keys import REDIS, SETTINGS
 from shared.keys import Keys
 from shared.redis import async_client
 from shared.tasks import TERMINAL_STATUSES
@@ -37,8 +37,16 @@ _REDIS_ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
 class TaskWaiter:
     """Futures for awaited task ids, resolved by one stream reader (module docstring)."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, *, block_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        *,
+        stream_client: aioredis.Redis | None = None,
+        block_ms: int = 1000,
+    ) -> None:
         self.client = client
+        self.stream_client = stream_client or client
         self.keys = keys
         self.block_ms = block_ms
         self._waiters: dict[str, set[asyncio.Future[str]]] = {}
@@ -103,7 +111,7 @@ class TaskWaiter:
                 continue
             try:
                 self.reads += 1
-                replies = await self.client.xread(
+                replies = await self.stream_client.xread(
                     {self.keys.task_events: self._last_id}, count=1000, block=self.block_ms
                 )
             except _REDIS_ERRORS as exc:
@@ -125,11 +133,13 @@ WAITER = web.AppKey("task_waiter", TaskWaiter)
 
 
 async def waiter_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the process's one task waiter, with its own Redis connection pool."""
+    """cleanup_ctx (after the app's Redis client): the process's one task waiter. Its blocking
+    stream read has a connection of its own; status reads share the app's pool."""
     settings = app[SETTINGS]
-    client = async_client(settings, max_connections=16)
+    client = async_client(settings, max_connections=2)
     block_ms = max(50, int(settings.redis_timeout * 1000 / 2))
-    waiter = TaskWaiter(client, Keys(settings.key_prefix, settings.dramatiq_namespace), block_ms=block_ms)
+    keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    waiter = TaskWaiter(app[REDIS], keys, stream_client=client, block_ms=block_ms)
     app[WAITER] = waiter
     waiter.start()
     yield
