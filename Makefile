@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint install bench clean
+.PHONY: up test lint install bench soak clean
 
 up: $(STAMP)  ## run coordinator + worker agent + dashboard (embedded Redis when REDIS_URL is unset)
 	$(BIN)/opsdeck up
@@ -25,6 +25,9 @@ bench: $(STAMP)  ## run every benchmark in scripts/bench/ (installs Debian's wrk
 		{ apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; }; } || \
 		echo "wrk not available: the benchmarks fall back to a Python load generator"
 	@for b in scripts/bench/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+soak: $(STAMP)  ## long fault runs (more tasks, kills and outages; bounded, stop by themselves)
+	OPSDECK_SOAK=1 $(BIN)/pytest tests/reliability -p no:randomly --timeout=1800
 
 install: $(STAMP)  ## create or update .venv only
 

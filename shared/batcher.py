@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from hiredis import pack_command
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from shared.store import script_sha, script_source
@@ -71,6 +72,10 @@ class SubmitBatcher:
             return await self._send(command)
         except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it and send again
             await self._client.script_load(script_source("submit"))
+            return await self._send(command)
+        except (ConnectionError, RedisConnectionError):
+            # A pooled connection that died under us (Redis restarted, a proxy reset it). The
+            # script skips tasks it already recorded, so sending the batch again is safe.
             return await self._send(command)
 
     async def _send(self, command: list[Any]) -> list[Any]:

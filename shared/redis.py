@@ -23,13 +23,14 @@ def _options(settings: Settings) -> dict[str, object]:
 
 
 def async_client(settings: Settings, *, max_connections: int = 64) -> aioredis.Redis:
-    """An asyncio client with a bounded pool and no hidden retries."""
+    """An asyncio client with a bounded pool; a command on a connection that died is retried
+    once on a fresh one (the callers' deadlines still bound the total time)."""
     from redis.asyncio.retry import Retry as AsyncRetry
 
     return aioredis.Redis.from_url(
         settings.effective_redis_url,
         max_connections=max_connections,
-        retry=AsyncRetry(NoBackoff(), 0),
+        retry=AsyncRetry(NoBackoff(), 1),
         **_options(settings),
     )
 

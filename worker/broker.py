@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from importlib.resources import files
 from typing import Any
 
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
-from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
-from dramatiq.results import Results
-from dramatiq.results.backends import StubBackend
+from dramatiq.errors import ConnectionClosed
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+from dramatiq.results import ResultBackend, Results
 
 from shared.fastscript import FastScript
 from shared.keys import Keys
@@ -29,12 +38,18 @@ class OpsdeckBroker(RedisBroker):
     - an ack the task store already performed (inside its final-status script, atomically with
       the status) is not sent a second time;
     - the dispatch script runs through :class:`~shared.fastscript.FastScript`, skipping
-      redis-py's per-command machinery on every fetch, ack and enqueue.
+      redis-py's per-command machinery on every fetch, ack and enqueue;
+    - it notes when a consumer lost its Redis connection (:attr:`connection_lost`). Dramatiq's
+      consumer thread then drops the delayed messages it holds in memory while they stay in this
+      broker's ack set, where nothing redelivers them while the process lives; the process
+      therefore restarts itself once Redis is back (see ``worker.process``), and the agent's
+      queue maintenance requeues them.
     """
 
     def __init__(self, *, store: TaskStore, **options: Any) -> None:
         super().__init__(**options)  # type: ignore[no-untyped-call]
         self._store = store
+        self.connection_lost = threading.Event()
         dispatch = (files("dramatiq.brokers") / "redis" / "dispatch.lua").read_text()
         self._fast_dispatch = FastScript(self.client, dispatch)
 
@@ -54,6 +69,11 @@ class OpsdeckBroker(RedisBroker):
 
         return do_dispatch
 
+    @property
+    def consumer_class(self) -> Any:
+        """Dramatiq's Redis consumer, reporting lost connections to the broker."""
+        return _NotingConsumer
+
     def do_ack(self, queue_name: str, message_id: str) -> Any:
         """Ack ``message_id`` unless the task store's finish script already did."""
         if self._store.take_acked(message_id):
@@ -61,7 +81,28 @@ class OpsdeckBroker(RedisBroker):
         return self._dispatch("ack")(queue_name, message_id)
 
 
-def build_broker(settings: Settings, *, worker_id: str) -> RedisBroker:
+class TaskRecordBackend(ResultBackend):
+    """A result backend that keeps nothing: results are in the task record, not here."""
+
+    def store_result(self, message: Any, result: Any, ttl: int) -> None:
+        """Nothing to do (the TaskStore already wrote the result)."""
+
+    def store_exception(self, message: Any, exception: Exception, ttl: int) -> None:
+        """Nothing to do (the TaskStore already wrote the error)."""
+
+
+class _NotingConsumer(_RedisConsumer):
+    """A consumer that flags its broker when Redis could not be reached."""
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()  # type: ignore[no-untyped-call]
+        except ConnectionClosed:
+            self.broker.connection_lost.set()
+            raise
+
+
+def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
     """A RedisBroker whose first middleware is the TaskStore (see its docstring for why)."""
     keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
     client = sync_client(settings, retries=1)
@@ -69,14 +110,15 @@ def build_broker(settings: Settings, *, worker_id: str) -> RedisBroker:
     middleware = [
         store,
         AgeLimit(),
+        CurrentMessage(),
         TimeLimit(),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
         Retries(max_retries=settings.task_max_retries),
-        # Inert (results are not stored in it): its presence stops Dramatiq warning that an
-        # actor's return value is discarded — the TaskStore keeps results in the task record.
-        Results(backend=StubBackend()),  # type: ignore[no-untyped-call]
+        # Results live in the task record (the TaskStore writes them); this backend stores
+        # nothing, and its presence keeps Dramatiq from warning about every returned value.
+        Results(backend=TaskRecordBackend(), store_results=True),  # type: ignore[no-untyped-call]
         BrokerHeartbeat(keys, interval=max(0.5, settings.broker_heartbeat_timeout / 5)),
     ]
     return OpsdeckBroker(

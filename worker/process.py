@@ -30,7 +30,7 @@ from shared.tasks import all_queues
 from worker.actors import register_actors
 from worker.broker import build_broker
 from worker.queue_pause import QueuePauses
-from worker.supervisor import START_PAUSED_ENV
+from worker.supervisor import RECYCLE_EXIT, START_PAUSED_ENV
 
 log = logging.getLogger("worker.process")
 
@@ -78,6 +78,7 @@ def main() -> None:
     queue_pauses = QueuePauses(broker.client, keys, worker)
     report_key = keys.worker_process(settings.worker_id, os.getpid())
     paused: bool | None = None
+    exit_code = 0
     while not stop.is_set():
         if want_paused[0] != paused:
             if paused is not None or want_paused[0]:
@@ -88,6 +89,10 @@ def main() -> None:
                 queue_pauses.reapply()
         with contextlib.suppress(redis.RedisError):  # the agent re-signals until this matches
             broker.client.hset(report_key, "paused", int(paused))
+        if broker.connection_lost.is_set() and _redis_answers(broker.client):
+            log.warning("Redis was unreachable and is back: restarting this process (see OpsdeckBroker)")
+            exit_code = RECYCLE_EXIT
+            stop.set()
         if not paused:
             queue_pauses.refresh()
         wake.wait(1.0)
@@ -96,6 +101,14 @@ def main() -> None:
     worker.stop(timeout=int(settings.shutdown_timeout * 1000))
     broker.close()
     log.info("stopped")
+    sys.exit(exit_code)
+
+
+def _redis_answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 if __name__ == "__main__":

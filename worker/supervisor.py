@@ -32,6 +32,8 @@ MAX_RESTART_BACKOFF = 30.0
 STABLE_AFTER = 60.0
 #: Seconds between repeats of a pause/resume signal a process has not acknowledged yet.
 RESIGNAL_AFTER = 1.0
+#: Exit code of a process that stopped on purpose to be started afresh (not a crash).
+RECYCLE_EXIT = 75
 #: Environment variable telling a new process to start paused.
 START_PAUSED_ENV = "WORKER_START_PAUSED"
 
@@ -184,7 +186,10 @@ class Supervisor:
 
     def _exited(self, slot: Slot, proc: subprocess.Popen[bytes], now: float) -> None:
         ran = time.time() - slot.started_at
-        if slot.stop_deadline is None:
+        if slot.stop_deadline is None and proc.returncode == RECYCLE_EXIT:
+            log.info("process %d asked to be restarted (after a Redis outage); restarting it", proc.pid)
+            slot.next_start = now
+        elif slot.stop_deadline is None:
             slot.failures = 0 if ran >= STABLE_AFTER else slot.failures + 1
             delay = min(MAX_RESTART_BACKOFF, 0.5 * 2 ** max(0, slot.failures - 1))
             log.warning(

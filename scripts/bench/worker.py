@@ -224,7 +224,7 @@ def main() -> None:
         server = EmbeddedRedis(Path(tmp) / "redis", aof=False)
         url = server.start()
         try:
-            rounds = []
+            rounds: list[dict[str, Any]] = []
             for number in range(1, args.rounds + 1):
                 for kind in ("plain", "opsdeck"):
                     rate = throughput_round(kind, url, args.messages, args.threads)

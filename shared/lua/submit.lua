@@ -10,8 +10,9 @@
 --       9 events maxlen, then per task:
 --       task id, created (µs), idempotency key suffix ("" when none), queue, type,
 --       encoded message, number of record field/value items N, then the N items.
--- Returns a flat array: per task 1 and its id when created, 0 and the first task's id when
--- its idempotency key was seen before.
+-- Returns a flat array: per task 1 and its id when created (or created by an earlier send of
+-- the same call, so a retry after a lost reply is safe), 0 and the first task's id when its
+-- idempotency key was seen before.
 local task_prefix, all_index, status_prefix, type_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local idem_prefix, events, namespace = ARGV[5], ARGV[6], ARGV[7]
 local ttl, maxlen = tonumber(ARGV[8]), ARGV[9]
@@ -24,17 +25,23 @@ while i <= #ARGV do
     local fields_at = i + 7
     i = fields_at + n
     local existing = false
-    if idem ~= "" then
+    local task_key = task_prefix .. task_id
+    if redis.call("exists", task_key) == 1 then
+        -- the same submission sent again (a retry after a lost reply): it is already recorded
+        existing = task_id
+    elseif idem ~= "" then
         existing = redis.call("get", idem_prefix .. idem)
         if not existing then
             redis.call("set", idem_prefix .. idem, task_id, "EX", ttl)
         end
     end
-    if existing then
+    if existing == task_id then
+        out[#out + 1] = 1
+        out[#out + 1] = task_id
+    elseif existing then
         out[#out + 1] = 0
         out[#out + 1] = existing
     else
-        local task_key = task_prefix .. task_id
         redis.call("hset", task_key, unpack(ARGV, fields_at, fields_at + n - 1))
         redis.call("expire", task_key, ttl)
         redis.call("zadd", all_index, created, task_id)

@@ -299,3 +299,29 @@ async def test_ready_needs_a_fresh_worker_heartbeat(api, rclient):
     assert report["status"] == "healthy"
     assert report["components"]["redis"]["latency_ms"] >= 0
     json.dumps(report)
+
+
+async def test_a_resent_submit_batch_records_and_enqueues_once(settings, rclient):
+    """A batch sent again after a lost reply (connection died) must not duplicate anything."""
+    from shared.redis import async_client
+    from shared.taskstore import TaskStore
+
+    client = async_client(settings)
+    store = TaskStore(client, settings)
+    task_args = [
+        "00000000-0000-4000-8000-000000000001",
+        1,
+        "",
+        "default.p2",
+        "echo",
+        b"{}",
+        2,
+        "status",
+        "queued",
+    ]
+    first = await store.batcher._call([(task_args, None)])  # type: ignore[list-item]
+    again = await store.batcher._call([(task_args, None)])  # type: ignore[list-item]
+    await client.aclose()
+    assert first == again == [1, b"00000000-0000-4000-8000-000000000001"]
+    assert rclient.llen(KEYS.queue("default.p2")) == 1
+    assert rclient.zcard(KEYS.tasks_all) == 1

@@ -45,6 +45,8 @@ NOT_DECLARED = {
     "WORKER_ID": "defaults to the instance's host name, which Render makes unique per instance",
     "WORKER_START_PAUSED": "set by the agent for its own Dramatiq processes",
     "PROMETHEUS_MULTIPROC_DIR": "set by the agent for its own Dramatiq processes",
+    "OPSDECK_URL": "read by the `opsdeck deploy` CLI in an operator's shell, not by a service",
+    "OPSDECK_TOKEN": "read by the `opsdeck deploy` CLI in an operator's shell, not by a service",
 }
 SECRETS = {"JWT_SECRET", "METRICS_TOKEN", "SENTRY_DSN", "DASHBOARD_PASSWORD", "RENDER_API_KEY",
            "VERCEL_TOKEN", "LLM_API_KEY", "DEPLOY_WEBHOOK_SECRET"}  # fmt: skip

@@ -253,6 +253,10 @@ async def test_correlation_id_follows_the_task_into_worker_json_logs(
     # Dramatiq's own (stdlib) error line for the failure carries the same ids.
     assert any("Failed to process message" in e["event"] for e in mine)
     assert "Bearer" not in read_log(log)
+    # A task with a result produces no warning about discarded results (results live in the record).
+    echo = await api.post("/api/v1/tasks", json={"type": "echo", "payload": {"x": 1}}, headers=auth())
+    wait_status(rclient, (await echo.json())["id"], "succeeded")
+    assert "returned a value" not in read_log(log)
 
 
 async def test_per_minute_rollups_count_each_attempt_once(procs, env_factory, tmp_path, rclient, api, auth):
