@@ -94,8 +94,8 @@ async def test_sigkilled_worker_processes_lose_and_duplicate_nothing(
         "worker", env(WORKER_ID="agent", WORKER_PROCESSES=2, WORKER_THREADS=4), tmp_path / "agent.log"
     )
     wait_running(rclient, "agent", processes=2)
-    bodies = [{"type": "sleep", "payload": {"seconds": 0.02}} if i % 2 else {"type": "echo", "payload": {"i": i}}
-              for i in range(n)]  # fmt: skip
+    sleep, echo = {"type": "sleep", "payload": {"seconds": 0.02}}, {"type": "echo", "payload": {}}
+    bodies = [sleep if i % 2 else echo for i in range(n)]
     ids = await submit_many(api, auth(), bodies)
     rng = random.Random(7)
     for _ in range(kills):
