@@ -60,6 +60,7 @@ async def test_agent_metrics(procs, env_factory, tmp_path, rclient, api, auth, t
             )["id"]
         )
     ids.append((await (await api.post("/api/v1/tasks", json={"type": "fail"}, headers=auth())).json())["id"])
+
     def all_ended() -> bool:
         return all(task_fields(rclient, KEYS, t).get("status") in ("succeeded", "dead") for t in ids)
 
