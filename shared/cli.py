@@ -1,4 +1,5 @@
-"""The ``opsdeck`` command: ``up`` (dev launcher) and ``token`` (mint a bearer token)."""
+"""The ``opsdeck`` command: ``up`` (dev launcher), ``token`` (mint a bearer token), ``deploy``,
+``analyze`` and ``load`` (load suites)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     ana.add_argument("--json", action="store_true", help="print the report as JSON")
     ana.add_argument("--min-score", type=int, help="exit 1 when the overall score is below this")
     ana.set_defaults(func=_analyze)
+    from shared.load.runner import add_parser as add_load_parser
+
+    add_load_parser(sub)
     return p
 
 

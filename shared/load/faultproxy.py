@@ -1,4 +1,4 @@
-"""A TCP proxy for fault injection between Opsdeck processes and Redis (tests only).
+"""A TCP proxy for fault injection between Opsdeck processes and Redis (fault tests, chaos load).
 
 Modes, switchable while it runs: ``pass`` (forward), ``latency`` (delay every chunk by
 ``delay`` seconds), ``blackhole`` (accept and read, forward nothing: a silent network),

@@ -20,8 +20,8 @@ import redis
 from coordinator.app import create_app
 from shared.embedded_redis import EmbeddedRedis
 from shared.keys import Keys
+from shared.load.faultproxy import FaultProxy
 from tests.helpers import read_log, wait_for
-from tests.reliability.faultproxy import FaultProxy
 from tests.worker.test_end_to_end import heartbeat, wait_running
 
 KEYS = Keys()
