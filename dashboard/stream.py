@@ -82,6 +82,7 @@ class Poller:
         self.read_at = 0.0
         self.ticks = self.probes = 0
         self._registry: list[tuple[str, float]] = []
+        self._snapshot: bytes | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -97,19 +98,30 @@ class Poller:
             self._wake.clear()
 
     async def snapshot(self) -> bytes:
-        """The whole state as a snapshot frame (read now if the last read is stale)."""
-        if time.monotonic() - self.read_at > self.interval:
-            await self.tick()
-        return encode_frame("snapshot", self.state)
+        """The whole state as a snapshot frame (read now if the last read is stale; viewers that
+        connect together share one read and one encoding)."""
+        if self._stale():
+            async with self._lock:
+                if self._stale():
+                    await self._read()
+        if self._snapshot is None:
+            self._snapshot = encode_frame("snapshot", self.state)
+        return self._snapshot
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self.read_at > self.interval
 
     async def tick(self) -> None:
         """Read everything and broadcast what changed."""
         async with self._lock:
-            state = await self.reader.read(self.redis)
-            self.read_at = time.monotonic()
-            self.ticks += 1
-            self._registry = [(w["id"], w["last_seen"]) for w in state["workers"]]
-            self._publish(state)
+            await self._read()
+
+    async def _read(self) -> None:
+        state = await self.reader.read(self.redis)
+        self.read_at = time.monotonic()
+        self.ticks += 1
+        self._registry = [(w["id"], w["last_seen"]) for w in state["workers"]]
+        self._publish(state)
 
     async def probe(self) -> None:
         """Re-read the heartbeats only if the worker registry changed since the last read."""
@@ -132,6 +144,8 @@ class Poller:
                 self.encoded[name] = encoded
                 changed[name] = value
         self.state = state
+        if changed:
+            self._snapshot = None
         if changed and self.clients:
             frame = encode_frame("update", changed)
             for client in self.clients:
