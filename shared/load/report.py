@@ -61,7 +61,8 @@ def memory_summary(start: dict[str, tuple[int, int]], end: dict[str, tuple[int, 
     """Per process start/end RSS and growth; a process that died (chaos) has no end."""
     out: dict[str, Any] = {}
     for role in sorted(set(start) | set(end)):
-        pid, first = start.get(role, (end[role][0], None))
+        pid = (start.get(role) or end[role])[0]
+        first = start[role][1] if role in start else None
         last = end[role][1] if role in end else None
         growth = last - first if first is not None and last is not None else None
         out[role] = {
@@ -138,9 +139,15 @@ def summary_text(report: dict[str, Any]) -> str:
             f"{_fmt(s['p50_ms']):>8} {_fmt(s['p95_ms']):>8} {_fmt(s['p99_ms']):>8}"
         )
     for role, m in (report.get("memory") or {}).items():
-        lines.append(
-            f"  memory {role:<18} {m['start_rss_mb']} → {m['end_rss_mb']} MB (growth {m['growth_mb']} MB)"
-        )
+        if not isinstance(m, dict) or "pid" not in m:
+            continue
+        if m["start_rss_mb"] is None:
+            change = f"started during the run, {m['end_rss_mb']} MB at the end"
+        elif m["end_rss_mb"] is None:
+            change = f"{m['start_rss_mb']} MB, gone by the end (killed or restarted)"
+        else:
+            change = f"{m['start_rss_mb']} → {m['end_rss_mb']} MB (growth {m['growth_mb']:+} MB)"
+        lines.append(f"  memory {role:<18} {change}")
     if report.get("faults"):
         f = report["faults"]
         lines.append(

@@ -186,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
         the_run = Run(the_plan, base, token, stack)
         elapsed, memory = asyncio.run(the_run.execute())
         faults = the_run.chaos.summary(elapsed) if the_run.chaos is not None else None
+        crashed = stack.exited() if stack is not None else {}
+        for name, why in crashed.items():
+            log(f"{name} exited during the run: {why}")
     except KeyboardInterrupt:
         print("opsdeck load: interrupted; stopping", file=sys.stderr, flush=True)
         return 130
@@ -215,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
         "thresholds_doc": "error rate < 5 % (requests and end-to-end outcomes); chat end-to-end p95 < 10 s",
     }
     report = reports.build(the_run.recorder, elapsed, meta, memory, faults)
+    if crashed:
+        report["stack_exited"] = crashed
+        report["passed"] = False
     if args.report:
         Path(args.report).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print(reports.summary_text(report), flush=True)

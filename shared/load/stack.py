@@ -157,6 +157,16 @@ class Stack:
                 out[f"dramatiq[{pid}]"] = psutil.Process(pid)
         return out
 
+    def exited(self) -> dict[str, str]:
+        """Processes that exited on their own before :meth:`stop`: name → exit code and log tail."""
+        out = {}
+        for name, proc in (("coordinator", self.coordinator), ("worker", self.agent)):
+            if proc is not None and proc.poll() is not None:
+                log = self.tmp / f"{name}.log"
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                out[name] = f"exit code {proc.returncode}\n{tail}"
+        return out
+
     def stop(self) -> list[int]:
         """Stop everything this stack started; returns pids that had to be SIGKILLed."""
         killed = stop_all([p for p in (self.agent, self.coordinator) if p is not None], 25.0)
