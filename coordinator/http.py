@@ -142,6 +142,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             code = _HTTP_CODES.get(exc.status, "http_error")
             message = exc.reason if exc.status != 413 else f"body exceeds {MAX_BODY_BYTES} bytes"
             response = error_response(exc.status, code, message)
+            if "Allow" in exc.headers:  # 405 must say what is allowed (RFC 9110)
+                response.headers["Allow"] = exc.headers["Allow"]
         else:
             raise
     except REDIS_DOWN as exc:

@@ -14,7 +14,7 @@ from shared.tasks import task_types
 
 REF = "#/components/schemas/{model}"
 _ERRORS = {
-    400: "Malformed JSON",
+    400: "Malformed JSON (or, on a WebSocket route, not an upgrade request)",
     401: "Missing, invalid or expired token",
     403: "Token lacks the scope",
     404: "Not found",
@@ -70,11 +70,15 @@ def _operation(ep: Endpoint, components: dict[str, Any]) -> dict[str, Any]:
         codes.append(422)
     if "{" in ep.path:
         codes += [404, 409] if ep.method == "POST" else [404]
+    if ep.path.startswith("/ws/"):
+        codes.append(400)  # a plain GET that is not a WebSocket upgrade
+    if ep.body is not None and "idempotency_key" in ep.body.model_fields:
+        codes.append(409)  # the key was used before for a different request
     for status in sorted(set(codes)):
-        op["responses"].setdefault(
-            str(status),
-            {"description": _ERRORS[status], "content": {"application/json": {"schema": error_ref}}},
-        )
+        error_content: dict[str, Any] = {"application/json": {"schema": error_ref}}
+        if status == 400:  # aiohttp's HTTP parser answers malformed requests itself, in plain text
+            error_content["text/plain"] = {"schema": {"type": "string"}}
+        op["responses"].setdefault(str(status), {"description": _ERRORS[status], "content": error_content})
     return op
 
 
@@ -86,6 +90,9 @@ def build_openapi() -> dict[str, Any]:
     for ep in ENDPOINTS:
         paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep, components)
     types = ", ".join(f"`{name}` ({t.description})" for name, t in sorted(task_types().items()))
+    submission = components.get("TaskSubmission", {}).get("properties", {}).get("type")
+    if submission is not None:  # the allow-list, so clients (and fuzzers) see the valid types
+        submission["enum"] = sorted(task_types())
     return {
         "openapi": "3.1.0",
         "info": {

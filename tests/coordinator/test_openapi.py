@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from coordinator.app import create_app
 from coordinator.openapi import build_openapi
-from shared.tasks import TaskSubmission
+from shared.tasks import TaskSubmission, task_types
 
 
 def router_routes(app):
@@ -28,6 +28,7 @@ def test_submission_schema_comes_from_the_model():
     schema = doc["components"]["schemas"]["TaskSubmission"]
     expected = TaskSubmission.model_json_schema(ref_template="#/components/schemas/{model}")
     assert doc["components"]["schemas"]["Priority"] == expected.pop("$defs")["Priority"]
+    expected["properties"]["type"]["enum"] = sorted(task_types())  # the allow-list, documented
     assert schema == expected
     assert set(schema["properties"]) == {"type", "payload", "priority", "idempotency_key"}
     op = doc["paths"]["/api/v1/tasks"]["post"]
@@ -45,6 +46,13 @@ def test_protected_routes_refuse_anonymous_callers(settings):
     doc = build_openapi()
     for method, path in protected:
         assert "401" in doc["paths"][path][method]["responses"], (method, path)
+
+
+async def test_undeclared_method_is_405_with_allow(api, auth):
+    resp = await api.request("TRACE", "/api/v1/tasks", headers=auth())
+    assert resp.status == 405
+    assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
+    assert (await resp.json())["error"]["code"] == "method_not_allowed"
 
 
 async def test_anonymous_calls_are_401_on_every_protected_route(api):
