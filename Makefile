@@ -20,11 +20,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-bench: $(STAMP)  ## run every benchmark in scripts/bench/ (installs Debian's wrk when root and missing)
+bench: $(STAMP)  ## run every benchmark in scripts/bench/ and write docs/benchmarks.md (installs wrk if missing)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		{ apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; }; } || \
 		echo "wrk not available: the benchmarks fall back to a Python load generator"
-	@for b in scripts/bench/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python scripts/bench_all.py
 
 soak: $(STAMP)  ## long fault runs (more tasks, kills and outages; bounded, stop by themselves)
 	OPSDECK_SOAK=1 $(BIN)/pytest tests/reliability -p no:randomly --timeout=1800
