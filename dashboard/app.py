@@ -15,7 +15,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from dashboard import api_queues, api_tasks, api_workers, auth, history, pages, stream
+from dashboard import api_queues, api_tasks, api_workers, auth, history, metrics, pages, stream
 from dashboard.guard import guard, security_headers
 from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
 from shared.errors import ConfigError
@@ -89,8 +89,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the dashboard app for ``settings``."""
-    app = web.Application(middlewares=[error_middleware, guard], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[metrics.observe, error_middleware, guard], client_max_size=64 * 1024)
     app[SETTINGS] = settings
+    metrics.setup(app)
     app[KEYS] = Keys(settings.key_prefix, settings.dramatiq_namespace)
     app[SESSIONS] = auth.Sessions(settings.jwt_key, settings.dashboard_session_ttl, settings.production)
     app[SOCKETS] = weakref.WeakSet()

@@ -14,6 +14,8 @@ from shared.web import Handler
 
 #: Paths anyone may fetch.
 PUBLIC_PATHS = frozenset({"/login", "/health", "/health/live"})
+#: Paths that check their own credentials (a metrics token is no session): /metrics.
+SELF_AUTHENTICATED = frozenset({"/metrics"})
 #: Path prefix of the static files (public: CSS and the one JS file).
 STATIC_PREFIX = "/static/"
 #: Methods that never change state (every other method needs CSRF and same origin).
@@ -77,7 +79,7 @@ async def _csrf_presented(request: web.Request) -> str:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 without a session or token; 403 on a cross-site or CSRF-less state change."""
-    if is_public(request.path):
+    if is_public(request.path) or request.path in SELF_AUTHENTICATED:
         return await handler(request)
     user = authenticate(request)
     if user is None:

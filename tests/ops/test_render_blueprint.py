@@ -47,6 +47,7 @@ NOT_DECLARED = {
     "PROMETHEUS_MULTIPROC_DIR": "set by the agent for its own Dramatiq processes",
     "OPSDECK_URL": "read by the `opsdeck deploy` CLI in an operator's shell, not by a service",
     "OPSDECK_TOKEN": "read by the `opsdeck deploy` CLI in an operator's shell, not by a service",
+    "PYTHONPATH": "read by `opsdeck load` to hand the project path to the processes it starts",
 }
 SECRETS = {"JWT_SECRET", "METRICS_TOKEN", "SENTRY_DSN", "DASHBOARD_PASSWORD", "RENDER_API_KEY",
            "VERCEL_TOKEN", "LLM_API_KEY", "DEPLOY_WEBHOOK_SECRET"}  # fmt: skip
