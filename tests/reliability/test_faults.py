@@ -89,23 +89,47 @@ def env(env_factory):
 async def test_sigkilled_worker_processes_lose_and_duplicate_nothing(
     procs, env, tmp_path, rclient, api, auth
 ):
-    n, kills = scale(300, 2000), scale(4, 20)
+    """Tasks and ratings flow while Dramatiq processes are SIGKILLed again and again: every task
+    ends succeeded exactly once, and the bandit counts every rating exactly once (each is sent
+    twice, too)."""
+    n, ratings, kills = scale(300, 2000), scale(60, 500), scale(4, 20)
     procs.start(
         "worker", env(WORKER_ID="agent", WORKER_PROCESSES=2, WORKER_THREADS=4), tmp_path / "agent.log"
     )
     wait_running(rclient, "agent", processes=2)
+    turns = []
+    for i in range(ratings):  # answered turns to rate later
+        body = {"session_id": f"s{i}", "message": "How much does it cost?", "user_id": "u"}
+        reply = await api.post("/api/v1/chat", json=body, headers=auth())
+        assert reply.status == 202, await reply.text()
+        turns.append(await reply.json())
+    wait_all(rclient, [t["id"] for t in turns], timeout=60)
     sleep, echo = {"type": "sleep", "payload": {"seconds": 0.02}}, {"type": "echo", "payload": {}}
-    bodies = [sleep if i % 2 else echo for i in range(n)]
-    ids = await submit_many(api, auth(), bodies)
+    ids = await submit_many(api, auth(), [sleep if i % 2 else echo for i in range(n)])
+    rating_ids: list[str] = []
     rng = random.Random(7)
-    for _ in range(kills):
+    for k in range(kills):
+        for turn in turns[k::kills]:  # ratings keep arriving while processes die
+            for _ in range(2):  # and each one twice: it must count once
+                body = {"session_id": turn["session_id"], "turn_number": turn["turn_number"], "rating": 4}
+                reply = await api.post("/api/v1/feedback/submit", json=body, headers=auth())
+                assert reply.status == 202, await reply.text()
+                rating_ids.append((await reply.json())["id"])
         beat = heartbeat(rclient, "agent")
         alive = [p.pid for p in beat.procs if p.alive] if beat else []
         if alive:
             os.kill(rng.choice(alive), signal.SIGKILL)
         await asyncio.sleep(0.7)
-    wait_all(rclient, ids, timeout=scale(90, 400))
-    assert_exactly_once(rclient, dict.fromkeys(ids, "succeeded"))
+    wait_all(rclient, ids + rating_ids, timeout=scale(120, 600))
+    assert_exactly_once(
+        rclient,
+        {
+            **dict.fromkeys([t["id"] for t in turns] + ids, "succeeded"),
+            **dict.fromkeys(rating_ids, "succeeded"),
+        },
+    )
+    bandit = await (await api.get("/api/v1/bandit", headers=auth())).json()
+    assert sum(arm["updates"] for arm in bandit["arms"].values()) == ratings
     assert rclient.hlen(KEYS.queue_messages("default.p2")) == 0
 
 
