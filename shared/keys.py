@@ -180,6 +180,12 @@ class Keys:
         return f"{self.prefix}bandit:{name}:window"
 
     # -- coaching chat -------------------------------------------------------------------------
+    @property
+    def chat_active_sessions(self) -> str:
+        """Sorted set: chat session ids scored by their last answered turn (ms); feeds the
+        ``coordinator_active_sessions`` gauge (sessions active in the last 15 minutes)."""
+        return f"{self.prefix}chat:active"
+
     def chat_turns(self, session_id: str) -> str:
         """String (INCR, expires after TASK_TTL): the last turn number handed out in a chat session."""
         return f"{self.prefix}chat:{session_id}:turns"

@@ -36,7 +36,14 @@ from shared.settings import Settings
 from shared.stats import Heartbeat, ProcessStats, WorkerState
 from shared.tasks import TaskStatus, all_queues, task_types
 from worker.control import CommandIntake
-from worker.metrics import MULTIPROC_ENV, AgentCollector, build_registry, prepare_multiproc_dir, serve_metrics
+from worker.metrics import (
+    ACTIVE_SESSION_WINDOW,
+    MULTIPROC_ENV,
+    AgentCollector,
+    build_registry,
+    prepare_multiproc_dir,
+    serve_metrics,
+)
 from worker.supervisor import Slot, Supervisor
 
 log = logging.getLogger("worker.agent")
@@ -221,14 +228,18 @@ class Agent:
             log.warning("redis unavailable (%s); will retry", type(exc).__name__)
 
     def _read_queues(self) -> None:
-        """Depths of every queue (ready, delayed, dead) for the metrics snapshot."""
+        """Depths of every queue (ready, delayed, dead) and active chat sessions for the metrics."""
         queues = all_queues()
+        since = int((time.time() - ACTIVE_SESSION_WINDOW) * 1000)
         with self.client.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.keys.chat_active_sessions, "-inf", since - 1)
+            pipe.zcard(self.keys.chat_active_sessions)
             for queue in queues:
                 pipe.llen(self.keys.queue(queue))
                 pipe.llen(self.keys.delay_queue(queue))
                 pipe.zcard(self.keys.dead_letters(queue))
-            replies = pipe.execute()
+            _, active, *replies = pipe.execute()
+        self.snapshot["active_sessions"] = active
         self.snapshot["queues"] = {
             q: {"ready": replies[3 * i], "delayed": replies[3 * i + 1], "dead": replies[3 * i + 2]}
             for i, q in enumerate(queues)

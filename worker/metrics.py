@@ -35,6 +35,11 @@ TASKS_RETRIED = Counter("opsdeck_tasks_retried", "Attempts that failed and were 
 TASK_DURATION = Histogram(
     "opsdeck_task_duration_seconds", "Duration of one attempt, by type.", ["type"], buckets=TASK_BUCKETS
 )
+DEPLOYS_ENDED = Counter(
+    "opsdeck_deploys", "Deploys that ended, by service and final status.", ["service", "status"]
+)
+#: Window of ``coordinator_active_sessions`` (seconds).
+ACTIVE_SESSION_WINDOW = 15 * 60
 
 
 def record_attempt(task_type: str, status: str, seconds: float | None) -> None:
@@ -97,6 +102,11 @@ class AgentCollector:
         redis_up = GaugeMetricFamily("opsdeck_redis_up", "1 when the agent's last Redis call succeeded.")
         redis_up.add_metric([], float(snap.get("redis_up", 0)))
         yield redis_up
+        sessions = GaugeMetricFamily(
+            "coordinator_active_sessions", "Chat sessions with a turn answered in the last 15 minutes."
+        )
+        sessions.add_metric([], float(snap.get("active_sessions", 0)))
+        yield sessions
 
 
 def build_registry(multiproc_dir: Path, collector: AgentCollector) -> CollectorRegistry:

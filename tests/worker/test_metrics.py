@@ -102,3 +102,4 @@ async def test_agent_metrics(procs, env_factory, tmp_path, rclient, api, auth, t
     assert sample(text, "opsdeck_queue_length", queue="default.p0") == 0.0
     assert sample(text, "opsdeck_queue_delayed", queue="default.p2") == 0.0
     assert sample(text, "opsdeck_redis_up") == 1.0
+    assert sample(text, "coordinator_active_sessions") == 0.0

@@ -177,6 +177,7 @@ class CoachPipeline:
                 },
             )
             pipe.expire(turn_key, self.ttl)
+            pipe.zadd(self.keys.chat_active_sessions, {payload.session_id: time.time_ns() // 1_000_000})
             pipe.execute()
         return result
 

@@ -26,6 +26,7 @@ from worker.deploy.gittag import create_tag
 from worker.deploy.providers import Provider, ProviderStatus, StepContext, make_provider
 from worker.deploy.routers import make_router
 from worker.deploy.state import DeployState, now_ms
+from worker.metrics import DEPLOYS_ENDED
 
 log = get_logger(__name__)
 
@@ -257,6 +258,7 @@ class Rollout:
             fields["error"] = error
         self.state.update(rec["id"], **fields)
         self.state.release(rec["service"], rec["id"])
+        DEPLOYS_ENDED.labels(rec["service"], status.value).inc()
         log.info(
             "deploy ended", deploy_id=rec["id"], service=rec["service"], status=status.value, error=error
         )
@@ -296,6 +298,7 @@ class Rollout:
             self.state.set_stable(rec["service"], rec.get("previous_stable"))
             self.state.update(rec["id"], status=DeployStatus.ROLLED_BACK, requested=None,
                               error=f"rolled back by {who}")  # fmt: skip
+            DEPLOYS_ENDED.labels(rec["service"], DeployStatus.ROLLED_BACK.value).inc()
         self.state.release(rec["service"], rec["id"])
 
     def _config(self, service: str) -> ServiceConfig:
