@@ -84,7 +84,8 @@ async def test_agent_metrics(procs, env_factory, tmp_path, rclient, api, auth, t
     def scraped():
         status, text = scrape(port, "scrape-token")
         done = sample(text, "opsdeck_tasks_processed_total", type="sleep")
-        return status == 200 and done == 2.0 and text
+        dead = sample(text, "opsdeck_queue_dead", queue="default.p2")  # queue depths refresh each poll
+        return status == 200 and done == 2.0 and dead == 1.0 and text
 
     text = wait_for(scraped, what="metrics after the restart")
     assert sample(text, "opsdeck_tasks_processed_total", type="echo") == 3.0
