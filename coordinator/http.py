@@ -8,10 +8,8 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import orjson
-import redis.exceptions
 import sentry_sdk
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -20,68 +18,43 @@ from coordinator.keys import CORRELATION_ID, HTTP_METRICS, SETTINGS, VERIFIER
 from shared.auth import Principal
 from shared.errors import AuthError, OpsdeckError, Unavailable, ValidationFailed
 from shared.logging import bind_contextvars, clear_contextvars
+from shared.web import (
+    MAX_BODY_BYTES,
+    REDIS_DOWN,
+    error_response,
+    json_response,
+    parse_query,
+    pydantic_fields,
+)
 
 log = logging.getLogger(__name__)
 
-#: Largest accepted request body.
-MAX_BODY_BYTES = 64 * 1024
 #: Accepted shape of an incoming X-Request-ID (anything else is replaced by a fresh id).
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-#: Errors that mean Redis could not be reached in time.
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, OSError)
 
 Model = TypeVar("Model", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON response encoded with orjson."""
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def error_response(
-    status: int, code: str, message: str, fields: list[dict[str, Any]] | None = None
-) -> web.Response:
-    """The one error shape: ``{"error": {"code", "message", "fields"}}``."""
-    body = {"error": {"code": code, "message": message, "fields": fields or []}}
-    headers = {"WWW-Authenticate": 'Bearer realm="opsdeck"'} if status == 401 else None
-    return json_response(body, status=status, headers=headers)
-
-
-def pydantic_fields(exc: ValidationError, root: str) -> list[dict[str, Any]]:
-    """Pydantic errors as ``[{"loc": [root, ...], "msg"}]``."""
-    return [{"loc": [root, *e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)]
-
-
 async def read_json(request: web.Request, model: type[Model]) -> Model:
-    """Parse and validate a JSON body: 415, 413, 400 or 422 on bad input."""
+    """Parse and validate a JSON body in one pass (pydantic-core): 415, 413, 400 or 422 on bad
+    input. The coordinator's hot path; :func:`shared.web.read_json` is the general form."""
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="Content-Type must be application/json")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
     body = await request.read()
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(reason=f"malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValidationFailed(
-            "body must be a JSON object", fields=[{"loc": ["body"], "msg": "expected an object"}]
-        )
-    try:
-        return model.model_validate(data)
+        return model.model_validate_json(body)
     except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise web.HTTPBadRequest(reason=f"malformed JSON: {first['msg']}") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise ValidationFailed(
+                "body must be a JSON object", fields=[{"loc": ["body"], "msg": "expected an object"}]
+            ) from None
         raise ValidationFailed("request body is invalid", fields=pydantic_fields(exc, "body")) from None
-
-
-def parse_query(request: web.Request, model: type[Model]) -> Model:
-    """Validate query parameters with ``model`` (422 naming the parameter)."""
-    try:
-        return model.model_validate(dict(request.query))
-    except ValidationError as exc:
-        raise ValidationFailed("query is invalid", fields=pydantic_fields(exc, "query")) from None
 
 
 def authorize(request: web.Request, scope: str | None) -> Principal:
@@ -173,6 +146,7 @@ def redis_deadline(request: web.Request) -> asyncio.Timeout:
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "REDIS_DOWN",
     "AuthError",
     "authorize",
     "correlation_id",
@@ -180,6 +154,7 @@ __all__ = [
     "error_response",
     "json_response",
     "parse_query",
+    "pydantic_fields",
     "read_json",
     "redis_deadline",
 ]

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 #: Largest accepted JSON request body.
 MAX_BODY_BYTES = 64 * 1024
 #: Errors that mean Redis could not be reached in time.
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError)
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError, OSError)
 
 Model = TypeVar("Model", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -111,7 +111,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+        response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+        if "Allow" in exc.headers:  # 405 must say what is allowed (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except REDIS_DOWN as exc:
         log.warning("redis unavailable: answering 503 (%s)", type(exc).__name__)
         return error_response(503, "unavailable", "Redis is unavailable; try again shortly", None)
