@@ -36,21 +36,30 @@ def fail(payload: dict[str, Any]) -> None:
     raise RequestedFailure(message)
 
 
-def declare(broker: Broker, settings: Settings, task_type: TaskType, fn: Callable[..., Any]) -> None:
+def declare(
+    broker: Broker,
+    settings: Settings,
+    task_type: TaskType,
+    fn: Callable[..., Any],
+    *,
+    throws: tuple[type[BaseException], ...] = (),
+    priority: Priority = Priority.P2,
+) -> None:
     """Declare ``fn`` as the actor of ``task_type`` with the retry policy from settings.
 
-    Validation errors never retry (``throws``); anything else retries with exponential
-    backoff and jitter between RETRY_MIN_BACKOFF and RETRY_MAX_BACKOFF.
+    Validation errors (and ``throws``) never retry; anything else retries with exponential
+    backoff and jitter between RETRY_MIN_BACKOFF and RETRY_MAX_BACKOFF. ``priority`` only sets
+    the queue of a bare ``actor.send()``; Opsdeck enqueues on the task's own priority queue.
     """
     retries = settings.task_max_retries if task_type.max_retries is None else task_type.max_retries
     dramatiq.actor(
         actor_name=task_type.actor_name,
-        queue_name=queue_name(task_type.queue_group, Priority.P2),
+        queue_name=queue_name(task_type.queue_group, priority),
         broker=broker,
         max_retries=retries,
         min_backoff=int(settings.retry_min_backoff * 1000),
         max_backoff=int(settings.retry_max_backoff * 1000),
-        throws=(pydantic.ValidationError,),
+        throws=(pydantic.ValidationError, *throws),
     )(fn)
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import dramatiq
-import pydantic
 from dramatiq import Broker
 from structlog.contextvars import get_contextvars
 
 from shared.coaching import COACH, FEEDBACK, CoachPayload, FeedbackPayload
 from shared.settings import Settings
 from shared.tasks import Priority, TaskType, queue_name
+from worker.actors.builtin import declare
 from worker.coach.pipeline import CoachingError, CoachPipeline
 
 #: Queues whose consumers use ``COACH_IDLE_WAIT_MS``.
@@ -31,16 +30,7 @@ FAST_QUEUES = frozenset(queue_name(COACH.queue_group, p) for p in (Priority.P0, 
 
 
 def _declare(broker: Broker, settings: Settings, task_type: TaskType, fn: Callable[..., Any]) -> None:
-    retries = settings.task_max_retries if task_type.max_retries is None else task_type.max_retries
-    dramatiq.actor(
-        actor_name=task_type.actor_name,
-        queue_name=queue_name(task_type.queue_group, Priority.P1),
-        broker=broker,
-        max_retries=retries,
-        min_backoff=int(settings.retry_min_backoff * 1000),
-        max_backoff=int(settings.retry_max_backoff * 1000),
-        throws=(pydantic.ValidationError, CoachingError),
-    )(fn)
+    declare(broker, settings, task_type, fn, throws=(CoachingError,), priority=Priority.P1)
 
 
 def _fast_idle_polls(broker: Broker, idle_wait_ms: int) -> None:
