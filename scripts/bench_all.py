@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "scripts" / "bench"
 OUT = ROOT / "docs" / "benchmarks.md"
 #: Keys that are context, not figures.
-SKIP = {"benchmark", "machine", "rounds", "targets", "error_samples", "phases"}
+SKIP = {"benchmark", "machine", "targets", "error_samples"}
 
 
 def machine() -> dict[str, Any]:
@@ -63,7 +63,11 @@ def flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
             if key not in SKIP:
                 flatten(f"{prefix}.{key}" if prefix else key, sub, out)
     elif isinstance(value, list):
-        return
+        if all(isinstance(v, dict) for v in value):  # rounds, phases: one block of rows each
+            for i, sub in enumerate(value):
+                parts = [str(sub[k]) for k in ("round", "phase", "kind", "server", "viewers") if k in sub]
+                label = "/".join(parts) or str(i)
+                flatten(f"{prefix}[{label}]", sub, out)
     else:
         out.append(
             (
@@ -108,10 +112,15 @@ def main() -> None:
     """Run all benchmarks and write the page."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smoke runs of every benchmark")
+    parser.add_argument("--render-only", action="store_true", help="re-render docs/benchmarks.json")
     args = parser.parse_args()
-    scripts = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
-    results = [run(script, args.quick) for script in scripts]
-    (ROOT / "docs" / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    raw = ROOT / "docs" / "benchmarks.json"
+    if args.render_only:
+        results = json.loads(raw.read_text())
+    else:
+        scripts = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+        results = [run(script, args.quick) for script in scripts]
+        raw.write_text(json.dumps(results, indent=2) + "\n")
     OUT.write_text(render(results, args.quick) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}", file=sys.stderr)
     if any("error" in r for r in results):
