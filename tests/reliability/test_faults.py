@@ -111,8 +111,8 @@ async def test_sigkilled_worker_processes_lose_and_duplicate_nothing(
     for k in range(kills):
         for turn in turns[k::kills]:  # ratings keep arriving while processes die
             for _ in range(2):  # and each one twice: it must count once
-                body = {"session_id": turn["session_id"], "turn_number": turn["turn_number"], "rating": 4}
-                reply = await api.post("/api/v1/feedback/submit", json=body, headers=auth())
+                rating = {"session_id": turn["session_id"], "turn_number": turn["turn_number"], "rating": 4}
+                reply = await api.post("/api/v1/feedback/submit", json=rating, headers=auth())
                 assert reply.status == 202, await reply.text()
                 rating_ids.append((await reply.json())["id"])
         beat = heartbeat(rclient, "agent")
