@@ -15,7 +15,18 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from dashboard import api_queues, api_tasks, api_workers, auth, history, metrics, pages, stream
+from dashboard import (
+    api_deploys,
+    api_queues,
+    api_tasks,
+    api_workers,
+    auth,
+    history,
+    metrics,
+    pages,
+    pages_deploys,
+    stream,
+)
 from dashboard.guard import guard, security_headers
 from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
 from shared.errors import ConfigError
@@ -43,6 +54,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/tasks", pages.tasks),
     ("GET", "/tasks/{id}", pages.task),
     ("GET", "/audit", pages.audit_page),
+    ("GET", "/deploys", pages_deploys.deploys),
+    ("GET", "/deploys/{id}", pages_deploys.deploy),
     ("GET", "/ws", stream.ws_handler),
     ("GET", "/api/stream/stats", stream.stream_stats),
     ("GET", "/api/worker/status", api_workers.worker_status),
@@ -64,6 +77,10 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/api/tasks/{id}/retry", api_tasks.retry),
     ("POST", "/api/tasks/{id}/cancel", api_tasks.cancel),
     ("GET", "/api/metrics/history", history.history),
+    ("GET", "/api/deploys", api_deploys.deploy_list),
+    ("GET", "/api/deploys/{id}", api_deploys.deploy_detail),
+    ("POST", "/api/deploys/{id}/{action}", api_deploys.act),
+    ("GET", "/api/services", api_deploys.services),
 ]
 
 

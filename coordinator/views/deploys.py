@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any
 
 from aiohttp import web
 
 from coordinator.http import authorize, correlation_id, json_response, parse_query, read_json, redis_deadline
 from coordinator.keys import REDIS, SETTINGS, STORE
 from coordinator.schemas import DeployCreate, DeployListQuery
+from shared.deploy.actions import apply_action, service_summaries
 from shared.deploy.config import active_services
-from shared.deploy.models import DEPLOY, DEPLOY_STEP, ID_PATTERN, DeployStatus
+from shared.deploy.models import DEPLOY, ID_PATTERN
 from shared.deploy.store import DeployStore
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.tasks import Priority
@@ -105,22 +105,9 @@ async def get_deploy(request: web.Request) -> web.Response:
 async def _act(request: web.Request, action: str) -> web.Response:
     principal = authorize(request, SCOPE)
     deploy_id = _deploy_id(request)
-    store = _store(request)
     async with redis_deadline(request):
-        if action == "rollback":
-            record = await store.get(deploy_id)
-            if record["status"] == DeployStatus.SUCCEEDED:
-                stable = (await store.services([record["service"]]))[record["service"]]["stable"] or {}
-                if stable.get("deploy_id") != deploy_id:
-                    raise Conflict(f"deploy {deploy_id} is not the stable version of {record['service']}")
-        record, enqueue = await store.act(deploy_id, action, principal.subject)
-    if enqueue:
-        await request.app[STORE].submit(
-            DEPLOY_STEP,
-            {"deploy_id": deploy_id, "step": record["step"] or 0, "action": action},
-            Priority.P0,
-            subject=principal.subject,
-            correlation_id=correlation_id(request),
+        record = await apply_action(
+            _store(request), request.app[STORE], deploy_id, action, principal.subject, correlation_id(request)
         )
     return json_response(record, status=202)
 
@@ -153,17 +140,6 @@ async def rollback_deploy(request: web.Request) -> web.Response:
 async def list_services(request: web.Request) -> web.Response:
     """Configured services with their stable and current versions."""
     authorize(request, SCOPE)
-    services = active_services().services
     async with redis_deadline(request):
-        state = await _store(request).services(sorted(services))
-    items: list[dict[str, Any]] = []
-    for name in sorted(services):
-        config, info = services[name], state[name]
-        stable, active = info["stable"], info["active_deploy"]
-        items.append({
-            "name": name, "provider": config.provider, "strategy": config.strategy, "steps": config.steps(),
-            "pause_seconds": config.canary.pause_seconds, "router": config.router.type, "stable": stable,
-            "current_version": (active or {}).get("version") or (stable or {}).get("version"),
-            "active_deploy": active,
-        })  # fmt: skip
+        items = await service_summaries(_store(request))
     return json_response({"items": items})

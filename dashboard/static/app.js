@@ -244,6 +244,7 @@
       else notice(`${label}: done`);
       if (button.dataset.follow && data.id) location.assign(`/tasks/${encodeURIComponent(data.id)}`);
       else if (["queue", "task", "worker"].includes(page) && !data.command_id) setTimeout(() => location.reload(), 600);
+      else if (page === "deploy") pollDeploy();
     } finally { button.disabled = false; }
   }
   document.addEventListener("click", (ev) => {
@@ -257,6 +258,74 @@
     }
   });
   setInterval(() => { if (range !== "15m") loadHistory(); }, 60000);
+
+  // -- deploys (polled JSON every 2 s) -----------------------------------------------------------
+  const TERMINAL = ["succeeded", "failed", "rolled_back", "canceled"];
+  const isoTime = (v) => (v ? String(v).replace("T", " ").replace("Z", "").slice(0, 19) : "-");
+  const msTime = (ms) => (ms ? isoTime(new Date(ms).toISOString()) : "-");
+  async function getJSON(url) {
+    const resp = await fetch(url, { credentials: "same-origin" });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    return resp.json();
+  }
+  function deployRow(d) {
+    const steps = (d.steps || [100]).length;
+    return el("tr", { "data-deploy": d.id },
+      el("td", {}, el("a", { href: `/deploys/${encodeURIComponent(d.id)}` }, el("code", { text: d.id.slice(0, 8) }))),
+      el("td", { text: d.service }), el("td", {}, el("code", { text: d.version || "(latest)" })),
+      el("td", { class: `st st-${d.status}`, text: d.status }),
+      el("td", { text: `${(d.step || 0) + 1}/${steps} · ${d.weight || 0} %` }), el("td", { text: d.trigger || "" }),
+      el("td", { text: isoTime(d.started_at || d.created_at) }), el("td", { text: isoTime(d.finished_at) }));
+  }
+  async function pollDeploys() {
+    const table = $("#deploy-table");
+    if (!table || document.hidden) return;
+    const q = new URLSearchParams({ limit: table.dataset.limit || "50" });
+    if (table.dataset.service) q.set("service", table.dataset.service);
+    try {
+      const data = await getJSON(`/api/deploys?${q}`);
+      const rows = data.items.map(deployRow);
+      table.tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 8, class: "muted", text: "no deploy yet" }))]));
+    } catch (e) { /* keep the last rows; the next poll retries */ }
+  }
+  function gateRow(g) {
+    const checks = el("td");
+    for (const r of g.results || []) {
+      const extra = r.detail ? ` · ${r.detail}` : r.value !== undefined ? ` · ${r.value} (max ${r.max})` : "";
+      checks.append(el("div", { text: `${r.ok ? "ok" : "FAIL"} · ${r.gate} ${r.url || r.query || ""}${extra}` }));
+    }
+    return el("tr", {}, el("td", { text: (g.step || 0) + 1 }), el("td", { text: `${g.weight} %` }),
+      el("td", { class: `st ${g.ok ? "st-succeeded" : "st-failed"}`, text: g.ok ? "passed" : "failed" }),
+      el("td", { text: msTime(g.at) }), checks);
+  }
+  function renderDeploy(d) {
+    const status = $("#deploy-status");
+    status.textContent = d.status; status.className = `state st-${d.status}`;
+    const weight = d.weight || 0;
+    $("#deploy-weight").value = weight; $("#deploy-weight").textContent = `${weight} %`;
+    $("#deploy-weight-text").textContent = `${weight} % of traffic`;
+    const done = (d.gates || []).length, current = d.step || 0;
+    $("#deploy-steps").replaceChildren(...(d.steps || [100]).map((w, i) =>
+      el("li", { class: i < done ? "done" : i === current && !TERMINAL.includes(d.status) ? "current" : "pending", text: `${w} %` })));
+    const gates = (d.gates || []).map(gateRow);
+    $("#deploy-gates").tBodies[0].replaceChildren(...(gates.length ? gates : [el("tr", {}, el("td", { colspan: 5, class: "muted", text: "no gate has run yet" }))]));
+    const err = $("#deploy-error");
+    err.textContent = d.error || ""; err.hidden = !d.error;
+    $("#deploy-started").textContent = isoTime(d.started_at);
+    $("#deploy-finished").textContent = isoTime(d.finished_at);
+    $("#deploy-last-action").textContent = d.last_action ? `${d.last_action} by ${d.last_action_by || "?"}` : "-";
+    for (const b of document.querySelectorAll("#deploy-actions [data-when]")) {
+      b.hidden = !b.dataset.when.split(" ").includes(d.status);
+    }
+  }
+  async function pollDeploy() {
+    const box = $("#deploy");
+    if (!box || document.hidden) return;
+    try { renderDeploy(await getJSON(`/api/deploys/${encodeURIComponent(box.dataset.deploy)}`)); }
+    catch (e) { /* keep what is shown; the next poll retries */ }
+  }
+  if (page === "deploys") setInterval(pollDeploys, 2000);
+  if (page === "deploy") setInterval(pollDeploy, 2000);
 
   if (["overview", "workers", "worker", "queues"].includes(page)) connect();
   else if ($("#conn")) $("#conn").hidden = true;

@@ -1,0 +1,55 @@
+"""Deploy pages: the history with the configured services, and one rollout's live progress.
+
+Both are server-rendered from :mod:`dashboard.api_deploys`; ``static/app.js`` polls the JSON API
+every 2 s to refresh the history table and a rollout's status, weight, steps and gates.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from dashboard.api_deploys import DeployQuery, checked_deploy_id, deploy_rows, deploy_store
+from dashboard.pages import render
+from shared.deploy.actions import service_summaries
+
+#: Statuses in which each action's button is shown (the store stays the judge: 409 otherwise).
+ACTION_WHEN = {
+    "promote": ("in_progress", "canary", "paused"),
+    "pause": ("queued", "in_progress", "canary"),
+    "resume": ("paused",),
+    "abort": ("queued", "in_progress", "canary", "paused", "promoting"),
+    "rollback": ("in_progress", "canary", "paused", "promoting", "succeeded"),
+}
+#: Confirmation text of each action's button.
+ACTION_CONFIRM = {
+    "promote": "Skip the remaining canary steps and go to 100 % now (gates still run)?",
+    "pause": "Hold the rollout after the current step?",
+    "resume": "Continue the rollout?",
+    "abort": "Abort the rollout and return all traffic to the stable version?",
+    "rollback": "Roll this deploy back to the previous stable version?",
+}
+
+
+async def deploys(request: web.Request) -> web.Response:
+    """``/deploys?service=&limit=``: services (stable and active deploy) and the deploy history."""
+    params = {k: v for k, v in request.query.items() if v}
+    try:
+        query, error = DeployQuery.model_validate(params), ""
+    except ValidationError as exc:
+        query, error = DeployQuery(), "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+    context = {
+        "items": await deploy_rows(request, query.service, query.limit),
+        "services": await service_summaries(deploy_store(request)),
+        "service": query.service or "",
+        "limit": query.limit,
+        "error": error,
+    }
+    return render(request, "deploys.html", "deploys", context)
+
+
+async def deploy(request: web.Request) -> web.Response:
+    """``/deploys/{id}``: one rollout — canary steps, weight, gates, error and operator actions."""
+    record = await deploy_store(request).get(checked_deploy_id(request))
+    context = {"d": record, "when": ACTION_WHEN, "confirm": ACTION_CONFIRM}
+    return render(request, "deploy.html", "deploy", context)
