@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -138,3 +140,63 @@ async def test_action_without_csrf_is_refused(as_role, services, dstore, auth, r
     assert (await client.post(f"/api/deploys/{rec['id']}/pause", headers=auth("viewer"))).status == 403
     resp = await client.post(f"/api/deploys/{rec['id']}/pause", headers=auth("operator"))
     assert resp.status == 202 and (await resp.json())["status"] == "paused"
+
+
+@pytest.mark.slow
+def test_deploy_page_in_a_real_browser(services, dash_settings, procs, env_factory, tmp_path, rclient, token):
+    """The detail page follows the weight by polling and aborts through the confirmation dialog."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import sync_playwright
+
+    from shared.embedded_redis import free_port
+    from tests.dashboard.test_browser import ARGS, CHROMIUM, ensure_chromium
+
+    ensure_chromium()
+
+    async def create() -> dict[str, Any]:
+        client = aioredis.Redis.from_url(dash_settings.effective_redis_url)
+        try:
+            return await make_deploy(
+                DeployStore(client, dash_settings), services, status="canary", step=1, weight=5
+            )
+        finally:
+            await client.aclose()
+
+    rec = asyncio.run(create())
+    port = free_port()
+    env = env_factory(
+        DASHBOARD_PORT=port,
+        OPSDECK_SERVICES=str(tmp_path / "services.yaml"),
+        DASH_TEST_WEBHOOK_SECRET="s3cret",
+    )
+    procs.start("dashboard", env, tmp_path / "dash.log")
+    base = f"http://127.0.0.1:{port}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        for _ in range(100):
+            try:
+                page.goto(f"{base}/login")
+                break
+            except Exception:
+                time.sleep(0.1)
+        page.fill('input[name="token"]', token("operator", sub="olivia"))
+        page.click('button[type="submit"]')
+        page.goto(f"{base}/deploys")
+        page.wait_for_selector(f'#deploy-table tr[data-deploy="{rec["id"]}"]')
+        page.goto(f"{base}/deploys/{rec['id']}")
+        assert page.eval_on_selector("#deploy-weight", "p => p.value") == 5
+        rclient.hset(KEYS.deploy(rec["id"]), mapping={"weight": "25", "step": "2"})
+        page.wait_for_function("() => document.querySelector('#deploy-weight').value === 25", timeout=6000)
+        assert page.locator("#deploy-steps li.current").text_content() == "25 %"
+        page.click("#deploy-actions button[data-action=abort]")
+        page.click("#confirm-ok")
+        page.wait_for_function(
+            "() => document.querySelector('#deploy-last-action').textContent === 'abort by olivia'",
+            timeout=6000,
+        )
+        browser.close()
+    assert rclient.hget(KEYS.deploy(rec["id"]), "requested") == b"abort"
+    assert not [e for e in errors if "Content Security Policy" in e], errors
