@@ -57,18 +57,30 @@ def iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
-    """A task hash as the API shows it (JSON fields parsed, times as ISO 8601)."""
+def decode_hash(
+    raw: dict[bytes, bytes] | dict[str, str],
+    json_fields: frozenset[str],
+    int_fields: frozenset[str],
+    *,
+    empty_as_none: bool = False,
+) -> dict[str, Any]:
+    """A Redis hash as a dict: ``json_fields`` parsed, ``int_fields`` as ints, the rest as text."""
     out: dict[str, Any] = {}
     for k, v in raw.items():
         key = k.decode() if isinstance(k, bytes) else k
         value = v.decode() if isinstance(v, bytes) else v
-        if key in JSON_FIELDS:
+        if key in json_fields:
             out[key] = orjson.loads(value) if value else None
-        elif key in INT_FIELDS:
+        elif key in int_fields:
             out[key] = int(value) if value else None
         else:
-            out[key] = value
+            out[key] = None if empty_as_none and value == "" else value
+    return out
+
+
+def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
+    """A task hash as the API shows it (JSON fields parsed, times as ISO 8601)."""
+    out = decode_hash(raw, JSON_FIELDS, INT_FIELDS)
     out.pop("created_us", None)
     out.pop("redis_message_id", None)
     for field in TIME_FIELDS:

@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.deploy.config import SERVICE_NAME, active_services
-from shared.store import iso
+from shared.store import decode_hash, iso
 from shared.tasks import TaskType, register
 
 #: Versions: commit SHAs, image references, semver, ...
@@ -136,16 +136,7 @@ def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
 
 def decode_deploy(raw: dict[bytes, bytes] | dict[str, str], *, iso_times: bool = True) -> dict[str, Any]:
     """A deploy hash as a dict (JSON parsed, ints converted, "" as None, times as ISO 8601)."""
-    out: dict[str, Any] = {}
-    for k, v in raw.items():
-        key = k.decode() if isinstance(k, bytes) else k
-        value = v.decode() if isinstance(v, bytes) else v
-        if key in JSON_FIELDS:
-            out[key] = orjson.loads(value) if value else None
-        elif key in INT_FIELDS:
-            out[key] = int(value) if value else None
-        else:
-            out[key] = value if value != "" else None
+    out = decode_hash(raw, JSON_FIELDS, INT_FIELDS, empty_as_none=True)
     if iso_times:
         for field in TIME_FIELDS:
             out[field] = iso(out.get(field))
