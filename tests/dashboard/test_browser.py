@@ -23,7 +23,8 @@ from tests.dashboard.conftest import KEYS
 from tests.helpers import wait_for
 from tests.worker.test_end_to_end import start_agent, wait_running
 
-pytestmark = pytest.mark.slow
+# slow, and on a fresh machine the first browser test installs Debian's chromium (minutes)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "var" / "screenshots"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

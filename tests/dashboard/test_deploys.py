@@ -143,6 +143,7 @@ async def test_action_without_csrf_is_refused(as_role, services, dstore, auth, r
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # may install chromium on a fresh machine
 def test_deploy_page_in_a_real_browser(services, dash_settings, procs, env_factory, tmp_path, rclient, token):
     """The detail page follows the weight by polling and aborts through the confirmation dialog."""
     pytest.importorskip("playwright")
