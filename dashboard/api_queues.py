@@ -77,22 +77,22 @@ async def queue_detail(request: web.Request) -> web.Response:
 
 async def pause(request: web.Request) -> web.Response:
     """``POST /api/queue/{name}/pause``: workers stop consuming it (within ~1 s)."""
-    user = require_control(request)
-    name = await checked_queue_name(request)
-    client, keys = request.app[REDIS], request.app[KEYS]
-    await client.sadd(keys.paused_queues, name)
-    await audit.record(client, keys, "queue.pause", f"queue {name}", user.subject)
-    return json_response({"queue": name, "paused": True})
+    return await _set_paused(request, paused=True)
 
 
 async def resume(request: web.Request) -> web.Response:
     """``POST /api/queue/{name}/resume``: workers consume it again."""
+    return await _set_paused(request, paused=False)
+
+
+async def _set_paused(request: web.Request, *, paused: bool) -> web.Response:
     user = require_control(request)
     name = await checked_queue_name(request)
     client, keys = request.app[REDIS], request.app[KEYS]
-    await client.srem(keys.paused_queues, name)
-    await audit.record(client, keys, "queue.resume", f"queue {name}", user.subject)
-    return json_response({"queue": name, "paused": False})
+    await (client.sadd if paused else client.srem)(keys.paused_queues, name)
+    action = "queue.pause" if paused else "queue.resume"
+    await audit.record(client, keys, action, f"queue {name}", user.subject)
+    return json_response({"queue": name, "paused": paused})
 
 
 async def purge(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -41,6 +42,26 @@ def ensure_chromium() -> None:
     if subprocess.run(["apt-get", "install", "-y", "chromium"], env=env, capture_output=True).returncode:
         subprocess.run(["apt-get", "update"], env=env, capture_output=True)
         subprocess.run(["apt-get", "install", "-y", "chromium"], env=env, capture_output=True, check=True)
+
+
+def log_in(
+    pw: Any, base: str, token: str, viewport: dict[str, int] | None = None
+) -> tuple[Any, Any, list[str]]:
+    """Chromium on the login page (once the dashboard answers), logged in with ``token``; also the
+    list that collects the page's console errors."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    page = browser.new_page(viewport=viewport) if viewport else browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    for _ in range(100):
+        try:
+            page.goto(f"{base}/login")
+            break
+        except Exception:
+            time.sleep(0.1)
+    page.fill('input[name="token"]', token)
+    page.click('button[type="submit"]')
+    return browser, page, errors
 
 
 def submit(redis_url: str, task_type, payload, n: int) -> None:
@@ -84,18 +105,9 @@ def test_operator_in_a_real_browser(procs, env_factory, tmp_path, rclient, redis
     base = f"http://127.0.0.1:{port}"
     card = '.card[data-worker="agent"]'
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        for _ in range(100):
-            try:
-                page.goto(f"{base}/login")
-                break
-            except Exception:
-                time.sleep(0.1)
-        page.fill('input[name="token"]', token("admin", sub="olivia"))
-        page.click('button[type="submit"]')
+        browser, page, errors = log_in(
+            pw, base, token("admin", sub="olivia"), {"width": 1400, "height": 1000}
+        )
         page.wait_for_selector(f"{card} .cpu")
         assert page.locator("#conn").text_content() == "live"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -150,7 +149,7 @@ def test_deploy_page_in_a_real_browser(services, dash_settings, procs, env_facto
     from playwright.sync_api import sync_playwright
 
     from shared.embedded_redis import free_port
-    from tests.dashboard.test_browser import ARGS, CHROMIUM, ensure_chromium
+    from tests.dashboard.test_browser import ensure_chromium, log_in
 
     ensure_chromium()
 
@@ -173,18 +172,7 @@ def test_deploy_page_in_a_real_browser(services, dash_settings, procs, env_facto
     procs.start("dashboard", env, tmp_path / "dash.log")
     base = f"http://127.0.0.1:{port}"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        for _ in range(100):
-            try:
-                page.goto(f"{base}/login")
-                break
-            except Exception:
-                time.sleep(0.1)
-        page.fill('input[name="token"]', token("operator", sub="olivia"))
-        page.click('button[type="submit"]')
+        browser, page, errors = log_in(pw, base, token("operator", sub="olivia"))
         page.goto(f"{base}/deploys")
         page.wait_for_selector(f'#deploy-table tr[data-deploy="{rec["id"]}"]')
         page.goto(f"{base}/deploys/{rec['id']}")
