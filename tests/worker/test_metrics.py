@@ -81,13 +81,21 @@ async def test_agent_metrics(procs, env_factory, tmp_path, rclient, api, auth, t
         "/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 0}, "priority": "P3"}, headers=auth()
     )
 
+    seen: dict[str, object] = {}
+
     def scraped():
         status, text = scrape(port, "scrape-token")
         done = sample(text, "opsdeck_tasks_processed_total", type="sleep")
         dead = sample(text, "opsdeck_queue_dead", queue="default.p2")  # queue depths refresh each poll
+        seen.update(status=status, sleep_processed=done, dead=dead)
         return status == 200 and done == 2.0 and dead == 1.0 and text
 
-    text = wait_for(scraped, what="metrics after the restart")
+    # The replacement process has to boot before it consumes: on a loaded CI machine that can
+    # take a while, so the wait is generous and says what it last saw.
+    try:
+        text = wait_for(scraped, timeout=60, what="metrics after the restart")
+    except AssertionError:
+        raise AssertionError(f"metrics after the restart never matched; last seen {seen}") from None
     assert sample(text, "opsdeck_tasks_processed_total", type="echo") == 3.0
     assert sample(text, "opsdeck_tasks_processed_total", type="fail") == 3.0  # every ended attempt
     assert sample(text, "opsdeck_tasks_failed_total", type="fail") == 3.0
