@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from coordinator.keys import CORRELATION_ID, HTTP_METRICS, SETTINGS, VERIFIER
 from shared.auth import Principal
 from shared.errors import AuthError, OpsdeckError, Unavailable, ValidationFailed
+from shared.ids import random_hex
 from shared.logging import bind_contextvars, clear_contextvars
 from shared.web import (
     MAX_BODY_BYTES,
@@ -99,9 +99,7 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Correlation id, JSON errors, 503 on Redis outages and request metrics."""
     incoming = request.headers.get("X-Request-ID", "")
-    cid = request[CORRELATION_ID] = (
-        incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
-    )
+    cid = request[CORRELATION_ID] = incoming if incoming and _REQUEST_ID.match(incoming) else random_hex()
     clear_contextvars()  # a keep-alive connection serves many requests in one task context
     bind_contextvars(correlation_id=cid)
     started = time.perf_counter()

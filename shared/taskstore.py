@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ import redis.asyncio as aioredis
 
 from shared.batcher import SubmitBatcher
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.ids import uuid4_text
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.store import decode_record, script_source
@@ -90,7 +90,7 @@ class TaskStore:
         idempotency_key: str | None = None,
     ) -> Submitted:
         """Record and enqueue one task atomically; a seen idempotency key returns the first task."""
-        task_id = str(uuid.uuid4())
+        task_id = uuid4_text()
         now_us = time.time_ns() // 1000
         now_ms = now_us // 1000
         queue = queue_name(task_type.queue_group, priority)

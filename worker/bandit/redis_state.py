@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import redis
 
+from shared.fastscript import FastScript
 from shared.keys import Keys
 from shared.store import script_source
 from worker.bandit.features import DIM, check_context
@@ -121,12 +122,12 @@ class RedisLinUCB:
         self.log_key = keys.bandit_log(name)
         self.window_key = keys.bandit_window(name)
         self._shape = (len(self.arms), dim, dim + 1)
-        self._update = client.register_script(script_source("bandit_update"))
-        self._init = client.register_script(script_source("bandit_init"))
-        self._decide = client.register_script(script_source("bandit_decide"))
+        self._update = FastScript(client, script_source("bandit_update"))
+        self._init = FastScript(client, script_source("bandit_init"))
+        self._decide = FastScript(client, script_source("bandit_decide"))
         self._alpha = struct.pack("<d", alpha)
         self._scores_fmt = f"<{len(self.arms)}d"
-        self._reinvert = client.register_script(script_source("bandit_reinvert"))
+        self._reinvert = FastScript(client, script_source("bandit_reinvert"))
         if not (np.isfinite(alpha) and alpha >= 0):
             raise ValueError("alpha must be finite and >= 0")
 
