@@ -6,23 +6,15 @@ import logging
 import signal
 import sys
 
-from shared.errors import ConfigError
 from shared.keys import Keys
-from shared.logging import setup_logging
 from shared.redis import sync_client
-from shared.sentry import init_sentry
-from shared.settings import load_settings
+from shared.startup import start
 from worker.agent import Agent, check_unique
 
 
 def main() -> None:
     """Load settings, refuse bad ones in one line, supervise until SIGTERM/SIGINT."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        sys.exit(f"worker: {exc}")
-    setup_logging(settings.log_level, json=settings.production, process="worker")
-    init_sentry(settings, component="worker-agent")
+    settings = start("worker", component="worker-agent")
     client = sync_client(settings)
     problem = check_unique(client, Keys(settings.key_prefix, settings.dramatiq_namespace), settings.worker_id)
     if problem:
