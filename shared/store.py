@@ -27,10 +27,19 @@ MAX_RESULT_BYTES = 256 * 1024
 MAX_TRACEBACK_CHARS = 16 * 1024
 
 
+#: A line that :func:`script_source` replaces with another script's text (Redis Lua has no modules).
+_INCLUDE = "--! include "
+
+
 @cache
 def script_source(name: str) -> str:
-    """The text of ``shared/lua/<name>.lua``."""
-    return (files("shared") / "lua" / f"{name}.lua").read_text()
+    """The text of ``shared/lua/<name>.lua``, with each ``--! include <other>`` line replaced by
+    the text of ``<other>.lua``."""
+    text = (files("shared") / "lua" / f"{name}.lua").read_text()
+    return "".join(
+        script_source(line.removeprefix(_INCLUDE).strip()) if line.startswith(_INCLUDE) else line
+        for line in text.splitlines(keepends=True)
+    )
 
 
 @cache

@@ -11,6 +11,8 @@
 -- Returns {n, arm index (1-based), exploration (0|1), packed ucb scores} (propensity: 1/K when
 -- n ≤ warmup, else 1),
 -- or {-1} when the state is missing (nothing counted; the caller initialises it and retries).
+--! include bandit_lib
+
 local k = #ARGV - 5
 local fields = {"dim"}
 for a = 1, k do
@@ -23,29 +25,17 @@ for a = 1, k + 1 do
     end
 end
 local d = tonumber(vals[1])
-if #ARGV[1] ~= 8 * d then
-    return redis.error_reply("context has " .. (#ARGV[1] / 8) .. " doubles, the bandit has dim " .. d)
+local x, bad = context(ARGV[1], d)
+if not x then
+    return bad
 end
-local x = {struct.unpack("<" .. string.rep("d", d), ARGV[1])}
 local alpha = struct.unpack("<d", ARGV[2])
 local d1 = d + 1
-local fmt = "<" .. string.rep("d", d * d1)
 
 local ucb = {}
 local mean = {}
 for a = 1, k do
-    local m = {struct.unpack(fmt, vals[a + 1])}
-    local z = {}
-    for j = 1, d1 do
-        z[j] = 0
-    end
-    for i = 1, d do
-        local xi = x[i]
-        local row = (i - 1) * d1
-        for j = 1, d1 do
-            z[j] = z[j] + xi * m[row + j]
-        end
-    end
+    local z = times_matrix(x, doubles(vals[a + 1], d * d1), d)
     local w = 0
     for j = 1, d do
         w = w + z[j] * x[j]

@@ -11,16 +11,18 @@
 --       4 reward (1 packed double), 5 window size, 6 log maxlen (0: keep every entry)
 -- Returns {1, updates, since} when applied, {0} when the rating key was applied before,
 -- {-1} when the arm's state is missing (the caller initialises the state and retries).
+--! include bandit_lib
+
 local arm = ARGV[1]
 local vals = redis.call("hmget", KEYS[1], arm .. ":m", arm .. ":n", arm .. ":reward_sum", "dim")
 if not vals[1] or not vals[2] or not vals[3] or not vals[4] then
     return {-1}
 end
 local d = tonumber(vals[4])
-if #ARGV[3] ~= 8 * d then
-    return redis.error_reply("context has " .. (#ARGV[3] / 8) .. " doubles, the bandit has dim " .. d)
+local x, bad = context(ARGV[3], d)
+if not x then
+    return bad
 end
-local x = {struct.unpack("<" .. string.rep("d", d), ARGV[3])}
 local r = struct.unpack("<d", ARGV[4])
 local huge = math.huge
 if r ~= r or r == huge or r == -huge then
@@ -39,20 +41,10 @@ end
 local d1 = d + 1
 local size = d * d1
 local fmt = "<" .. string.rep("d", size)
-local m = {struct.unpack(fmt, vals[1])}
-local n = {struct.unpack(fmt, vals[2])}
+local m = doubles(vals[1], size)
+local n = doubles(vals[2], size)
 
-local v = {}
-for j = 1, d1 do
-    v[j] = 0
-end
-for i = 1, d do
-    local xi = x[i]
-    local row = (i - 1) * d1
-    for j = 1, d1 do
-        v[j] = v[j] + xi * m[row + j]
-    end
-end
+local v = times_matrix(x, m, d)
 local q = 0
 for i = 1, d do
     q = q + v[i] * x[i]
