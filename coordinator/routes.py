@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-
-from aiohttp import web
-from pydantic import BaseModel
-
 from coordinator import schemas
 from coordinator.schemas import (
     DeployAccepted,
     DeployCreate,
-    DeployList,
     DeployListQuery,
-    DeployRecord,
     HealthReport,
-    ServiceList,
     TaskAccepted,
     TaskListQuery,
-    TaskPage,
-    TaskRecord,
 )
 from coordinator.views import chat, deploys, health, meta, tasks
 from shared.coaching import FeedbackPayload
+from shared.openapi import Endpoint, add_routes
+from shared.schemas import DeployList, DeployRecord, ErrorBody, ServiceList, TaskPage, TaskRecord
 from shared.tasks import TaskSubmission
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One route with what the OpenAPI document says about it."""
-
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    name: str | None = None
-    #: None = public (health only); "" = any valid token; else the scope required.
-    scope: str | None = ""
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
-    content_type: str = "application/json"
-
+__all__ = ["ENDPOINTS", "add_routes"]  # add_routes: re-exported for coordinator.app
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/api/v1/tasks", tasks.submit_task, "Submit a task", scope="tasks:write",
@@ -81,7 +54,7 @@ ENDPOINTS: list[Endpoint] = [
              scope="tasks:write", query=schemas.WsQuery, responses={101: None}),
     Endpoint("POST", "/api/v1/feedback/submit", chat.submit_feedback, "Rate an answered chat turn (1-5)",
              scope="tasks:write", body=FeedbackPayload,
-             responses={202: TaskAccepted, 404: schemas.ErrorBody, 409: schemas.ErrorBody}),
+             responses={202: TaskAccepted, 404: ErrorBody, 409: ErrorBody}),
     Endpoint("GET", "/api/v1/bandit", chat.bandit, "The coaching bandit: phase, alpha, per-arm statistics",
              scope="tasks:read", responses={200: schemas.BanditSummary}),
     Endpoint("GET", "/health/live", health.live, "Liveness (process only)", scope=None,
@@ -94,9 +67,3 @@ ENDPOINTS: list[Endpoint] = [
              scope="admin", responses={200: None}, content_type="text/plain"),
     Endpoint("GET", "/openapi.json", meta.openapi, "This document", responses={200: None}),
 ]  # fmt: skip
-
-
-def add_routes(app: web.Application, endpoints: list[Endpoint]) -> None:
-    """Register every endpoint on the app's router."""
-    for ep in endpoints:
-        app.router.add_route(ep.method, ep.path, ep.handler, name=ep.name)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from dashboard import audit
 from dashboard.guard import require_control
@@ -28,6 +28,17 @@ TIMELINE_SCAN = 5000
 MAX_JSON_CHARS, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS = 16_384, 2_000, 8_192
 #: Failed or dead tasks examined by ``GET /api/tasks/failures``.
 MAX_FAILURES = 1000
+#: A point in time of a query: ISO 8601 (with or without an offset, as a datetime-local input
+#: sends it) or epoch seconds — pydantic accepts both, and the document says so.
+Instant = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "ISO 8601 date-time, or epoch seconds",
+        }
+    ),
+]
 
 
 class TaskQuery(BaseModel):
@@ -37,8 +48,8 @@ class TaskQuery(BaseModel):
     type: str | None = Field(default=None, max_length=64)
     status: TaskStatus | None = None
     priority: Priority | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Instant | None = None
+    until: Instant | None = None
     cursor: str | None = Field(default=None, max_length=400)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 

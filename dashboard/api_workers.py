@@ -28,7 +28,8 @@ class Scale(BaseModel):
     """Body of ``POST /api/worker/{id}/scale``."""
 
     model_config = ConfigDict(extra="forbid")
-    processes: int = Field(ge=0, le=MAX_PROCESSES)
+    #: Strict: ``false``, ``1.0`` or ``"2"`` are refused, not read as a number of processes.
+    processes: int = Field(ge=0, le=MAX_PROCESSES, strict=True)
 
 
 class AuditQuery(BaseModel):

@@ -1,7 +1,9 @@
 """``create_app(settings)``: the operator dashboard — pages, JSON API, live stream, security edge.
 
 Routes are one table (:data:`ROUTES`) so tests can enumerate them: every route but login,
-health and static answers 401 without a session or bearer token (:mod:`dashboard.guard`).
+health and static answers 401 without a session or bearer token (:mod:`dashboard.guard`). The
+health and ``/api/`` rows come from :data:`dashboard.routes.API`, which also generates
+``/api/openapi.json``.
 """
 
 from __future__ import annotations
@@ -15,20 +17,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from dashboard import (
-    api_deploys,
-    api_queues,
-    api_tasks,
-    api_workers,
-    auth,
-    history,
-    metrics,
-    pages,
-    pages_deploys,
-    stream,
-)
+from dashboard import auth, metrics, pages, pages_deploys, stream
 from dashboard.guard import guard, security_headers
 from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
+from dashboard.routes import API
 from shared.errors import ConfigError
 from shared.keys import Keys
 from shared.redis import async_client
@@ -44,8 +36,6 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/login", auth.login_form),
     ("POST", "/login", auth.login),
     ("POST", "/logout", auth.logout),
-    ("GET", "/health", pages.health),
-    ("GET", "/health/live", pages.health),
     ("GET", "/", pages.overview),
     ("GET", "/workers", pages.workers),
     ("GET", "/workers/{id}", pages.worker),
@@ -57,30 +47,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/deploys", pages_deploys.deploys),
     ("GET", "/deploys/{id}", pages_deploys.deploy),
     ("GET", "/ws", stream.ws_handler),
-    ("GET", "/api/stream/stats", stream.stream_stats),
-    ("GET", "/api/worker/status", api_workers.worker_status),
-    ("GET", "/api/worker/{id}", api_workers.worker_detail),
-    ("POST", "/api/worker/{id}/scale", api_workers.scale),
-    ("POST", "/api/worker/{id}/{action}", api_workers.control),
-    ("GET", "/api/commands/{id}", api_workers.command_reply),
-    ("GET", "/api/audit", api_workers.audit_log),
-    ("GET", "/api/queue/stats", api_queues.queue_stats),
-    ("GET", "/api/queue/{name}", api_queues.queue_detail),
-    ("POST", "/api/queue/{name}/pause", api_queues.pause),
-    ("POST", "/api/queue/{name}/resume", api_queues.resume),
-    ("POST", "/api/queue/{name}/purge", api_queues.purge),
-    ("POST", "/api/queue/{name}/dead/retry", api_queues.retry_dead),
-    ("POST", "/api/queue/{name}/dead/{message_id}/retry", api_queues.retry_dead),
-    ("GET", "/api/tasks", api_tasks.task_list),
-    ("GET", "/api/tasks/failures", api_tasks.failures),
-    ("GET", "/api/tasks/{id}", api_tasks.task_detail),
-    ("POST", "/api/tasks/{id}/retry", api_tasks.retry),
-    ("POST", "/api/tasks/{id}/cancel", api_tasks.cancel),
-    ("GET", "/api/metrics/history", history.history),
-    ("GET", "/api/deploys", api_deploys.deploy_list),
-    ("GET", "/api/deploys/{id}", api_deploys.deploy_detail),
-    ("POST", "/api/deploys/{id}/{action}", api_deploys.act),
-    ("GET", "/api/services", api_deploys.services),
+    *((ep.method, ep.path, ep.handler) for ep in API),  # health and the JSON API, documented
 ]
 
 

@@ -1,0 +1,154 @@
+"""The dashboard's JSON API as one table: the router (through :data:`dashboard.app.ROUTES`) and
+``GET /api/openapi.json`` both read :data:`API`.
+
+Every route but health needs a session or a bearer token with a dashboard role (checked by
+:mod:`dashboard.guard`); the ``operator`` routes refuse viewers and, like every state change,
+cross-origin requests and sessions without the CSRF token.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from dashboard import api_deploys, api_queues, api_tasks, api_workers, history, pages, schemas, stream
+from dashboard.auth import COOKIE, CSRF_HEADER
+from shared.control import CommandRecord
+from shared.deploy.models import ID_PATTERN, Action
+from shared.openapi import BEARER, ERRORS, Endpoint, build_document, input_errors
+from shared.schemas import DeployList, DeployRecord, ServiceList, TaskPage, TaskRecord
+from shared.tasks import all_queues
+from shared.web import json_response
+
+#: Routes that answer without touching Redis (no 503).
+_NO_REDIS = frozenset({"/health", "/health/live", "/api/stream/stats", "/api/openapi.json"})
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    **BEARER,
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": COOKIE,
+        "description": f"The login session; state changes also need the {CSRF_HEADER} header.",
+    },
+}
+DESCRIPTIONS = {
+    **ERRORS,
+    400: "Malformed JSON",
+    401: "No session, or no bearer token with a dashboard role (viewer, operator, admin)",
+    403: f"A viewer (operator or admin needed), a cross-origin request, or a session without {CSRF_HEADER}",
+}
+
+
+class WorkerPath(BaseModel):
+    """Path parameters of the worker control route."""
+
+    action: str = Field(json_schema_extra={"enum": list(api_workers.SIMPLE_ACTIONS)})
+
+
+class QueuePath(BaseModel):
+    """Path parameters of the queue routes (a queue that is not known is a 404)."""
+
+    name: str = Field(json_schema_extra=lambda schema: schema.update(examples=list(all_queues())))
+
+
+class DeployPath(BaseModel):
+    """Path parameters of the deploy routes."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    action: Action
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /api/openapi.json``: this API's OpenAPI 3.1 document."""
+    return json_response(build_openapi())
+
+
+API: list[Endpoint] = [
+    Endpoint("GET", "/health", pages.health, "The process answers", scope=None,
+             responses={200: schemas.Health}),
+    Endpoint("GET", "/health/live", pages.health, "Liveness (process only)", scope=None,
+             responses={200: schemas.Health}, operation_id="health_live"),
+    Endpoint("GET", "/api/openapi.json", openapi, "This document", scope="viewer", responses={200: None}),
+    Endpoint("GET", "/api/stream/stats", stream.stream_stats, "The live-stream poller's counters",
+             scope="viewer", responses={200: schemas.StreamStats}),
+    Endpoint("GET", "/api/worker/status", api_workers.worker_status, "Every worker with its heartbeat",
+             scope="viewer", responses={200: schemas.WorkerList}),
+    Endpoint("GET", "/api/worker/{id}", api_workers.worker_detail,
+             "One worker: heartbeat, desired state, command history with replies", scope="viewer",
+             responses={200: schemas.WorkerDetail}),
+    Endpoint("POST", "/api/worker/{id}/scale", api_workers.scale,
+             "Scale a worker's Dramatiq processes (optional Idempotency-Key header)", scope="operator",
+             body=api_workers.Scale, responses={202: schemas.CommandAccepted}),
+    Endpoint("POST", "/api/worker/{id}/{action}", api_workers.control,
+             "Start, stop, restart, pause or resume a worker (optional Idempotency-Key header, 200 chars)",
+             scope="operator", path_params=WorkerPath, responses={202: schemas.CommandAccepted},
+             errors=(422,)),
+    Endpoint("GET", "/api/commands/{id}", api_workers.command_reply, "A control command with its reply",
+             scope="viewer", responses={200: CommandRecord}),
+    Endpoint("GET", "/api/audit", api_workers.audit_log, "Control actions, newest first", scope="viewer",
+             query=api_workers.AuditQuery, responses={200: schemas.AuditLog}),
+    Endpoint("GET", "/api/queue/stats", api_queues.queue_stats, "Every queue's counters", scope="viewer",
+             responses={200: schemas.QueueStats}),
+    Endpoint("GET", "/api/queue/{name}", api_queues.queue_detail,
+             "One queue: counters, delayed messages, dead letters", scope="viewer", path_params=QueuePath,
+             query=api_queues.ListQuery, responses={200: schemas.QueueDetail}),
+    Endpoint("POST", "/api/queue/{name}/pause", api_queues.pause, "Workers stop consuming the queue",
+             scope="operator", path_params=QueuePath, responses={200: schemas.QueuePaused}),
+    Endpoint("POST", "/api/queue/{name}/resume", api_queues.resume, "Workers consume the queue again",
+             scope="operator", path_params=QueuePath, responses={200: schemas.QueuePaused}),
+    Endpoint("POST", "/api/queue/{name}/purge", api_queues.purge,
+             "Drop the queue's ready messages (confirm repeats its name)", scope="operator",
+             path_params=QueuePath, body=api_queues.Purge, responses={200: schemas.QueuePurged}),
+    Endpoint("POST", "/api/queue/{name}/dead/retry", api_queues.retry_dead, "Requeue every dead letter",
+             scope="operator", path_params=QueuePath, responses={200: schemas.DeadRequeued}),
+    Endpoint("POST", "/api/queue/{name}/dead/{message_id}/retry", api_queues.retry_dead,
+             "Requeue one dead letter", scope="operator", path_params=QueuePath,
+             responses={200: schemas.DeadRequeued}, operation_id="retry_dead_letter"),
+    Endpoint("GET", "/api/tasks", api_tasks.task_list, "Search tasks, newest first, one page",
+             scope="viewer", query=api_tasks.TaskQuery, responses={200: TaskPage}),
+    Endpoint("GET", "/api/tasks/failures", api_tasks.failures, "Failed and dead tasks by exception type",
+             scope="viewer", query=api_tasks.FailureQuery, responses={200: schemas.FailureGroups}),
+    Endpoint("GET", "/api/tasks/{id}", api_tasks.task_detail, "One task with its timeline", scope="viewer",
+             responses={200: schemas.TaskDetail}),
+    Endpoint("POST", "/api/tasks/{id}/retry", api_tasks.retry,
+             "Submit the task again: exact replay, or edited payload/priority", scope="operator",
+             body=api_tasks.Retry, body_required=False, responses={202: schemas.TaskRetried}),
+    Endpoint("POST", "/api/tasks/{id}/cancel", api_tasks.cancel, "Cancel a queued task", scope="operator",
+             responses={200: TaskRecord}, errors=(409,)),
+    Endpoint("GET", "/api/metrics/history", history.history, "Throughput, errors and latency over time",
+             scope="viewer", query=history.HistoryQuery, responses={200: schemas.History}),
+    Endpoint("GET", "/api/deploys", api_deploys.deploy_list, "Deploys, newest first", scope="viewer",
+             query=api_deploys.DeployQuery, responses={200: DeployList}),
+    Endpoint("GET", "/api/deploys/{id}", api_deploys.deploy_detail, "One deploy", scope="viewer",
+             path_params=DeployPath, responses={200: DeployRecord}),
+    Endpoint("POST", "/api/deploys/{id}/{action}", api_deploys.act,
+             "Promote, pause, resume, abort or roll back a deploy", scope="operator", path_params=DeployPath,
+             responses={202: DeployRecord}, errors=(409,)),
+    Endpoint("GET", "/api/services", api_deploys.services, "Configured services with their stable version",
+             scope="viewer", responses={200: ServiceList}),
+]  # fmt: skip
+
+
+def error_codes(ep: Endpoint) -> list[int]:
+    """The error statuses of a dashboard route."""
+    codes = [] if ep.scope is None else [401, 403] if ep.scope == "operator" else [401]
+    if ep.path not in _NO_REDIS:
+        codes.append(503)
+    return codes + input_errors(ep)
+
+
+@cache
+def build_openapi() -> dict[str, Any]:
+    """The dashboard API's document (cached; the table is fixed at import)."""
+    return build_document(
+        API,
+        title="Opsdeck dashboard",
+        description="The operator dashboard's JSON API: workers, queues, tasks, deploys, metrics history. "
+        "Log in (session cookie) or send a bearer token with the viewer, operator or admin scope.",
+        error_codes=error_codes,
+        error_descriptions=DESCRIPTIONS,
+        security_schemes=SECURITY_SCHEMES,
+    )

@@ -1,0 +1,225 @@
+"""Response models of the dashboard's JSON API (they generate ``/api/openapi.json``).
+
+Task and deploy records, the services list and the error shape are the coordinator's
+(:mod:`shared.schemas`); heartbeats and commands are :mod:`shared.stats` and :mod:`shared.control`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from dashboard.history import Range
+from shared.control import Command, CommandRecord
+from shared.schemas import TaskRecord
+from shared.stats import Heartbeat
+
+
+class Health(BaseModel):
+    """``GET /health``: the process answers."""
+
+    status: Literal["ok"]
+    version: str
+
+
+class StreamStats(BaseModel):
+    """The live-stream poller's counters."""
+
+    ticks: int = Field(description="Full reads of the live state.")
+    probes: int = Field(description="Reads of the worker registry between ticks.")
+    clients: int = Field(description="Open WebSocket viewers of this process.")
+    round_trips: int = Field(description="Redis round trips of the poller so far.")
+
+
+# -- workers ----------------------------------------------------------------------------------
+class LiveWorker(Heartbeat):
+    """A worker whose heartbeat is fresh: its heartbeat and when it was last seen."""
+
+    last_seen: float = Field(description="Epoch seconds of the last heartbeat.")
+
+
+class DownWorker(BaseModel):
+    """A registered worker whose heartbeat expired."""
+
+    id: str
+    state: Literal["down"]
+    last_seen: float
+
+
+class WorkerList(BaseModel):
+    """``GET /api/worker/status``."""
+
+    workers: list[LiveWorker | DownWorker]
+
+
+class ExpiredCommand(Command):
+    """A command whose reply record has expired."""
+
+    status: Literal["expired"]
+
+
+class WorkerDetail(BaseModel):
+    """One worker: heartbeat (null when down), desired state, newest commands with their replies."""
+
+    id: str
+    state: str
+    last_seen: float | None
+    heartbeat: Heartbeat | None
+    desired: dict[str, str] = Field(description="What the agent obeys when it (re)starts.")
+    commands: list[CommandRecord | ExpiredCommand]
+
+
+class CommandAccepted(BaseModel):
+    """A control command was issued (or, for a repeated Idempotency-Key, found)."""
+
+    command_id: str
+    created: bool = Field(description="False when the Idempotency-Key named an earlier command.")
+    status_url: str
+
+
+class AuditEntry(BaseModel):
+    """One control action: what, on what, by whom, and how it ended."""
+
+    at: float
+    command_id: str | None
+    action: str | None
+    target: str
+    worker: str | None
+    processes: int | None
+    issuer: str | None
+    status: str
+    reason: str | None
+
+
+class AuditLog(BaseModel):
+    """``GET /api/audit``: newest first."""
+
+    entries: list[AuditEntry]
+
+
+# -- queues -----------------------------------------------------------------------------------
+class QueueRow(BaseModel):
+    """One Dramatiq queue's counters."""
+
+    name: str
+    priority: str = Field(description="P0..P3, or - for a queue without a priority suffix.")
+    ready: int
+    in_progress: int
+    delayed: int
+    dead: int
+    paused: bool
+
+
+class QueueStats(BaseModel):
+    """``GET /api/queue/stats``."""
+
+    queues: list[QueueRow]
+
+
+class DelayedMessage(BaseModel):
+    """A message waiting for its ETA (epoch ms)."""
+
+    id: str
+    actor: str | None
+    eta: float | None
+    retries: int
+
+
+class DeadLetter(BaseModel):
+    """A message that exhausted its retries."""
+
+    id: str
+    actor: str | None
+    dead_at: int
+    retries: int
+    traceback: str | None
+    args: Any
+
+
+class QueueDetail(QueueRow):
+    """One queue: counters, delayed messages (soonest first), newest dead letters."""
+
+    delayed_messages: list[DelayedMessage]
+    dead_letters: list[DeadLetter]
+
+
+class QueuePaused(BaseModel):
+    """After pause or resume."""
+
+    queue: str
+    paused: bool
+
+
+class QueuePurged(BaseModel):
+    """After a purge: ready messages dropped."""
+
+    queue: str
+    purged: int
+
+
+class DeadRequeued(BaseModel):
+    """After a dead-letter retry: messages put back on the queue."""
+
+    queue: str
+    requeued: int
+
+
+# -- tasks ------------------------------------------------------------------------------------
+class TaskDetail(TaskRecord):
+    """A task (payload, result, error and traceback bounded) with its lifecycle events."""
+
+    timeline: list[dict[str, str]] = Field(description="Lifecycle events, oldest first.")
+
+
+class TaskRetried(BaseModel):
+    """A retry was submitted as a new task."""
+
+    id: str
+    retry_of: str
+    status_url: str
+
+
+class FailureGroup(BaseModel):
+    """Failed and dead tasks sharing an exception type."""
+
+    exception: str
+    count: int
+    types: list[str]
+    task_ids: list[str] = Field(description="Up to 5 of them.")
+    last_error: str | None
+
+
+class FailureGroups(BaseModel):
+    """``GET /api/tasks/failures``: biggest group first."""
+
+    groups: list[FailureGroup]
+
+
+# -- metrics history --------------------------------------------------------------------------
+class HistoryPoint(BaseModel):
+    """Attempts ended in one step of the range."""
+
+    t: int = Field(description="Epoch seconds of the step's start.")
+    processed: int
+    failed: int
+    retried: int
+    error_rate: float
+    avg_ms: float | None
+
+
+class HistoryTotals(BaseModel):
+    """Sums over the range."""
+
+    processed: int
+    failed: int
+    retried: int
+
+
+class History(BaseModel):
+    """``GET /api/metrics/history``."""
+
+    range: Range
+    step_seconds: int
+    points: list[HistoryPoint]
+    totals: HistoryTotals

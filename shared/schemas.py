@@ -1,0 +1,139 @@
+"""Response models both web apps answer with (and document in their OpenAPI): the error shape,
+task records, deploy records and configured services."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.tasks import TaskStatus
+
+
+# -- errors -----------------------------------------------------------------------------------
+class ErrorField(BaseModel):
+    """One offending field: where it is and what is wrong."""
+
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorDetail(BaseModel):
+    """Machine-readable code, human message, offending fields."""
+
+    code: str
+    message: str
+    fields: list[ErrorField] = []
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer has this shape."""
+
+    error: ErrorDetail
+
+
+# -- tasks ------------------------------------------------------------------------------------
+class TaskRecord(BaseModel):
+    """A task as stored: what was asked, what happened, when."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
+    queue: str | None = None
+    priority: str | None = None
+    status: TaskStatus
+    payload: Any = None
+    attempts: int = 0
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    worker: str | None = None
+    correlation_id: str | None = None
+    submitted_by: str | None = None
+    idempotency_key: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str | None = None
+
+
+class TaskPage(BaseModel):
+    """A page of tasks, newest first."""
+
+    items: list[TaskRecord]
+    next_cursor: str | None
+
+
+# -- deploys ----------------------------------------------------------------------------------
+class GateRun(BaseModel):
+    """Gates of one step: every check's result and whether all passed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: int
+    weight: int
+    ok: bool
+    results: list[dict[str, Any]] = []
+
+
+class DeployRecord(BaseModel):
+    """A deploy: what, who, where it is in the rollout, gate results and provider ids."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    service: str
+    version: str | None = None
+    strategy: Literal["direct", "canary"]
+    provider: str
+    status: Literal["queued", "in_progress", "canary", "paused", "promoting", "succeeded", "failed",
+                    "rolled_back", "canceled"]  # fmt: skip
+    trigger: str | None = None
+    task_id: str | None = None
+    steps: list[int]
+    step: int
+    weight: int
+    gates: list[GateRun] = []
+    provider_ids: dict[str, str] | None = None
+    previous_stable: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+
+
+class DeployList(BaseModel):
+    """Deploys, newest first."""
+
+    items: list[DeployRecord]
+
+
+class StableVersion(BaseModel):
+    """The version a service returns to on rollback."""
+
+    version: str
+    deploy_id: str | None = None
+    provider_deploy_id: str | None = None
+    at: str | None = None
+
+
+class ServiceInfo(BaseModel):
+    """A configured service with its stable and current versions."""
+
+    name: str
+    provider: str
+    strategy: str
+    steps: list[int]
+    pause_seconds: float
+    router: str
+    stable: StableVersion | None = None
+    current_version: str | None = None
+    active_deploy: dict[str, Any] | None = None
+
+
+class ServiceList(BaseModel):
+    """Every service of the services file (empty when OPSDECK_SERVICES is unset)."""
+
+    items: list[ServiceInfo]
