@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 #: Accepted shape of an incoming X-Request-ID (anything else is replaced by a fresh id).
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+JSON_TYPE = "application/json"
 Model = TypeVar("Model", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,11 +40,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def read_json(request: web.Request, model: type[Model]) -> Model:
     """Parse and validate a JSON body in one pass (pydantic-core): 415, 413, 400 or 422 on bad
     input. The coordinator's hot path; :func:`shared.web.read_json` is the general form."""
-    if request.content_type != "application/json":
+    # the exact header is the common case: only parse it (parameters, case) when it differs
+    exact = request.headers.get("Content-Type") == JSON_TYPE
+    if not exact and request.content_type != JSON_TYPE:
         raise web.HTTPUnsupportedMediaType(reason="Content-Type must be application/json")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
-    body = await request.read()
+    body = await request.read()  # 413 beyond the app's client_max_size (MAX_BODY_BYTES)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

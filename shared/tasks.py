@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +45,7 @@ class TaskStatus(enum.StrEnum):
 TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELED})
 
 
+@cache
 def queue_name(group: str, priority: Priority) -> str:
     """The Dramatiq queue of a queue group at a priority, e.g. ``default.p0``."""
     return f"{group}.{priority.value.lower()}"

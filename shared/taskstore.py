@@ -92,24 +92,19 @@ class TaskStore:
         """Record and enqueue one task atomically; a seen idempotency key returns the first task."""
         task_id = uuid4_text()
         now_us = time.time_ns() // 1000
-        now_ms = now_us // 1000
+        prio = priority.value
         queue = queue_name(task_type.queue_group, priority)
-        options = {"redis_message_id": task_id, "correlation_id": correlation_id, "priority": priority.value}
-        message = encode_message(task_type, task_id, queue, payload, options, now_ms)
-        fields: list[Any] = [
-            "id", task_id, "type", task_type.name, "queue", queue, "priority", priority.value,
-            "status", "queued", "payload", orjson.dumps(payload), "attempts", 0,
-            "correlation_id", correlation_id, "submitted_by", subject, "redis_message_id", task_id,
-            "created_us", now_us, "created_at", now_ms, "updated_at", now_ms,
-        ]  # fmt: skip
+        options = {"redis_message_id": task_id, "correlation_id": correlation_id, "priority": prio}
+        message = encode_message(task_type, task_id, queue, payload, options, now_us // 1000)
         idem = digest = ""
         if idempotency_key:  # the digest tells a replay from a different request with the same key
             digest = payload_digest(task_type.name, payload, priority)
-            fields += ["idempotency_key", idempotency_key, "digest", digest]
             idem = f"{subject}:{idempotency_key}"
+        # submit.lua's per-task arguments (it writes the record's constant and derived fields)
         created, existing = await self.batcher.submit(
-            [task_id, now_us, idem, queue, task_type.name, message, len(fields), *fields]
-        )
+            (task_id, now_us, idem, queue, task_type.name, message, prio, orjson.dumps(payload),
+             correlation_id, subject, idempotency_key or "", digest)
+        )  # fmt: skip
         if not created:
             other = await self.client.hget(self.keys.task(existing), "digest")
             if other is not None and other.decode() != digest:

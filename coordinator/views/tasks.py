@@ -21,6 +21,7 @@ from shared.tasks import TaskStatus, TaskSubmission, get_task_type, task_types
 
 #: Length of a task id (a UUID) — anything else is a 404 without touching Redis.
 _ID_LEN = 36
+_QUEUED = TaskStatus.QUEUED.value
 
 
 def status_url(task_id: str) -> str:
@@ -55,7 +56,7 @@ async def submit_task(request: web.Request) -> web.Response:
         idempotency_key=body.idempotency_key,
     )
     if submitted.created:
-        status, state = 202, TaskStatus.QUEUED.value
+        status, state = 202, _QUEUED
     else:
         async with redis_deadline(request):
             status, state = 200, (await store.get(submitted.task_id))["status"]

@@ -7,9 +7,12 @@
 -- own script does; so this script is not Redis Cluster safe, like Dramatiq's broker.
 -- ARGV: 1 task key prefix, 2 tasks:all, 3 status index prefix, 4 type index prefix,
 --       5 idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
---       9 events maxlen, then per task:
+--       9 events maxlen, then per task (TASK_ARGS = 12 items):
 --       task id, created (µs), idempotency key suffix ("" when none), queue, type,
---       encoded message, number of record field/value items N, then the N items.
+--       encoded message, priority, payload json, correlation id, submitted by,
+--       idempotency key and request digest ("" when none).
+-- The record's constant and derived fields (status, attempts, timestamps in ms, the Dramatiq
+-- message id) are written here, so each submission sends only what varies.
 -- Returns a flat array: per task 1 and its id when created (or created by an earlier send of
 -- the same call, so a retry after a lost reply is safe), 0 and the first task's id when its
 -- idempotency key was seen before.
@@ -21,9 +24,9 @@ local out = {}
 local i = 10
 while i <= #ARGV do
     local task_id, created, idem, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local task_type, message, n = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
-    local fields_at = i + 7
-    i = fields_at + n
+    local task_type, message = ARGV[i + 4], ARGV[i + 5]
+    local at = i + 6
+    i = i + 12
     local existing = false
     local task_key = task_prefix .. task_id
     if redis.call("exists", task_key) == 1 then
@@ -42,12 +45,18 @@ while i <= #ARGV do
         out[#out + 1] = 0
         out[#out + 1] = existing
     else
-        redis.call("hset", task_key, unpack(ARGV, fields_at, fields_at + n - 1))
+        local ts = string.format("%d", math.floor(tonumber(created) / 1000))
+        redis.call("hset", task_key, "id", task_id, "type", task_type, "queue", queue,
+            "priority", ARGV[at], "status", "queued", "payload", ARGV[at + 1], "attempts", 0,
+            "correlation_id", ARGV[at + 2], "submitted_by", ARGV[at + 3], "redis_message_id", task_id,
+            "created_us", created, "created_at", ts, "updated_at", ts)
+        if ARGV[at + 4] ~= "" then
+            redis.call("hset", task_key, "idempotency_key", ARGV[at + 4], "digest", ARGV[at + 5])
+        end
         redis.call("expire", task_key, ttl)
         redis.call("zadd", all_index, created, task_id)
         redis.call("zadd", queued_index, created, task_id)
         redis.call("zadd", type_prefix .. task_type, created, task_id)
-        local ts = string.format("%d", math.floor(tonumber(created) / 1000))
         redis.call("xadd", events, "MAXLEN", "~", maxlen, "*",
             "id", task_id, "type", task_type, "status", "queued", "ts", ts)
         -- the Dramatiq message id in Redis is the task id on first enqueue (unique, as required)

@@ -309,16 +309,9 @@ async def test_a_resent_submit_batch_records_and_enqueues_once(settings, rclient
     client = async_client(settings)
     store = TaskStore(client, settings)
     task_args = [
-        "00000000-0000-4000-8000-000000000001",
-        1,
-        "",
-        "default.p2",
-        "echo",
-        b"{}",
-        2,
-        "status",
-        "queued",
-    ]
+        "00000000-0000-4000-8000-000000000001", 1, "", "default.p2", "echo", b"{}",
+        "P2", b"{}", "cid", "tester", "", "",
+    ]  # fmt: skip
     first = await store.batcher._call([(task_args, None)])  # type: ignore[list-item]
     again = await store.batcher._call([(task_args, None)])  # type: ignore[list-item]
     await client.aclose()
