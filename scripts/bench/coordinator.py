@@ -13,7 +13,12 @@ on PATH (``make bench`` installs Debian's package), else an aiohttp generator in
 (or ``--clients N`` spawned processes). A Python generator saturates before a bare aiohttp
 server does on two cores, which flatters any ratio, so wrk is preferred. Each phase has a
 warm-up and then a measured window.
-Phases alternate (bare, coordinator, bare, coordinator, ...) and the best round of each is
+* ``enqueue_floor``: the bare handler plus the coordinator's batched enqueue (``TaskStore.submit``,
+  answered once Redis holds the task) and nothing else — the floor of any Redis-confirmed
+  enqueue on this stack; the coordinator's own work (auth, validation, errors, correlation id,
+  metrics) is the distance from it to ``coordinator_post_tasks``.
+
+Phases alternate (bare, enqueue, coordinator, bare, ...) and the best round of each is
 reported, together with every round. After each coordinator round the length of the Dramatiq
 queue list is checked against the number of 202 answers (``enqueued_verified``).
 
@@ -72,7 +77,9 @@ QUEUE_KEY = "dramatiq:default.p2"
 TARGETS = {"ratio_min": 0.70, "p99_ms_max": 20}
 #: Environment variable carrying the JWT secret to the coordinator server process.
 SECRET_ENV = "OPSDECK_BENCH_JWT_SECRET"  # noqa: S105 - a variable name, not a secret
-PHASES = ("bare", "coordinator")
+PHASES = ("bare", "enqueue", "coordinator")
+#: Phases that enqueue into Redis (their queue length is checked against their 2xx answers).
+ENQUEUING = ("enqueue", "coordinator")
 
 
 def log(message: str) -> None:
@@ -99,6 +106,48 @@ def bare_app() -> web.Application:
     return app
 
 
+def enqueue_app(redis_url: str, var_dir: Path) -> web.Application:
+    """The bare handler plus the coordinator's batched, Redis-confirmed enqueue (``TaskStore.submit``)
+    and nothing else: no auth, no validation, no middleware, no metrics. What any endpoint that
+    answers only after Redis has the task costs on this stack; the coordinator's own work is
+    the difference between this phase and ``coordinator``."""
+    from pydantic import SecretStr
+
+    from shared.redis import async_client
+    from shared.settings import Settings
+    from shared.tasks import Priority, get_task_type
+    from shared.taskstore import TaskStore
+
+    settings = Settings(
+        redis_url=redis_url, jwt_secret=SecretStr(os.environ[SECRET_ENV]), opsdeck_var_dir=var_dir
+    )
+    echo = get_task_type("echo")
+    assert echo is not None
+    store_key = web.AppKey("store", TaskStore)
+
+    async def redis_ctx(app: web.Application) -> Any:
+        client = async_client(settings)
+        app[store_key] = TaskStore(client, settings)
+        yield
+        await client.aclose()
+
+    async def accept(request: web.Request) -> web.Response:
+        data = orjson.loads(await request.read())
+        submitted = await request.app[store_key].submit(
+            echo, data["payload"], Priority.P2, subject="bench", correlation_id="bench"
+        )
+        return web.Response(
+            body=orjson.dumps({"id": submitted.task_id, "status": "queued"}),
+            status=202,
+            content_type="application/json",
+        )
+
+    app = web.Application()
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_post(PATH, accept)
+    return app
+
+
 def coordinator_app(redis_url: str, var_dir: Path) -> web.Application:
     """The real coordinator app, as ``python -m coordinator`` builds it."""
     from pydantic import SecretStr
@@ -114,7 +163,13 @@ def coordinator_app(redis_url: str, var_dir: Path) -> web.Application:
 
 def serve(kind: str, port: int, redis_url: str, var_dir: Path, profile: Path | None) -> None:
     """Serve ``kind`` on 127.0.0.1:``port`` until SIGTERM (optionally under cProfile)."""
-    app = bare_app() if kind == "bare" else coordinator_app(redis_url, var_dir)
+    app = (
+        bare_app()
+        if kind == "bare"
+        else enqueue_app(redis_url, var_dir)
+        if kind == "enqueue"
+        else coordinator_app(redis_url, var_dir)
+    )
     profiler = None
     if profile is not None:
         import cProfile
@@ -441,6 +496,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         )
         try:
             servers["bare"] = start_server("bare", redis_url, Path(tmp) / "var", secret, None)
+            servers["enqueue"] = start_server("enqueue", redis_url, Path(tmp) / "var", secret, None)
             servers["coordinator"] = start_server(
                 "coordinator", redis_url, Path(tmp) / "var", secret, args.profile
             )
@@ -472,7 +528,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     entry.update(cpu)
                     if entry["rps"]:  # server CPU time per answered request: robust to a client-bound run
                         entry["server_cpu_us_per_req"] = round(cpu["server_cpu_pct"] * 1e4 / entry["rps"])
-                    if kind == "coordinator":
+                    if kind in ENQUEUING:
                         queued = int(client.llen(QUEUE_KEY))
                         entry["responses_2xx"] = accepted
                         entry["queue_length"] = queued
@@ -497,9 +553,9 @@ def report(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, 
     """The JSON document: best round of each phase, ratio, targets and every round."""
     keys = ("rps", "p50_ms", "p99_ms", "errors")
     best = {kind: max((r for r in rounds if r["phase"] == kind), key=lambda r: r["rps"]) for kind in PHASES}
-    bare, coord = ({k: best[kind][k] for k in keys} for kind in PHASES)
+    bare, floor, coord = ({k: best[kind][k] for k in keys} for kind in PHASES)
     ratio = round(coord["rps"] / bare["rps"], 3) if bare["rps"] else 0.0
-    verified = all(r["enqueued_verified"] for r in rounds if r["phase"] == "coordinator")
+    verified = all(r["enqueued_verified"] for r in rounds if r["phase"] in ENQUEUING)
     return {
         "benchmark": "coordinator",
         "machine": {
@@ -517,6 +573,9 @@ def report(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, 
         "baseline_bare_aiohttp": bare,
         "coordinator_post_tasks": coord,
         "ratio": ratio,
+        # the bare handler + the same batched Redis-confirmed enqueue, nothing else (see enqueue_app)
+        "enqueue_floor": floor,
+        "enqueue_floor_ratio": round(floor["rps"] / bare["rps"], 3) if bare["rps"] else 0.0,
         "targets": TARGETS,
         "meets_targets": ratio >= TARGETS["ratio_min"] and coord["p99_ms"] <= TARGETS["p99_ms_max"],
         "enqueued_verified": verified,
