@@ -15,9 +15,7 @@ from dashboard import audit
 from dashboard.guard import require_control
 from dashboard.keys import KEYS, REDIS, STORE
 from shared.errors import NotFound, ValidationFailed
-from shared.store import decode_record
 from shared.tasks import Priority, TaskStatus, get_task_type
-from shared.taskstore import MAX_SCAN, decode_cursor, encode_cursor
 from shared.web import json_response, parse_query, pydantic_fields, read_json, truncate
 
 #: Largest page of ``GET /api/tasks``.
@@ -87,48 +85,14 @@ def for_display(record: dict[str, Any]) -> dict[str, Any]:
 
 async def search(request: web.Request, query: TaskQuery) -> tuple[list[dict[str, Any]], str | None]:
     """A page of tasks, newest first, filtered; the cursor of the next page (None at the end)."""
-    client, keys = request.app[REDIS], request.app[KEYS]
-    index = (
-        keys.tasks_by_status(query.status)
-        if query.status
-        else (keys.tasks_by_type(query.type) if query.type else keys.tasks_all)
-    )
-    low = int(query.since.timestamp() * 1e6) if query.since else "-inf"
-    high: Any = int(query.until.timestamp() * 1e6) if query.until else "+inf"
-    after: str | None = None
-    if query.cursor:
-        high, after = decode_cursor(query.cursor)
-    items: list[dict[str, Any]] = []
-    scanned, last, exhausted = 0, None, False
-    while len(items) < query.limit and scanned < MAX_SCAN and not exhausted:
-        entries = await client.zrevrangebyscore(index, high, low, start=0, num=200, withscores=True)
-        entries = [(m.decode(), s) for m, s in entries]
-        entries = [(m, s) for m, s in entries if not (after and s == float(high) and m >= after)]
-        exhausted = len(entries) < 150
-        async with client.pipeline(transaction=False) as pipe:
-            for member, _ in entries:
-                pipe.hgetall(keys.task(member))
-            records = await pipe.execute()
-        for (member, score), raw in zip(entries, records, strict=True):
-            scanned += 1
-            last = (score, member)
-            record = decode_record(raw) if raw else None
-            if record is not None and _matches(record, query):
-                items.append(record)
-                if len(items) == query.limit:
-                    break
-        if last is None or not entries:
-            break
-        high, after = repr(last[0]), last[1]
-    more = last is not None and (not exhausted or len(items) == query.limit)
-    return items, encode_cursor(*last) if more and last is not None else None
-
-
-def _matches(record: dict[str, Any], query: TaskQuery) -> bool:
-    return (
-        (query.type is None or record.get("type") == query.type)
-        and (query.status is None or record.get("status") == query.status)
-        and (query.priority is None or record.get("priority") == query.priority)
+    return await request.app[STORE].list(
+        status=query.status,
+        type_name=query.type,
+        priority=query.priority,
+        since_us=int(query.since.timestamp() * 1e6) if query.since else None,
+        until_us=int(query.until.timestamp() * 1e6) if query.until else None,
+        limit=query.limit,
+        cursor=query.cursor,
     )
 
 

@@ -142,9 +142,21 @@ class TaskStore:
         return await self.get(task_id)
 
     async def list(
-        self, *, status: TaskStatus | None, type_name: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        status: TaskStatus | None,
+        type_name: str | None,
+        limit: int,
+        cursor: str | None,
+        priority: Priority | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of tasks, newest first, and the cursor of the next page (None at the end)."""
+        """A page of tasks, newest first, and the cursor of the next page (None at the end).
+
+        Filters: status, type and priority, and a creation window ``since_us``..``until_us``
+        (µs, inclusive). The narrowest index (status, else type, else all) is walked by score,
+        at most MAX_SCAN entries per call; the cursor resumes after the last entry examined."""
         keys = self.keys
         index = (
             keys.tasks_by_status(status)
@@ -153,14 +165,17 @@ class TaskStore:
             if type_name
             else keys.tasks_all
         )
-        max_score, after_id = decode_cursor(cursor) if cursor else ("+inf", None)
+        low: int | str = since_us if since_us is not None else "-inf"
+        max_score, after_id = (
+            decode_cursor(cursor) if cursor else (str(until_us) if until_us is not None else "+inf", None)
+        )
         items: list[dict[str, Any]] = []
         scanned = 0
         last: tuple[float, str] | None = None
         while len(items) < limit and scanned < MAX_SCAN:
             chunk = min(MAX_LIMIT, limit - len(items) + 50)
             raw_entries = await self.client.zrevrangebyscore(
-                index, max_score, "-inf", start=0, num=chunk, withscores=True
+                index, max_score, low, start=0, num=chunk, withscores=True
             )
             entries = [
                 (m.decode(), s)
@@ -183,6 +198,8 @@ class TaskStore:
                 if type_name and record.get("type") != type_name:
                     continue
                 if status and record.get("status") != status:
+                    continue
+                if priority and record.get("priority") != priority:
                     continue
                 items.append(record)
                 if len(items) == limit:
