@@ -35,13 +35,17 @@ class SubmitBatcher:
         self._header = list(header)
         self._pending: list[Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(self, task_args: Sequence[Any]) -> tuple[bool, str]:
         """Submit one task's argument group; returns (created, task id or first task's id)."""
-        future: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:  # asyncio.get_running_loop() makes a getpid system call: once is enough
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[bool, str]] = loop.create_future()
         self._pending.append((task_args, future))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            self._flusher = loop.create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
