@@ -2,8 +2,9 @@
 
 A session is a JWT signed with a key derived from ``JWT_SECRET`` (so a session cookie is never
 a valid API token elsewhere), carried in an HttpOnly, SameSite=Strict cookie (Secure in
-production). Its CSRF token is an HMAC of the session id: nothing is stored server-side, so
-any number of dashboard processes behind a load balancer accept it. Scripts may instead send
+production). Its CSRF token is an HMAC of the session id, so any number of dashboard processes
+behind a load balancer accept it; the only server-side state is the revocation a logout writes
+to Redis (until the session would have expired), which every process checks. Scripts may instead send
 ``Authorization: Bearer <token>`` minted by ``opsdeck token`` (no cookie, so no CSRF needed).
 
 Login takes ``DASHBOARD_PASSWORD`` (role admin; compared in constant time) or a token with the
@@ -24,7 +25,7 @@ import aiohttp_jinja2
 import jwt
 from aiohttp import web
 
-from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS
+from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS, USER
 from shared.auth import Principal, Verifier
 from shared.errors import AuthError
 
@@ -48,6 +49,8 @@ class User:
     role: Role
     via: Literal["session", "bearer"]
     session_id: str = ""
+    #: When the session cookie expires (epoch seconds; 0 for bearer callers).
+    expires_at: float = 0.0
 
     @property
     def can_control(self) -> bool:
@@ -103,7 +106,7 @@ class Sessions:
         role = claims.get("role")
         if role not in ("viewer", "operator", "admin"):
             return None
-        return User(str(claims["sub"]), role, "session", str(claims["sid"]))
+        return User(str(claims["sub"]), role, "session", str(claims["sid"]), float(claims["exp"]))
 
     def csrf_token(self, user: User) -> str:
         """The CSRF token of a session (empty for bearer callers, who need none)."""
@@ -214,7 +217,21 @@ def _check_credentials(request: web.Request, password: str, token: str) -> User 
 
 
 async def logout(request: web.Request) -> web.Response:
-    """End the session (POST with the CSRF token) and go back to the login page."""
+    """End the session (POST with the CSRF token) and go back to the login page.
+
+    The session is revoked in Redis until it would have expired, so a copy of the cookie is
+    refused too, not only the browser's own (which is deleted)."""
+    user: User = request[USER]
+    if user.via == "session":
+        ttl = max(1, int(user.expires_at - time.time()) + 1)
+        await request.app[REDIS].set(request.app[KEYS].revoked_session(user.session_id), 1, ex=ttl)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
+
+
+async def revoked(request: web.Request, user: User) -> bool:
+    """True when ``user``'s session was ended by a logout (bearer callers are never revoked)."""
+    if user.via != "session":
+        return False
+    return bool(await request.app[REDIS].exists(request.app[KEYS].revoked_session(user.session_id)))

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from dashboard.auth import CSRF_HEADER, User, authenticate
+from dashboard.auth import CSRF_HEADER, User, authenticate, revoked
 from dashboard.keys import SESSIONS, USER
 from shared.errors import AuthError, ScopeError
 from shared.web import Handler
@@ -82,6 +82,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if is_public(request.path) or request.path in SELF_AUTHENTICATED:
         return await handler(request)
     user = authenticate(request)
+    if user is not None and await revoked(request, user):
+        user = None
     if user is None:
         if request.path.startswith("/api/") or request.path == "/ws":
             raise AuthError("log in, or send Authorization: Bearer <token with admin/operator/viewer scope>")

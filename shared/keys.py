@@ -124,6 +124,10 @@ class Keys:
         """String (INCR, expires): failed dashboard logins from one client address in the window."""
         return f"{self.prefix}dashboard:login_failures:{client}"
 
+    def revoked_session(self, session_id: str) -> str:
+        """String (expires with the session): a dashboard session ended by logout."""
+        return f"{self.prefix}dashboard:revoked:{session_id}"
+
     # -- Dramatiq's own keys (see dramatiq/brokers/redis/dispatch.lua) ------------------------
     def queue(self, queue_name: str) -> str:
         """List: ids of ready messages of a Dramatiq queue."""

@@ -233,3 +233,20 @@ async def test_payloads_and_tracebacks_are_escaped_and_truncated(as_role, rclien
     assert "more characters truncated" in page and len(page) < 40_000
     data = await (await client.get(f"/api/tasks/{task_id}")).json()
     assert len(data["traceback"]) < 9_000
+
+
+async def test_logout_revokes_the_session_everywhere(as_role, rclient, dash_settings):
+    """A copy of the cookie taken before logout is refused afterwards (revoked in Redis until it
+    would have expired), not only the browser's own cookie, which logout deletes."""
+    client, csrf = await as_role("operator")
+    cookie = next(c.value for c in client.session.cookie_jar if c.key == "opsdeck_session")
+    stolen = {"Cookie": f"opsdeck_session={cookie}"}
+    assert (await client.get("/api/worker/status", headers=stolen)).status == 200
+    out = await client.post("/logout", headers={"X-CSRF-Token": csrf}, allow_redirects=False)
+    assert out.status == 303 and out.headers["Location"] == "/login"
+    client.session.cookie_jar.clear()
+    assert (await client.get("/api/worker/status", headers=stolen)).status == 401
+    page = await client.get("/", headers=stolen, allow_redirects=False)
+    assert page.status == 401
+    revoked = list(rclient.scan_iter(KEYS.revoked_session("*")))
+    assert len(revoked) == 1 and 0 < rclient.ttl(revoked[0]) <= dash_settings.dashboard_session_ttl + 1
