@@ -10,52 +10,47 @@ call costs more than the rest of building an id.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 #: Identifiers drawn per ``os.urandom`` call.
 BLOCK = 256
 #: The RFC 9562 variant bits (10xx) as the first hex digit of the fourth group, by random digit.
 _VARIANT = "89ab89ab89ab89ab"
 
-_uuids: list[str] = []
-_hexes: list[str] = []
+
+class _Supply:
+    """Identifiers made from 32 random hex digits each, BLOCK at a time."""
+
+    def __init__(self, make: Callable[[str], str]) -> None:
+        self._make = make
+        self._ready: list[str] = []
+
+    def take(self) -> str:
+        """The next identifier (refilling from ``os.urandom`` when the block is used up)."""
+        while True:  # another thread may empty a fresh block first
+            try:
+                return self._ready.pop()
+            except IndexError:
+                raw = os.urandom(16 * BLOCK).hex()
+                self._ready.extend(self._make(raw[i : i + 32]) for i in range(0, len(raw), 32))
+
+    def forget(self) -> None:
+        """Drop the unused block (after ``fork``: parent and child must not hand out the same ids)."""
+        self._ready.clear()
 
 
-def _refill_uuids() -> None:
-    raw = os.urandom(16 * BLOCK).hex()
-    _uuids.extend(
-        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
-        for h in (raw[i : i + 32] for i in range(0, len(raw), 32))
-    )
+def _uuid4(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
 
 
-def _refill_hexes() -> None:
-    raw = os.urandom(16 * BLOCK).hex()
-    _hexes.extend(raw[i : i + 32] for i in range(0, len(raw), 32))
+_uuids = _Supply(_uuid4)
+_hexes = _Supply(str)
 
-
-def uuid4_text() -> str:
-    """A random UUID, version 4, in its canonical text form (as ``str(uuid.uuid4())``)."""
-    while True:  # another thread may empty a fresh block first
-        try:
-            return _uuids.pop()
-        except IndexError:
-            _refill_uuids()
-
-
-def random_hex() -> str:
-    """32 random hex digits (128 bits), e.g. a correlation id."""
-    while True:  # another thread may empty a fresh block first
-        try:
-            return _hexes.pop()
-        except IndexError:
-            _refill_hexes()
-
-
-def _forget() -> None:
-    """After ``fork``: parent and child must not hand out the same ids."""
-    _uuids.clear()
-    _hexes.clear()
-
+#: A random UUID, version 4, in its canonical text form (as ``str(uuid.uuid4())``).
+uuid4_text: Callable[[], str] = _uuids.take
+#: 32 random hex digits (128 bits), e.g. a correlation id.
+random_hex: Callable[[], str] = _hexes.take
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget)
+    os.register_at_fork(after_in_child=_uuids.forget)
+    os.register_at_fork(after_in_child=_hexes.forget)
