@@ -15,7 +15,6 @@ holds it) and survives Redis outages (waiters then time out and the API answers 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -24,6 +23,7 @@ import redis.exceptions
 from aiohttp import web
 
 from coordinator.keys import REDIS, SETTINGS
+from shared.aio import cancel_and_wait
 from shared.keys import Keys
 from shared.redis import async_client
 from shared.tasks import TERMINAL_STATUSES
@@ -68,9 +68,7 @@ class TaskWaiter:
     async def stop(self) -> None:
         """Stop the listener; pending waiters time out as usual."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
 
     async def wait(self, task_id: str, seconds: float) -> str | None:
         """The task's terminal status once it ends within ``seconds``, else None (also on Redis errors)."""

@@ -14,7 +14,6 @@ Frames: ``{"type": "snapshot", "data": {section: value}}`` first, then
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -27,6 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from dashboard.guard import same_origin
 from dashboard.keys import KEYS, POLLER, REDIS, SETTINGS, SOCKETS
 from dashboard.snapshot import SnapshotReader, alerts
+from shared.aio import cancel_and_wait
 from shared.web import REDIS_DOWN
 
 log = logging.getLogger("dashboard.stream")
@@ -188,9 +188,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             pass
     finally:
         poller.remove(client)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await sender
+        await cancel_and_wait([sender])
     return ws
 
 
@@ -218,9 +216,7 @@ async def poller_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     task = asyncio.create_task(poller.run())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait([task])
 
 
 async def close_sockets(app: web.Application) -> None:

@@ -15,7 +15,6 @@ suggestion when it is ready.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +36,7 @@ from coordinator.keys import REDIS, SETTINGS, STORE, VERIFIER
 from coordinator.schemas import ChatQuery, ChatRequest
 from coordinator.views.tasks import status_url
 from coordinator.waiter import WAITER
+from shared.aio import cancel_and_wait
 from shared.auth import Principal
 from shared.coaching import CHAT_PRIORITY, COACH, FEEDBACK, FEEDBACK_PRIORITY, FeedbackPayload, bandit_summary
 from shared.errors import Conflict, NotFound, OpsdeckError, ScopeError
@@ -199,8 +199,5 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
             pushes.add(task)
             task.add_done_callback(pushes.discard)
     finally:
-        for task in pushes:
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*pushes, return_exceptions=True)
+        await cancel_and_wait(pushes)
     return ws
