@@ -72,6 +72,8 @@ class Verifier:
         the same header on every request)."""
         principal = self._headers.get(header) if header else None
         if principal is None or principal.expires_at <= time.time():
+            if principal is not None:
+                del self._headers[header]  # type: ignore[arg-type]  # expired: verify says so
             principal = self.from_header(header)
             if len(self._headers) >= self._cache_size:
                 self._headers.clear()
