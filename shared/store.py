@@ -90,8 +90,8 @@ def decode_hash(
 def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
     """A task hash as the API shows it (JSON fields parsed, times as ISO 8601)."""
     out = decode_hash(raw, JSON_FIELDS, INT_FIELDS)
-    out.pop("created_us", None)
-    out.pop("redis_message_id", None)
+    for internal in ("created_us", "redis_message_id", "attempt_id", "ended_attempt"):
+        out.pop(internal, None)  # bookkeeping of the store scripts, not part of the record
     for field in TIME_FIELDS:
         out[field] = iso(out.get(field))
     out.setdefault("attempts", 0)

@@ -2,12 +2,20 @@
 -- Returns "ok", or the current status when the task must not run ("canceled", or a
 -- terminal status reached by an earlier delivery whose ack was lost).
 --
+-- The worker names each attempt (ARGV[13], random): the same call sent again after a lost reply
+-- (a connection reset) finds its own attempt running and changes nothing, so attempts, events
+-- and in-flight counts move once per attempt.
+--
 -- KEYS: 1 task hash, 2 tasks:all, 3 tasks:type:<type>, 4 events stream, 5 process counters hash
 -- ARGV: 1 task id, 2 now (ms), 3 worker id, 4 ttl (s), 5 events maxlen, 6 status index prefix,
---       7 fallback created (µs), 8 type, 9 queue, 10 priority, 11 payload json, 12 correlation id
+--       7 fallback created (µs), 8 type, 9 queue, 10 priority, 11 payload json, 12 correlation id,
+--       13 attempt id
 local status = redis.call("hget", KEYS[1], "status")
 if status == "canceled" or status == "succeeded" or status == "failed" or status == "dead" then
     return status
+end
+if status == "running" and redis.call("hget", KEYS[1], "attempt_id") == ARGV[13] then
+    return "ok"  -- this attempt's start, sent again
 end
 
 local task_id = ARGV[1]
@@ -26,7 +34,7 @@ if status then
 end
 redis.call("zadd", ARGV[6] .. "running", created, task_id)
 redis.call("hset", KEYS[1], "status", "running", "worker", ARGV[3], "started_at", ARGV[2],
-    "updated_at", ARGV[2])
+    "updated_at", ARGV[2], "attempt_id", ARGV[13])
 redis.call("hincrby", KEYS[1], "attempts", 1)
 redis.call("expire", KEYS[1], ARGV[4])
 redis.call("xadd", KEYS[4], "MAXLEN", "~", ARGV[5], "*",

@@ -23,6 +23,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import SkipMessage
 
 from shared.fastscript import FastScript
+from shared.ids import random_hex
 from shared.keys import Keys
 from shared.logging import bind_contextvars, clear_contextvars, get_logger
 from shared.settings import Settings
@@ -71,6 +72,8 @@ class TaskStore(Middleware):
             correlation_id=options.get("correlation_id") or None,
         )
         self._started.at = time.perf_counter()
+        # names this attempt, so a store call sent again after a lost reply is recognised
+        attempt = self._started.attempt = random_hex()
         payload = message.args[0] if message.args else {}
         now_ms = time.time_ns() // 1_000_000
         outcome = self._write(
@@ -87,6 +90,7 @@ class TaskStore(Middleware):
                 self.settings.task_events_maxlen, self.keys.tasks_status_prefix,
                 message.message_timestamp * 1000, message.actor_name, message.queue_name.removesuffix(".DQ"),
                 options.get("priority", ""), orjson.dumps(payload), options.get("correlation_id", ""),
+                attempt,
             ],
         )  # fmt: skip
         if outcome is not None and outcome != b"ok":
@@ -151,7 +155,7 @@ class TaskStore(Middleware):
                 self.settings.task_events_maxlen, self.keys.tasks_status_prefix, self.worker_label,
                 int(status != TaskStatus.SUCCEEDED), message.actor_name,
                 "" if duration_ms is None else duration_ms, self.keys.stats_minute_prefix,
-                redis_message_id, *fields,
+                redis_message_id, getattr(self._started, "attempt", ""), *fields,
             ],
         )  # fmt: skip
         if ack and previous is not None:
