@@ -6,6 +6,11 @@
 -- ARGV: 1 command id, 2 ttl (s), 3 desired state ("" = unchanged), 4 processes ("" = unchanged),
 --       5 command json, 6.. field/value pairs of the command record
 -- Returns {1, id} when issued, {0, first id} when the idempotency key was used before.
+-- The command id is new for every request, so a call sent again after a lost reply (redis-py
+-- retries once on a dead connection) finds its command recorded and issues nothing twice.
+if redis.call("exists", KEYS[1]) == 1 then
+    return {1, ARGV[1]}
+end
 if KEYS[2] ~= "" then
     local existing = redis.call("get", KEYS[2])
     if existing then

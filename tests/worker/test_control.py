@@ -127,3 +127,13 @@ async def test_paused_queue_is_not_consumed(procs, env_factory, tmp_path, rclien
     assert status(rclient, held) == "queued"
     rclient.srem(KEYS.paused_queues, "default.p2")
     wait_for(lambda: status(rclient, held) == "succeeded")
+
+
+def test_a_command_sent_again_after_a_lost_reply_is_issued_once(rclient):
+    """redis-py resends a call once on a dead connection; the same command must not reach the
+    agent twice (a restart would run twice)."""
+    worker = "resend-agent"
+    cmd = new_command(worker, "restart", issuer="tester")
+    assert issue(rclient, KEYS, cmd) == (True, cmd.id)
+    assert issue(rclient, KEYS, cmd) == (True, cmd.id)  # the same call again
+    assert rclient.xlen(KEYS.worker_commands(worker)) == 1
