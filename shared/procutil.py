@@ -43,6 +43,16 @@ def spawn(
     )
 
 
+#: Prefixes of the environment variables Opsdeck's own settings read.
+SETTINGS_PREFIXES = ("REDIS_", "OPSDECK_", "WORKER_", "JWT_")
+
+
+def isolated_env() -> dict[str, str]:
+    """This process's environment without Opsdeck's settings (:data:`SETTINGS_PREFIXES`), so a
+    child process started for a test, benchmark or load run gets only what its caller sets."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)}
+
+
 def python_module(module: str, *args: str) -> list[str]:
     """argv that runs ``python -m module`` with this interpreter."""
     return [sys.executable, "-m", module, *args]

@@ -3,7 +3,6 @@ plus factories for settings, tokens, the coordinator app and real worker agents.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import redis
 
 from shared.auth import mint
 from shared.embedded_redis import EmbeddedRedis
+from shared.procutil import isolated_env
 from shared.settings import Settings
 from tests.helpers import Processes
 
@@ -50,7 +50,7 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
 
 def base_env(redis_url: str, var_dir: Path, **extra: Any) -> dict[str, str]:
     """Environment for an Opsdeck subprocess under test: fast intervals, short timeouts."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "OPSDECK_", "WORKER_", "JWT_"))}
+    env = isolated_env()
     env.update(
         REDIS_URL=redis_url,
         JWT_SECRET=SECRET,

@@ -43,7 +43,7 @@ import redis  # noqa: E402
 from shared.auth import mint  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from shared.keys import Keys  # noqa: E402
-from shared.procutil import python_module, spawn, stop_all  # noqa: E402
+from shared.procutil import isolated_env, python_module, spawn, stop_all  # noqa: E402
 
 MESSAGES = (
     "What does it cost per seat?",
@@ -59,7 +59,7 @@ def log(message: str) -> None:
 
 
 def env_for(redis_url: str, var_dir: Path, secret: str, **extra: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "OPSDECK_", "WORKER_", "JWT_"))}
+    env = isolated_env()
     env.update(
         REDIS_URL=redis_url,
         JWT_SECRET=secret,

@@ -27,7 +27,7 @@ from shared.auth import mint
 from shared.embedded_redis import EmbeddedRedis, free_port
 from shared.keys import Keys
 from shared.load.faultproxy import FaultProxy
-from shared.procutil import python_module, spawn, stop_all
+from shared.procutil import isolated_env, python_module, spawn, stop_all
 
 #: Environment of the stack's processes (beyond Redis, secret, ports and directory).
 STACK_ENV = {
@@ -69,9 +69,7 @@ class Stack:
 
     def env(self, redis_url: str) -> dict[str, str]:
         """Environment of a stack process."""
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "OPSDECK_", "WORKER_", "JWT_"))
-        }
+        env = isolated_env()
         env.update(STACK_ENV)
         env.update(
             REDIS_URL=redis_url,

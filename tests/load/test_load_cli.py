@@ -4,7 +4,6 @@ its thresholds and exit code, and that no process is left behind, even after a C
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from shared.procutil import isolated_env
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -23,7 +24,7 @@ STAT_KEYS = {"count", "errors", "error_rate", "throughput_per_s", "p50_ms", "p95
 
 def load_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """TMPDIR under the test's directory: every process of the run carries it in its environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "OPSDECK_", "WORKER_", "JWT_"))}
+    env = isolated_env()
     env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT), OPSDECK_VAR_DIR=str(tmp_path / "var"), **extra)
     return env
 
