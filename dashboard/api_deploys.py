@@ -9,7 +9,6 @@ on the coordinator, and are written to the audit log.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from aiohttp import web
@@ -19,12 +18,9 @@ from dashboard import audit
 from dashboard.guard import require_control
 from dashboard.keys import KEYS, REDIS, SETTINGS, STORE
 from shared.deploy.actions import ACTIONS, apply_action, service_summaries
-from shared.deploy.models import ID_PATTERN
-from shared.deploy.store import MAX_LIMIT, DeployStore
+from shared.deploy.store import MAX_LIMIT, DeployStore, checked_id
 from shared.errors import NotFound
 from shared.web import json_response, parse_query
-
-_ID = re.compile(ID_PATTERN)
 
 
 class DeployQuery(BaseModel):
@@ -42,10 +38,7 @@ def deploy_store(request: web.Request) -> DeployStore:
 
 def checked_deploy_id(request: web.Request) -> str:
     """The route's deploy id; 404 unless it looks like one (a UUID)."""
-    deploy_id = request.match_info["id"]
-    if not _ID.match(deploy_id):
-        raise NotFound(f"deploy {deploy_id} not found")
-    return deploy_id
+    return checked_id(request.match_info["id"])
 
 
 async def deploy_rows(request: web.Request, service: str | None, limit: int) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ not allow them) and, where the worker must act, enqueue a ``deploy_step`` messag
 from __future__ import annotations
 
 import contextlib
-import re
 
 from aiohttp import web
 
@@ -17,13 +16,12 @@ from coordinator.keys import REDIS, SETTINGS, STORE
 from coordinator.schemas import DeployCreate, DeployListQuery
 from shared.deploy.actions import apply_action, service_summaries
 from shared.deploy.config import active_services
-from shared.deploy.models import DEPLOY, ID_PATTERN
-from shared.deploy.store import DeployStore
+from shared.deploy.models import DEPLOY
+from shared.deploy.store import DeployStore, checked_id
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.tasks import Priority
 
 SCOPE = "deploy"
-_ID = re.compile(ID_PATTERN)
 
 
 def deploy_url(deploy_id: str) -> str:
@@ -36,10 +34,7 @@ def _store(request: web.Request) -> DeployStore:
 
 
 def _deploy_id(request: web.Request) -> str:
-    deploy_id = request.match_info["task_id"]
-    if not _ID.match(deploy_id):
-        raise NotFound(f"deploy {deploy_id} not found")
-    return deploy_id
+    return checked_id(request.match_info["task_id"])
 
 
 async def create_deploy(request: web.Request) -> web.Response:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from shared.deploy.config import ServiceConfig
-from shared.deploy.models import DeployStatus, decode_deploy, encode_fields
+from shared.deploy.models import ID_PATTERN, DeployStatus, decode_deploy, encode_fields
 from shared.deploy.scripts import ACTION, CREATE
 from shared.errors import Conflict, NotFound
 from shared.keys import Keys
@@ -17,6 +18,14 @@ from shared.store import iso
 
 #: Largest page of ``GET /api/v1/deploys``.
 MAX_LIMIT = 200
+_ID = re.compile(ID_PATTERN)
+
+
+def checked_id(deploy_id: str) -> str:
+    """``deploy_id`` when it looks like one (a UUID); NotFound otherwise, without asking Redis."""
+    if not _ID.match(deploy_id):
+        raise NotFound(f"deploy {deploy_id} not found")
+    return deploy_id
 
 
 def new_record(
