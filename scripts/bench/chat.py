@@ -43,15 +43,8 @@ import redis  # noqa: E402
 from shared.auth import mint  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from shared.keys import Keys  # noqa: E402
+from shared.load.traffic import MESSAGES  # noqa: E402
 from shared.procutil import isolated_env, python_module, spawn, stop_all  # noqa: E402
-
-MESSAGES = (
-    "What does it cost per seat?",
-    "We already use a competitor, why would we switch?",
-    "Is the data stored in the EU? We need GDPR compliance.",
-    "My team has no time for a long rollout.",
-    "Sounds interesting, can we do a trial?",
-)
 
 
 def log(message: str) -> None:

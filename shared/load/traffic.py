@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+#: Seed chat turns (the load users and the chat benchmark send these).
 MESSAGES = (
     "What does it cost per seat?",
     "We already use a competitor, why would we switch?",
