@@ -151,8 +151,7 @@ def ws_principal(request: web.Request) -> Principal:
     token = request.query.get("token")
     if header is None and token:
         header = f"Bearer {token}"
-    principal = request.app[VERIFIER].from_header(header)
-    principal.require("tasks:write")
+    principal = request.app[VERIFIER].authorize(header, "tasks:write")
     origin = request.headers.get("Origin")
     if origin is not None and urlsplit(origin).netloc != request.host:
         raise ScopeError("cross-origin WebSocket refused: Origin must match the Host")
