@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from coordinator.http import MAX_BODY_BYTES, edge_middleware
+from coordinator.http import MAX_BODY_BYTES, add_fallbacks, edge
 from coordinator.keys import HTTP_METRICS, REDIS, REGISTRY, SETTINGS, STORE, VERIFIER
 from coordinator.routes import ENDPOINTS, add_routes
 from coordinator.waiter import waiter_ctx
@@ -37,14 +37,15 @@ async def _freeze_heap(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the coordinator app; Redis is connected lazily, so it starts even while Redis is down."""
-    app = web.Application(middlewares=[edge_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)  # no middleware: see coordinator.http.edge
     app[SETTINGS] = settings
     app[VERIFIER] = Verifier(settings.jwt_key)
     registry = CollectorRegistry()
     app[REGISTRY] = registry
-    app[HTTP_METRICS] = HttpMetrics(registry, "coordinator")
+    metrics = app[HTTP_METRICS] = HttpMetrics(registry, "coordinator")
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(waiter_ctx)  # one task-end listener per process (chat ?wait)
     app.on_startup.append(_freeze_heap)
-    add_routes(app, ENDPOINTS)
+    add_routes(app, ENDPOINTS, wrap=lambda handler, path, method: edge(handler, path, metrics, method))
+    add_fallbacks(app, metrics)
     return app

@@ -17,6 +17,3 @@ STORE = web.AppKey("store", TaskStore)
 VERIFIER = web.AppKey("verifier", Verifier)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
-
-#: Per request: the correlation id (X-Request-ID or generated).
-CORRELATION_ID = web.RequestKey("correlation_id", str)

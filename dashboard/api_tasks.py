@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from dashboard import audit
 from dashboard.guard import require_control
 from dashboard.keys import KEYS, REDIS, STORE
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import NotFound, ValidationFailed, pydantic_fields
 from shared.tasks import Priority, TaskStatus, get_task_type
-from shared.web import json_response, parse_query, pydantic_fields, read_json, truncate
+from shared.web import json_response, parse_query, read_json, truncate
 
 #: Largest page of ``GET /api/tasks``.
 MAX_PAGE = 100

@@ -4,6 +4,7 @@ OpsdeckError
 ├── ConfigError           settings are missing or invalid; the process refuses to start
 ├── AuthError             no, malformed, expired or badly signed token          → 401
 │   └── ScopeError        valid token without the scope the route needs         → 403
+├── BadRequest            a request body is not JSON at all                      → 400
 ├── ValidationFailed      a request body or query failed validation              → 422
 ├── NotFound              the named thing does not exist (or has expired)        → 404
 ├── Conflict              the request clashes with the thing's current state     → 409
@@ -12,7 +13,10 @@ OpsdeckError
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class OpsdeckError(Exception):
@@ -47,6 +51,13 @@ class ScopeError(AuthError):
     code = "forbidden"
 
 
+class BadRequest(OpsdeckError):
+    """A request body that cannot be parsed at all (malformed JSON)."""
+
+    status = 400
+    code = "bad_request"
+
+
 class ValidationFailed(OpsdeckError):
     """A request body or query parameter failed validation."""
 
@@ -73,3 +84,8 @@ class Unavailable(OpsdeckError):
 
     status = 503
     code = "unavailable"
+
+
+def pydantic_fields(exc: ValidationError, root: str) -> list[dict[str, Any]]:
+    """Pydantic errors as ``[{"loc": [root, ...], "msg"}]`` (the ``fields`` of ValidationFailed)."""
+    return [{"loc": [root, *e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)]

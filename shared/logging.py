@@ -10,17 +10,24 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 import structlog
-from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
+from structlog.contextvars import STRUCTLOG_KEY_PREFIX, bind_contextvars, clear_contextvars, merge_contextvars
 
 #: Keys whose values never reach a log line.
 SECRET_KEYS = frozenset(
     {"authorization", "token", "password", "secret", "jwt", "jwt_secret", "api_key", "cookie"}
 )
 REDACTED = "[redacted]"
+
+#: The correlation id in structlog's context: a ContextVar named with structlog's key prefix, which
+#: ``merge_contextvars`` (every log line) and ``get_contextvars`` (Sentry's tags) read like any
+#: bound key, and ``clear_contextvars`` clears. The coordinator's edge sets it once per request,
+#: one C call where ``bind_contextvars`` runs a Python loop.
+CORRELATION_ID: ContextVar[str] = ContextVar(f"{STRUCTLOG_KEY_PREFIX}correlation_id")
 
 
 def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -82,4 +89,4 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
 
-__all__ = ["bind_contextvars", "clear_contextvars", "get_logger", "setup_logging"]
+__all__ = ["CORRELATION_ID", "bind_contextvars", "clear_contextvars", "get_logger", "setup_logging"]

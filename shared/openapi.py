@@ -62,10 +62,16 @@ class Endpoint:
     operation_id: str | None = None
 
 
-def add_routes(app: web.Application, endpoints: Iterable[Endpoint]) -> None:
-    """Register every endpoint on the app's router."""
+def add_routes(
+    app: web.Application,
+    endpoints: Iterable[Endpoint],
+    wrap: Callable[[Handler, str, str], Handler] | None = None,
+) -> None:
+    """Register every endpoint on the app's router (each handler passed through ``wrap`` with
+    its path and method, when given)."""
     for ep in endpoints:
-        app.router.add_route(ep.method, ep.path, ep.handler, name=ep.name)
+        handler = ep.handler if wrap is None else wrap(ep.handler, ep.path, ep.method)
+        app.router.add_route(ep.method, ep.path, handler, name=ep.name)
 
 
 def input_errors(ep: Endpoint) -> list[int]:

@@ -8,10 +8,13 @@ registers an actor of the same name. Unknown types are rejected before anything 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -51,6 +54,24 @@ def queue_name(group: str, priority: Priority) -> str:
     return f"{group}.{priority.value.lower()}"
 
 
+#: Task type names and queue groups: safe as Dramatiq actor and queue names and in key names.
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+@cache
+def accepts_any_object(model: type[BaseModel]) -> bool:
+    """True for a model that takes any JSON object unchanged (no fields, extra allowed, no
+    validators, serializers or computed fields), e.g. ``EchoPayload``: validating it is a copy."""
+    decorators = model.__pydantic_decorators__
+    return (
+        not model.model_fields
+        and not model.model_computed_fields
+        and model.model_config.get("extra") == "allow"
+        and not (decorators.validators or decorators.field_validators or decorators.root_validators)
+        and not (decorators.model_validators or decorators.model_serializers or decorators.field_serializers)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TaskType:
     """One allowed task type: its actor, payload model, queue group and retry policy."""
@@ -61,22 +82,35 @@ class TaskType:
     queue_group: str = "default"
     #: Retries after the first attempt; None uses ``TASK_MAX_RETRIES``.
     max_retries: int | None = None
+    #: Name of the Dramatiq actor that runs this type (the type name itself).
+    actor_name: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def actor_name(self) -> str:
-        """Name of the Dramatiq actor that runs this type (the type name itself)."""
-        return self.name
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "actor_name", self.name)  # a slot, not a property: read per request
 
     def queues(self) -> list[str]:
         """This type's queues, most urgent first."""
         return [queue_name(self.queue_group, p) for p in Priority]
 
+    def encode_payload(self, payload: dict[str, Any]) -> bytes:
+        """The payload as validated by the type's model, encoded as JSON (what the message and the
+        task record carry); pydantic's ValidationError when the model refuses it."""
+        model = self.payload_model
+        if accepts_any_object(model):
+            return orjson.dumps(payload)
+        return model.__pydantic_serializer__.to_json(model.__pydantic_validator__.validate_python(payload))
+
 
 _REGISTRY: dict[str, TaskType] = {}
+#: The allow-list by name, read-only and live (what :func:`get_task_type` reads).
+TASK_TYPES = MappingProxyType(_REGISTRY)
 
 
 def register(task_type: TaskType) -> TaskType:
     """Add a task type to the allow-list (idempotent for the same definition)."""
+    for what, value in (("name", task_type.name), ("queue group", task_type.queue_group)):
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"task type {what} {value!r} must match {NAME_PATTERN.pattern}")
     existing = _REGISTRY.get(task_type.name)
     if existing is not None and existing != task_type:
         raise ValueError(f"task type {task_type.name!r} is already registered differently")

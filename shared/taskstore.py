@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from shared.batcher import SubmitBatcher
+from shared.batcher import SubmitBatcher, Submitted
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import uuid4_text
 from shared.keys import Keys
+from shared.resp import EMPTY, BulkCache, bulk
 from shared.settings import Settings
 from shared.store import decode_record, script_source
 from shared.tasks import Priority, TaskStatus, TaskType, queue_name
@@ -23,42 +24,24 @@ from shared.tasks import Priority, TaskStatus, TaskType, queue_name
 MAX_LIMIT = 200
 #: Index entries examined per list call when filters discard most of them.
 MAX_SCAN = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    """Outcome of a submission: the task id and whether this call created it."""
-
-    task_id: str
-    created: bool
+#: Arguments per task of ``submit.lua`` (after its fixed ones; see the script's header).
+SUBMIT_TASK_ARGS = 11
+#: Those arguments as one RESP template (see shared.resp): the names, the empty and the repeating
+#: values arrive packed; the task id (a UUID: fixed length), the time, the payload and the
+#: correlation id are formatted into it.
+_TASK_ARGS = b"".join([
+    b"$%d\r\n%%b\r\n" % len(uuid4_text()),  # task id
+    b"$%d\r\n%b\r\n",  # created (µs)
+    b"%b%b%b%b",  # idempotency key suffix, queue, type, priority (packed)
+    b"$%d\r\n%b\r\n$%d\r\n%b\r\n",  # payload, correlation id
+    b"%b%b%b",  # subject, idempotency key, digest (packed)
+])  # fmt: skip
 
 
 def payload_digest(type_name: str, payload: dict[str, Any], priority: Priority) -> str:
     """Digest of what was asked, to tell a replay from a different request with the same key."""
     canonical = orjson.dumps([type_name, payload, priority.value], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
-
-
-def encode_message(
-    task_type: TaskType,
-    task_id: str,
-    queue: str,
-    payload: dict[str, Any],
-    options: dict[str, Any],
-    now_ms: int,
-) -> bytes:
-    """A Dramatiq message exactly as ``dramatiq.Message.encode`` writes it (compact JSON)."""
-    return orjson.dumps(
-        {
-            "queue_name": queue,
-            "actor_name": task_type.actor_name,
-            "args": [payload],
-            "kwargs": {},
-            "options": options,
-            "message_id": task_id,
-            "message_timestamp": now_ms,
-        }
-    )
 
 
 class TaskStore:
@@ -68,18 +51,19 @@ class TaskStore:
         self.client = client
         self.settings = settings
         self.keys = keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        header = [
+            keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
+            keys.idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
+            settings.task_events_maxlen,
+        ]  # fmt: skip
         self.batcher = SubmitBatcher(
-            client,
-            settings.redis_timeout,
-            [
-                keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
-                keys.idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
-                settings.task_events_maxlen,
-            ],
-        )  # fmt: skip
+            client, settings.redis_timeout, [str(v).encode() for v in header], SUBMIT_TASK_ARGS
+        )
         self._cancel = client.register_script(script_source("cancel"))
+        #: RESP of the names that repeat across submissions (queues, types, priorities, subjects)
+        self._named = BulkCache()
 
-    async def submit(
+    def submit(
         self,
         task_type: TaskType,
         payload: dict[str, Any],
@@ -88,31 +72,46 @@ class TaskStore:
         subject: str,
         correlation_id: str,
         idempotency_key: str | None = None,
-    ) -> Submitted:
-        """Record and enqueue one task atomically; a seen idempotency key returns the first task."""
+    ) -> asyncio.Future[Submitted]:
+        """Record and enqueue one task atomically (await the result). A seen idempotency key
+        gives the first task (``created`` False), or Conflict when it named a different request."""
+        return self.submit_json(
+            task_type,
+            orjson.dumps(payload),
+            priority,
+            subject=subject,
+            correlation_id=correlation_id,
+            idempotency_key=idempotency_key,
+        )
+
+    def submit_json(
+        self,
+        task_type: TaskType,
+        payload_json: bytes,
+        priority: Priority,
+        *,
+        subject: str,
+        correlation_id: str,
+        idempotency_key: str | None = None,
+    ) -> asyncio.Future[Submitted]:
+        """:meth:`submit` with the payload as JSON already (a validated ``encode_payload``)."""
         task_id = uuid4_text()
-        now_us = time.time_ns() // 1000
-        prio = priority.value
-        queue = queue_name(task_type.queue_group, priority)
-        options = {"redis_message_id": task_id, "correlation_id": correlation_id, "priority": prio}
-        message = encode_message(task_type, task_id, queue, payload, options, now_us // 1000)
-        idem = digest = ""
+        created = b"%d" % (time.time_ns() // 1000)
+        named = self._named
+        idem = key = digest = EMPTY
         if idempotency_key:  # the digest tells a replay from a different request with the same key
-            digest = payload_digest(task_type.name, payload, priority)
-            idem = f"{subject}:{idempotency_key}"
-        # submit.lua's per-task arguments (it writes the record's constant and derived fields)
-        created, existing = await self.batcher.submit(
-            (task_id, now_us, idem, queue, task_type.name, message, prio, orjson.dumps(payload),
-             correlation_id, subject, idempotency_key or "", digest)
+            idem = bulk([f"{subject}:{idempotency_key}".encode()])
+            key = bulk([idempotency_key.encode()])
+            digest = named[payload_digest(task_type.name, orjson.loads(payload_json), priority)]
+        cid = correlation_id.encode()
+        # submit.lua's per-task arguments, packed (see shared.resp): it writes the record's
+        # constant and derived fields and the Dramatiq message itself
+        return self.batcher.submit(
+            _TASK_ARGS % (task_id.encode(), len(created), created, idem,
+                          named[queue_name(task_type.queue_group, priority)], named[task_type.name],
+                          named[priority], len(payload_json), payload_json, len(cid), cid, named[subject],
+                          key, digest)
         )  # fmt: skip
-        if not created:
-            other = await self.client.hget(self.keys.task(existing), "digest")
-            if other is not None and other.decode() != digest:
-                raise Conflict(
-                    "idempotency_key was already used for a different request",
-                    fields=[{"loc": ["body", "idempotency_key"], "msg": "reused with a different request"}],
-                )
-        return Submitted(existing, created)
 
     async def get(self, task_id: str) -> dict[str, Any]:
         """The task record as the API shows it; NotFound when unknown or expired."""

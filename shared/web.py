@@ -16,7 +16,7 @@ import redis.exceptions
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import OpsdeckError, ValidationFailed
+from shared.errors import OpsdeckError, ValidationFailed, pydantic_fields
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,6 @@ def error_response(
     body = {"error": {"code": code, "message": message, "fields": fields or []}}
     headers = {"WWW-Authenticate": 'Bearer realm="opsdeck"'} if status == 401 else None
     return json_response(body, status=status, headers=headers)
-
-
-def pydantic_fields(exc: ValidationError, root: str) -> list[dict[str, Any]]:
-    """Pydantic errors as ``[{"loc": [root, ...], "msg"}]``."""
-    return [{"loc": [root, *e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)]
 
 
 async def read_json(request: web.Request, model: type[Model], *, empty_ok: bool = False) -> Model:

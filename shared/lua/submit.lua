@@ -7,15 +7,19 @@
 -- own script does; so this script is not Redis Cluster safe, like Dramatiq's broker.
 -- ARGV: 1 task key prefix, 2 tasks:all, 3 status index prefix, 4 type index prefix,
 --       5 idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
---       9 events maxlen, then per task (TASK_ARGS = 12 items):
---       task id, created (µs), idempotency key suffix ("" when none), queue, type,
---       encoded message, priority, payload json, correlation id, submitted by,
---       idempotency key and request digest ("" when none).
+--       9 events maxlen, then per task (TASK_ARGS = 11 items, SUBMIT_TASK_ARGS in taskstore.py):
+--       task id, created (µs), idempotency key suffix ("" when none), queue, type, priority,
+--       payload json, correlation id, submitted by, idempotency key and request digest ("" when
+--       none).
 -- The record's constant and derived fields (status, attempts, timestamps in ms, the Dramatiq
--- message id) are written here, so each submission sends only what varies.
+-- message id) and the Dramatiq message itself are written here, so each submission sends only
+-- what varies. The message is the JSON dramatiq.Message.encode writes, put together from its
+-- parts: the task id, queue, type and priority are plain names (shared/tasks.py checks them),
+-- the payload is JSON already, and the correlation id goes through cjson.encode.
 -- Returns a flat array: per task 1 and its id when created (or created by an earlier send of
 -- the same call, so a retry after a lost reply is safe), 0 and the first task's id when its
--- idempotency key was seen before.
+-- idempotency key was seen before for the same request (same digest), -1 and that id when the
+-- key was used for a different request.
 local task_prefix, all_index, status_prefix, type_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local idem_prefix, events, namespace = ARGV[5], ARGV[6], ARGV[7]
 local ttl, maxlen = tonumber(ARGV[8]), ARGV[9]
@@ -24,9 +28,9 @@ local out = {}
 local i = 10
 while i <= #ARGV do
     local task_id, created, idem, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    local task_type, message = ARGV[i + 4], ARGV[i + 5]
-    local at = i + 6
-    i = i + 12
+    local task_type, priority, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+    local at = i + 7
+    i = i + 11
     local existing = false
     local task_key = task_prefix .. task_id
     if redis.call("exists", task_key) == 1 then
@@ -42,23 +46,29 @@ while i <= #ARGV do
         out[#out + 1] = 1
         out[#out + 1] = task_id
     elseif existing then
-        out[#out + 1] = 0
+        local digest = redis.call("hget", task_prefix .. existing, "digest")
+        out[#out + 1] = (digest and digest ~= ARGV[at + 3]) and -1 or 0
         out[#out + 1] = existing
     else
-        local ts = string.format("%d", math.floor(tonumber(created) / 1000))
+        local cid = ARGV[at]
+        local ms = string.format("%d", math.floor(tonumber(created) / 1000))
         redis.call("hset", task_key, "id", task_id, "type", task_type, "queue", queue,
-            "priority", ARGV[at], "status", "queued", "payload", ARGV[at + 1], "attempts", 0,
-            "correlation_id", ARGV[at + 2], "submitted_by", ARGV[at + 3], "redis_message_id", task_id,
-            "created_us", created, "created_at", ts, "updated_at", ts)
-        if ARGV[at + 4] ~= "" then
-            redis.call("hset", task_key, "idempotency_key", ARGV[at + 4], "digest", ARGV[at + 5])
+            "priority", priority, "status", "queued", "payload", payload, "attempts", 0,
+            "correlation_id", cid, "submitted_by", ARGV[at + 1], "redis_message_id", task_id,
+            "created_us", created, "created_at", ms, "updated_at", ms)
+        if ARGV[at + 2] ~= "" then
+            redis.call("hset", task_key, "idempotency_key", ARGV[at + 2], "digest", ARGV[at + 3])
         end
         redis.call("expire", task_key, ttl)
         redis.call("zadd", all_index, created, task_id)
         redis.call("zadd", queued_index, created, task_id)
         redis.call("zadd", type_prefix .. task_type, created, task_id)
         redis.call("xadd", events, "MAXLEN", "~", maxlen, "*",
-            "id", task_id, "type", task_type, "status", "queued", "ts", ts)
+            "id", task_id, "type", task_type, "status", "queued", "ts", ms)
+        local message = '{"queue_name":"' .. queue .. '","actor_name":"' .. task_type
+            .. '","args":[' .. payload .. '],"kwargs":{},"options":{"redis_message_id":"' .. task_id
+            .. '","correlation_id":' .. cjson.encode(cid) .. ',"priority":"' .. priority
+            .. '"},"message_id":"' .. task_id .. '","message_timestamp":' .. ms .. '}'
         -- the Dramatiq message id in Redis is the task id on first enqueue (unique, as required)
         redis.call("hset", namespace .. ":" .. queue .. ".msgs", task_id, message)
         redis.call("rpush", namespace .. ":" .. queue, task_id)

@@ -8,9 +8,10 @@ from shared.tasks import TaskSubmission, task_types
 
 
 def router_routes(app):
+    """(method, path) of every declared route; not the JSON 404/405 fallbacks (method ``*``)."""
     out = set()
     for route in app.router.routes():
-        if route.method == "HEAD":
+        if route.method in ("HEAD", "*"):
             continue
         out.add((route.method.lower(), route.resource.canonical))
     return out

@@ -304,17 +304,46 @@ async def test_ready_needs_a_fresh_worker_heartbeat(api, rclient):
 async def test_a_resent_submit_batch_records_and_enqueues_once(settings, rclient):
     """A batch sent again after a lost reply (connection died) must not duplicate anything."""
     from shared.redis import async_client
+    from shared.resp import bulk
     from shared.taskstore import TaskStore
 
     client = async_client(settings)
     store = TaskStore(client, settings)
-    task_args = [
-        "00000000-0000-4000-8000-000000000001", 1, "", "default.p2", "echo", b"{}",
-        "P2", b"{}", "cid", "tester", "", "",
-    ]  # fmt: skip
+    task_args = bulk([
+        b"00000000-0000-4000-8000-000000000001", b"1000", b"", b"default.p2", b"echo", b"P2",
+        b"{}", b"cid", b"tester", b"", b"",
+    ])  # fmt: skip
     first = await store.batcher._call([(task_args, None)])  # type: ignore[list-item]
     again = await store.batcher._call([(task_args, None)])  # type: ignore[list-item]
     await client.aclose()
     assert first == again == [1, b"00000000-0000-4000-8000-000000000001"]
     assert rclient.llen(KEYS.queue("default.p2")) == 1
     assert rclient.zcard(KEYS.tasks_all) == 1
+
+
+async def test_the_enqueued_message_is_what_dramatiq_would_write_for_any_values(settings, rclient):
+    """submit.lua assembles the Dramatiq message from its parts: a correlation id with quotes,
+    backslashes and non-ASCII, and a payload of every JSON kind, still decode to the same values."""
+    from shared.redis import async_client
+    from shared.tasks import ECHO, Priority
+    from shared.taskstore import TaskStore
+
+    payload = {"s": 'q"uo\\te ✓', "n": -1.5e300, "i": 2**63 - 1, "b": False, "z": None, "l": [{}, []]}
+    cid = 'odd "id" \\ ✓\n'
+    client = async_client(settings)
+    store = TaskStore(client, settings)
+    submitted = await store.submit(ECHO, payload, Priority.P0, subject="sübject", correlation_id=cid)
+    record = await store.get(submitted.task_id)
+    await client.aclose()
+    message = Message.decode(rclient.hget(KEYS.queue_messages("default.p0"), submitted.task_id))
+    assert message.args == (payload,)
+    assert message.options == {"redis_message_id": submitted.task_id, "correlation_id": cid, "priority": "P0"}
+    assert (message.message_id, message.actor_name, message.queue_name) == (
+        submitted.task_id,
+        "echo",
+        "default.p0",
+    )
+    assert abs(message.message_timestamp - time.time() * 1000) < 60_000
+    assert record["payload"] == payload
+    assert record["correlation_id"] == cid
+    assert record["submitted_by"] == "sübject"

@@ -100,7 +100,7 @@ async def test_request_exception_arrives_once_without_credentials(
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("store exploded")
 
-    monkeypatch.setattr(TaskStore, "submit", broken)
+    monkeypatch.setattr(TaskStore, "submit_json", broken)
     try:
         assert init_sentry(
             settings.model_copy(update={"sentry_dsn": SecretStr(receiver.dsn)}), component="coordinator"

@@ -6,10 +6,10 @@ import json
 import time
 
 import pytest
+from dramatiq import Message
 
 from shared.coaching import FEEDBACK
 from shared.keys import Keys
-from shared.taskstore import encode_message
 from tests.helpers import task_fields, wait_for
 from tests.worker.test_end_to_end import start_agent, wait_running, wait_status
 
@@ -27,7 +27,10 @@ def redeliver(rclient, task_id, payload):
     the record still says running, and Dramatiq's maintenance puts the same message back."""
     queue = "coach.p2"
     options = {"redis_message_id": task_id, "correlation_id": "redo", "priority": "P2"}
-    message = encode_message(FEEDBACK, task_id, queue, payload, options, int(time.time() * 1000))
+    message = Message(
+        queue_name=queue, actor_name=FEEDBACK.actor_name, args=(payload,), kwargs={}, options=options,
+        message_id=task_id, message_timestamp=int(time.time() * 1000),
+    ).encode()  # fmt: skip
     rclient.hset(KEYS.task(task_id), "status", "running")
     rclient.hset(KEYS.queue_messages(queue), task_id, message)
     rclient.rpush(KEYS.queue(queue), task_id)

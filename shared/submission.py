@@ -1,0 +1,97 @@
+"""Reading the body of ``POST /api/v1/tasks``: the coordinator's hot path.
+
+A well-formed body costs one orjson parse and a few dict lookups: exact types, known keys, a
+registered task type, a priority class and the idempotency key's pattern. Whatever those
+checks do not accept is handed to :class:`~shared.tasks.TaskSubmission` (the model the OpenAPI
+document shows), so every error names its field exactly as pydantic does; the fast checks
+accept nothing the model would refuse (``tests/shared/test_submission.py`` holds both to the
+same corpus of bodies). The payload is then validated by its type's model and kept as JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import orjson
+from pydantic import ValidationError
+
+from shared.errors import BadRequest, ValidationFailed, pydantic_fields
+from shared.tasks import TASK_TYPES, Priority, TaskSubmission, TaskType, task_types
+
+#: The keys a submission may have.
+KEYS = frozenset(TaskSubmission.model_fields)
+#: Priority classes by their JSON spelling.
+_PRIORITIES = {p.value: p for p in Priority}
+_DEFAULT_PRIORITY = TaskSubmission.model_fields["priority"].default.value
+#: TaskSubmission.idempotency_key's constraints (length 1-200, visible ASCII) as one pattern.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+_MISSING: Any = object()
+#: Builds a Submission without NamedTuple's Python-level ``__new__`` (once per request).
+_make = tuple.__new__
+
+
+class Submission(NamedTuple):
+    """A validated submission; the payload is JSON as its type's model validated it."""
+
+    task_type: TaskType
+    payload_json: bytes
+    priority: Priority
+    idempotency_key: str | None
+
+
+def parse_submission(body: bytes) -> Submission:
+    """Parse and validate a submission body: BadRequest (400) for malformed JSON, ValidationFailed
+    (422) naming the field for anything the model or the type's payload model refuses."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if type(data) is not dict:
+        raise ValidationFailed(
+            "body must be a JSON object", fields=[{"loc": ["body"], "msg": "expected an object"}]
+        )
+    name = data.get("type")
+    priority = data.get("priority", _DEFAULT_PRIORITY)
+    payload = data.get("payload", _MISSING)
+    key = data.get("idempotency_key")
+    task_type = TASK_TYPES.get(name) if type(name) is str else None
+    if (
+        task_type is None
+        or type(priority) is not str
+        or (priority := _PRIORITIES.get(priority)) is None
+        or (payload is not _MISSING and type(payload) is not dict)
+        or (key is not None and (type(key) is not str or not _IDEMPOTENCY_KEY.fullmatch(key)))
+        or not KEYS.issuperset(data)
+    ):
+        return _parse_with_model(data)
+    try:
+        payload_json = task_type.encode_payload({} if payload is _MISSING else payload)
+    except ValidationError as exc:
+        raise _payload_error(task_type, exc) from None
+    return _make(Submission, (task_type, payload_json, priority, key))
+
+
+def _parse_with_model(data: dict[str, Any]) -> Submission:
+    """The slow path: the model's verdict, with its error locations (``["body", field]``)."""
+    try:
+        model = TaskSubmission.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed("request body is invalid", fields=pydantic_fields(exc, "body")) from None
+    task_type = TASK_TYPES.get(model.type)
+    if task_type is None:
+        known = ", ".join(sorted(task_types()))
+        raise ValidationFailed(
+            f"unknown task type {model.type!r}",
+            fields=[{"loc": ["body", "type"], "msg": f"must be one of: {known}"}],
+        )
+    try:
+        payload_json = task_type.encode_payload(model.payload)
+    except ValidationError as exc:
+        raise _payload_error(task_type, exc) from None
+    return Submission(task_type, payload_json, model.priority, model.idempotency_key)
+
+
+def _payload_error(task_type: TaskType, exc: ValidationError) -> ValidationFailed:
+    fields = pydantic_fields(exc, "body.payload")
+    return ValidationFailed(f"payload is invalid for task type {task_type.name!r}", fields=fields)
