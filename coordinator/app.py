@@ -24,6 +24,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = client
     app[STORE] = TaskStore(client, app[SETTINGS])
     yield
+    await app[STORE].aclose()
     await client.aclose()
 
 

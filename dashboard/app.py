@@ -68,6 +68,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = client = async_client(app[SETTINGS], max_connections=32)
     app[STORE] = TaskStore(client, app[SETTINGS])
     yield
+    await app[STORE].aclose()
     await client.aclose()
 
 

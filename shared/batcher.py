@@ -1,10 +1,23 @@
-"""Coalesce concurrent task submissions into one Lua call per round trip.
+"""Coalesce concurrent task submissions into one Lua call per round trip, on a connection of its own.
 
 Each request awaits its own outcome, but while one call is in flight the submissions of other
 requests queue up and go out together in the next one (``shared/lua/submit.lua`` takes a
-batch). Idle, a submission goes out at once; loaded, one round trip, one command and one reply
-carry up to MAX_BATCH submissions. Each submission arrives packed already (its arguments as
-RESP bulk strings, :mod:`shared.resp`): a batch is a header and the chunks joined.
+batch). Idle, a submission goes out on the event loop's next turn; loaded, one round trip, one
+command and one reply carry up to MAX_BATCH submissions, and each reply sends the next batch
+at once. Each submission arrives packed already (its arguments as RESP bulk strings,
+:mod:`shared.resp`): a batch is a header and the chunks joined.
+
+The batcher writes to and reads from its connection itself (an ``asyncio.Protocol`` with a
+hiredis reader), not through redis-py's connection pool: per batch, the pool's checkout, its
+stream reads and a task to drive them cost as much as the submissions of a dozen requests.
+The connection is still made by redis-py (:func:`open_protocol`: address, TLS, AUTH, database),
+and the script loaded through the client after a NOSCRIPT.
+
+Failures keep the guarantees of a plain Redis call: a batch gets one deadline; when it passes,
+or the connection cannot be made, that batch and every submission waiting behind it fail (an
+outage answers everyone within one deadline) and the connection is dropped, so a late reply is
+never taken for another batch's. A batch whose connection died under it is sent once more on a
+new one: the script skips tasks it already recorded, so that records and enqueues nothing twice.
 
 The script also settles idempotency replays: an id seen before comes back with the first task's
 id, or as a conflict when that task was asked for with a different request.
@@ -13,13 +26,15 @@ id, or as a conflict when that task was asked for with a different request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
+from shared.aio import cancel_and_wait
 from shared.errors import Conflict
 from shared.resp import array_header, bulk
 from shared.store import script_sha, script_source
@@ -28,6 +43,8 @@ from shared.store import script_sha, script_source
 MAX_BATCH = 256
 #: submit.lua's outcome of a submission whose idempotency key names a different request.
 CONFLICT = -1
+#: Sends of one batch after its first: after a lost connection, or a NOSCRIPT (Redis restarted).
+RESENDS = 1
 
 
 class Submitted(NamedTuple):
@@ -44,6 +61,57 @@ _REUSED_FIELD = "reused with a different request"
 _make_submitted = tuple.__new__
 
 
+class Replies(asyncio.Protocol):
+    """The batcher's end of its connection: each reply parsed by hiredis and handed on in order."""
+
+    def __init__(self, on_reply: Callable[[Replies, Any], None], on_lost: Callable[[Replies], None]) -> None:
+        self._on_reply = on_reply
+        self._on_lost = on_lost
+        self._reader = hiredis.Reader(replyError=ResponseError)
+        self.transport: asyncio.Transport | None = None
+        #: The stream writer redis-py opened the connection with: kept, or collecting it would close it.
+        self.writer: asyncio.StreamWriter | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Remember the transport to write to."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        """Hand every complete reply on."""
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            self._on_reply(self, reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Tell the batcher (whatever was in flight on this connection is lost with it)."""
+        self.transport = None
+        self._on_lost(self)
+
+    def close(self) -> None:
+        """Close the connection (connection_lost follows)."""
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_protocol(client: aioredis.Redis, protocol: Replies) -> Replies:
+    """A new connection made exactly as ``client`` makes its own (address, TLS, AUTH, database),
+    then driven by ``protocol``: redis-py opens a connection as a pair of asyncio streams, and
+    their transport is handed over to the protocol, which reads the replies itself."""
+    conn = client.connection_pool.make_connection()
+    await conn.connect()
+    writer = getattr(conn, "_writer", None)  # redis-py keeps the streams of a connection there
+    if not isinstance(writer, asyncio.StreamWriter):
+        await conn.disconnect()
+        raise RuntimeError("this redis-py version does not keep its connection's streams in _writer")
+    conn._writer = conn._reader = None  # the connection object lets go; the protocol owns them now
+    transport = writer.transport
+    protocol.writer = writer
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    return protocol
+
+
 class SubmitBatcher:
     """Sends task submissions to ``submit.lua`` in batches; see the module docstring."""
 
@@ -56,79 +124,154 @@ class SubmitBatcher:
         self._head = bulk([b"EVALSHA", script_sha("submit").encode(), b"0", *header])
         self._head_args = 3 + len(header)
         self._args_per_task = args_per_task
-        self._pending: list[Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[Pending] = []
+        #: The batch sent and not answered yet, its command and how often it was sent again.
+        self._inflight: list[Pending] | None = None
+        self._command = b""
+        self._resends = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._scheduled = False
+        self._conn: Replies | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, task_args: bytes) -> asyncio.Future[Submitted]:
         """Queue one task's arguments (``args_per_task`` bulk strings, :func:`shared.resp.bulk`)
-        for the next call. The future resolves to its outcome:
-        Conflict when its idempotency key was used for a different request, the call's error when
-        Redis fails or the deadline passes."""
+        for the next call. The future resolves to its outcome: Conflict when its idempotency key
+        was used for a different request, the call's error when Redis fails or the deadline
+        passes."""
         loop = self._loop
         if loop is None:  # asyncio.get_running_loop() makes a getpid system call: once is enough
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Submitted] = asyncio.Future(loop=loop)
         self._pending.append((task_args, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
+        if self._inflight is None and not self._scheduled:
+            self._scheduled = True  # on the loop's next turn: what else arrives meanwhile joins
+            loop.call_soon(self._send_next)
         return future
 
-    async def _flush(self) -> None:
-        while self._pending:
-            await self._flush_batch()
+    async def aclose(self) -> None:
+        """Close the connection; submissions still waiting fail."""
+        await cancel_and_wait([*self._side_tasks, *([self._connecting] if self._connecting else [])])
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._fail_all(RedisConnectionError("the submission connection was closed"))
 
-    async def _flush_batch(self) -> None:
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        live = [p for p in batch if not p[1].done()]
-        if not live:
+    # -- sending -------------------------------------------------------------------------------
+    def _send_next(self) -> None:
+        self._scheduled = False
+        if self._inflight is not None:
+            return  # its reply sends the next batch
+        batch = [p for p in self._pending[:MAX_BATCH] if not p[1].done()]
+        del self._pending[:MAX_BATCH]
+        if not batch:
+            if self._pending:
+                self._send_next()
             return
-        try:
-            async with asyncio.timeout(self._deadline):
-                reply = await self._call(live)
-        except Exception as exc:  # refused, timed out: this batch and all waiting get the error,
-            live += self._pending  # so an outage answers everyone within one deadline
-            self._pending = []
-            for _, future in live:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), outcome, task_id in zip(live, reply[::2], reply[1::2], strict=True):
-            if future.done():
-                continue
-            if outcome == CONFLICT:
-                future.set_exception(
-                    Conflict(_REUSED, fields=[{"loc": ["body", "idempotency_key"], "msg": _REUSED_FIELD}])
-                )
-            else:
-                future.set_result(_make_submitted(Submitted, (task_id.decode(), outcome == 1)))
-
-    async def _call(self, batch: list[Pending]) -> list[Any]:
         count = self._head_args + self._args_per_task * len(batch)
-        command = b"".join([array_header(count), self._head, *[task_args for task_args, _ in batch]])
-        try:
-            return await self._send(command)
-        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): load it and send again
-            await self._client.script_load(script_source("submit"))
-            return await self._send(command)
-        except (ConnectionError, RedisConnectionError):
-            # A pooled connection that died under us (Redis restarted, a proxy reset it). The
-            # script skips tasks it already recorded, so sending the batch again is safe.
-            return await self._send(command)
+        self._command = b"".join([array_header(count), self._head, *[task_args for task_args, _ in batch]])
+        self._inflight, self._resends = batch, 0
+        assert self._loop is not None
+        self._timer = self._loop.call_later(self._deadline, self._expire)
+        self._write()
 
-    async def _send(self, command: bytes) -> list[Any]:
-        pool = self._client.connection_pool
-        conn = await pool.get_connection()
+    def _write(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.write(self._command)
+        elif self._connecting is None:
+            assert self._loop is not None
+            self._connecting = self._loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
         try:
-            await conn.send_packed_command(command, check_health=False)
-            reply = await conn.read_response()
-        except NoScriptError:
-            raise  # an error reply: the connection is still in step
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
-        if isinstance(reply, Exception):  # pragma: no cover - read_response raises error replies
-            raise reply
-        return list(reply)
+            conn = await open_protocol(self._client, Replies(self._on_reply, self._on_lost))
+        except Exception as exc:  # refused, timed out, authentication failed
+            self._connecting = None
+            self._fail_all(exc)
+            return
+        self._connecting = None
+        self._conn = conn
+        if self._inflight is not None:
+            self._write()
+
+    # -- receiving -----------------------------------------------------------------------------
+    def _on_reply(self, conn: Replies, reply: Any) -> None:
+        batch = self._inflight
+        if conn is not self._conn or batch is None:
+            return  # cannot happen: a connection is dropped as soon as its batch is given up
+        if isinstance(reply, ResponseError):
+            if str(reply).startswith("NOSCRIPT") and self._resends < RESENDS:
+                self._resends += 1  # Redis restarted (or SCRIPT FLUSH): load it and send again
+                self._side_task(self._load_and_resend())
+                return
+            self._settle()
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(reply)
+        else:
+            self._settle()
+            for (_, future), outcome, task_id in zip(batch, reply[::2], reply[1::2], strict=True):
+                if future.done():
+                    continue
+                if outcome == CONFLICT:
+                    field = {"loc": ["body", "idempotency_key"], "msg": _REUSED_FIELD}
+                    future.set_exception(Conflict(_REUSED, fields=[field]))
+                else:
+                    future.set_result(_make_submitted(Submitted, (task_id.decode(), outcome == 1)))
+        if self._pending:
+            self._send_next()
+
+    def _on_lost(self, conn: Replies) -> None:
+        if conn is not self._conn:
+            return
+        self._conn = None
+        if self._inflight is None:
+            return
+        if self._resends < RESENDS:  # the script skips tasks it already recorded: sending again is safe
+            self._resends += 1
+            self._write()
+        else:
+            self._fail_all(RedisConnectionError("Redis closed the connection"))
+
+    async def _load_and_resend(self) -> None:
+        try:
+            await self._client.script_load(script_source("submit"))
+        except Exception as exc:
+            self._fail_all(exc)
+            return
+        if self._inflight is not None:
+            self._write()
+
+    def _expire(self) -> None:
+        """The in-flight batch's deadline passed: it and everything waiting fail, and the
+        connection is dropped (a late reply must not be taken for the next batch's)."""
+        self._timer = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._fail_all(TimeoutError(f"Redis did not answer within {self._deadline:g} s"))
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """The in-flight batch is answered: no batch in flight, no deadline running."""
+        self._inflight = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fail_all(self, exc: BaseException) -> None:
+        waiting = (self._inflight or []) + self._pending
+        self._pending = []
+        self._settle()
+        for _, future in waiting:
+            if not future.done():
+                future.set_exception(exc)
+
+    def _side_task(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)

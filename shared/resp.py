@@ -5,7 +5,8 @@ per argument. hiredis' ``pack_command`` formats each argument with ``sprintf`` a
 through an intermediate string: about a thousand instructions an argument, the largest single
 cost of a submission. A task's arguments are instead packed once, into a chunk the batcher joins
 with the others behind one header: values that repeat (queue and type names, priorities,
-subjects) come from a :class:`BulkCache`, the others through one bytes template.
+subjects) come from a :class:`BulkCache`, the others are joined with a length prefix looked up
+in :data:`PREFIXES` (bytes ``%`` formatting costs about as much as hiredis' ``sprintf``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ from collections.abc import Iterable
 
 #: What Redis receives for an empty string.
 EMPTY = b"$0\r\n\r\n"
+#: The end of every bulk string.
+CRLF = b"\r\n"
+#: The header of a bulk string of each length below PREFIXES_MAX (``$<length>\r\n``).
+PREFIXES_MAX = 4096
+PREFIXES = tuple(b"$%d\r\n" % n for n in range(PREFIXES_MAX))
+
+
+def prefix(length: int) -> bytes:
+    """The header of a bulk string of ``length`` bytes."""
+    return PREFIXES[length] if length < PREFIXES_MAX else b"$%d\r\n" % length
 
 
 class BulkCache(dict[str, bytes]):

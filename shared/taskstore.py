@@ -15,7 +15,7 @@ from shared.batcher import SubmitBatcher, Submitted
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import uuid4_text
 from shared.keys import Keys
-from shared.resp import EMPTY, BulkCache, bulk
+from shared.resp import CRLF, EMPTY, PREFIXES, BulkCache, bulk, prefix
 from shared.settings import Settings
 from shared.store import decode_record, script_source
 from shared.tasks import Priority, TaskStatus, TaskType, queue_name
@@ -26,16 +26,6 @@ MAX_LIMIT = 200
 MAX_SCAN = 2000
 #: Arguments per task of ``submit.lua`` (after its fixed ones; see the script's header).
 SUBMIT_TASK_ARGS = 11
-#: Those arguments as one RESP template (see shared.resp): the names, the empty and the repeating
-#: values arrive packed; the task id (a UUID: fixed length), the time, the payload and the
-#: correlation id are formatted into it.
-_TASK_ARGS = b"".join([
-    b"$%d\r\n%%b\r\n" % len(uuid4_text()),  # task id
-    b"$%d\r\n%b\r\n",  # created (µs)
-    b"%b%b%b%b",  # idempotency key suffix, queue, type, priority (packed)
-    b"$%d\r\n%b\r\n$%d\r\n%b\r\n",  # payload, correlation id
-    b"%b%b%b",  # subject, idempotency key, digest (packed)
-])  # fmt: skip
 
 
 def payload_digest(type_name: str, payload: dict[str, Any], priority: Priority) -> str:
@@ -62,6 +52,10 @@ class TaskStore:
         self._cancel = client.register_script(script_source("cancel"))
         #: RESP of the names that repeat across submissions (queues, types, priorities, subjects)
         self._named = BulkCache()
+
+    async def aclose(self) -> None:
+        """Close the submission connection (the client is its owner's to close)."""
+        await self.batcher.aclose()
 
     def submit(
         self,
@@ -95,22 +89,25 @@ class TaskStore:
         idempotency_key: str | None = None,
     ) -> asyncio.Future[Submitted]:
         """:meth:`submit` with the payload as JSON already (a validated ``encode_payload``)."""
-        task_id = uuid4_text()
-        created = b"%d" % (time.time_ns() // 1000)
+        task_id = uuid4_text().encode()
+        created = str(time.time_ns() // 1000).encode()
         named = self._named
         idem = key = digest = EMPTY
         if idempotency_key:  # the digest tells a replay from a different request with the same key
             idem = bulk([f"{subject}:{idempotency_key}".encode()])
             key = bulk([idempotency_key.encode()])
-            digest = named[payload_digest(task_type.name, orjson.loads(payload_json), priority)]
+            digest = bulk([payload_digest(task_type.name, orjson.loads(payload_json), priority).encode()])
         cid = correlation_id.encode()
-        # submit.lua's per-task arguments, packed (see shared.resp): it writes the record's
-        # constant and derived fields and the Dramatiq message itself
+        # submit.lua's per-task arguments as RESP (shared.resp): the repeating ones from the
+        # cache, the others behind their length prefixes, in one join. The script writes the
+        # record's constant and derived fields and the Dramatiq message itself.
         return self.batcher.submit(
-            _TASK_ARGS % (task_id.encode(), len(created), created, idem,
-                          named[queue_name(task_type.queue_group, priority)], named[task_type.name],
-                          named[priority], len(payload_json), payload_json, len(cid), cid, named[subject],
-                          key, digest)
+            b"".join((
+                PREFIXES[len(task_id)], task_id, CRLF, PREFIXES[len(created)], created, CRLF, idem,
+                named[queue_name(task_type.queue_group, priority)], named[task_type.name], named[priority],
+                prefix(len(payload_json)), payload_json, CRLF, prefix(len(cid)), cid, CRLF,
+                named[subject], key, digest,
+            ))
         )  # fmt: skip
 
     async def get(self, task_id: str) -> dict[str, Any]:

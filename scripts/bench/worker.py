@@ -128,6 +128,7 @@ async def enqueue_opsdeck(redis_url: str, n: int) -> list[str]:
               for _ in range(min(500, n - start)))
         )  # fmt: skip
         ids += [s.task_id for s in batch]
+    await store.aclose()
     await client.aclose()
     return ids
 
@@ -184,6 +185,7 @@ def latency_round(redis_url: str, n: int, rate: float, threads: int) -> dict[str
                     (await store.submit(NOOP, {}, Priority.P2, subject="b", correlation_id="c")).task_id
                 )
                 await asyncio.sleep(1 / rate)
+            await store.aclose()
             await aclient.aclose()
             return ids
 

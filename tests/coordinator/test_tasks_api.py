@@ -302,23 +302,54 @@ async def test_ready_needs_a_fresh_worker_heartbeat(api, rclient):
 
 
 async def test_a_resent_submit_batch_records_and_enqueues_once(settings, rclient):
-    """A batch sent again after a lost reply (connection died) must not duplicate anything."""
-    from shared.redis import async_client
-    from shared.resp import bulk
-    from shared.taskstore import TaskStore
+    """The script run twice with the same batch (a resend after a lost reply) records it once."""
+    import redis
 
-    client = async_client(settings)
-    store = TaskStore(client, settings)
-    task_args = bulk([
-        b"00000000-0000-4000-8000-000000000001", b"1000", b"", b"default.p2", b"echo", b"P2",
-        b"{}", b"cid", b"tester", b"", b"",
-    ])  # fmt: skip
-    first = await store.batcher._call([(task_args, None)])  # type: ignore[list-item]
-    again = await store.batcher._call([(task_args, None)])  # type: ignore[list-item]
-    await client.aclose()
+    from shared.store import script_source
+
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    args = [keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
+            keys.idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
+            settings.task_events_maxlen, "00000000-0000-4000-8000-000000000001", "1000", "", "default.p2",
+            "echo", "P2", "{}", "cid", "tester", "", ""]  # fmt: skip
+    script = client.register_script(script_source("submit"))
+    first, again = script(args=args), script(args=args)
+    client.close()
     assert first == again == [1, b"00000000-0000-4000-8000-000000000001"]
     assert rclient.llen(KEYS.queue("default.p2")) == 1
     assert rclient.zcard(KEYS.tasks_all) == 1
+
+
+async def test_a_batch_whose_reply_is_lost_is_sent_again_and_recorded_once(settings, rclient, monkeypatch):
+    """The connection dies after Redis ran the batch, before its reply arrived: the batcher sends
+    the batch again on a new connection, and the caller gets its task, recorded once."""
+    from shared.batcher import Replies
+    from shared.redis import async_client
+    from shared.tasks import ECHO, Priority
+    from shared.taskstore import TaskStore
+
+    deliver = Replies.data_received
+    lost: list[bytes] = []
+
+    def lose_the_first_reply(self: Replies, data: bytes) -> None:
+        if not lost:
+            lost.append(data)
+            self.close()
+            return
+        deliver(self, data)
+
+    monkeypatch.setattr(Replies, "data_received", lose_the_first_reply)
+    client = async_client(settings)
+    store = TaskStore(client, settings)
+    submitted = await store.submit(ECHO, {"n": 1}, Priority.P2, subject="t", correlation_id="c")
+    await store.aclose()
+    await client.aclose()
+    assert lost, "the first reply was dropped"
+    assert submitted.created
+    assert rclient.lrange(KEYS.queue("default.p2"), 0, -1) == [submitted.task_id.encode()]
+    assert rclient.zcard(KEYS.tasks_all) == 1
+    assert rclient.xlen(KEYS.task_events) == 1
 
 
 async def test_the_enqueued_message_is_what_dramatiq_would_write_for_any_values(settings, rclient):
@@ -334,6 +365,7 @@ async def test_the_enqueued_message_is_what_dramatiq_would_write_for_any_values(
     store = TaskStore(client, settings)
     submitted = await store.submit(ECHO, payload, Priority.P0, subject="sübject", correlation_id=cid)
     record = await store.get(submitted.task_id)
+    await store.aclose()
     await client.aclose()
     message = Message.decode(rclient.hget(KEYS.queue_messages("default.p0"), submitted.task_id))
     assert message.args == (payload,)

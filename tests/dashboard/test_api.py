@@ -22,6 +22,7 @@ async def submit(settings, n=1, task_type=ECHO, payload=None, priority=Priority.
         ).task_id
         for i in range(n)
     ]
+    await store.aclose()
     await client.aclose()
     return ids
 

@@ -70,6 +70,7 @@ def submit(redis_url: str, task_type, payload, n: int) -> None:
         store = TaskStore(client, Settings(redis_url=redis_url, jwt_secret=SECRET))  # type: ignore[arg-type]
         for _ in range(n):
             await store.submit(task_type, payload, Priority.P2, subject="browser-test", correlation_id="c")
+        await store.aclose()
         await client.aclose()
 
     with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's event loop

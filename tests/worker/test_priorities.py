@@ -30,6 +30,7 @@ async def test_p0_overtakes_a_p3_backlog(procs, env_factory, tmp_path, rclient, 
             for _ in range(BACKLOG)
         )
     )
+    await store.aclose()
     await client.aclose()
     submitted_at_ms = time.time() * 1000
     resp = await api.post(

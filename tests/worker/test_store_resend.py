@@ -41,9 +41,9 @@ def test_a_resent_start_or_finish_records_the_attempt_once(settings, rclient):
 
     async def submit() -> str:
         client = async_client(settings)
-        submitted = await Submitter(client, settings).submit(
-            ECHO, {"n": 1}, Priority.P2, subject="t", correlation_id="c"
-        )
+        submitter = Submitter(client, settings)
+        submitted = await submitter.submit(ECHO, {"n": 1}, Priority.P2, subject="t", correlation_id="c")
+        await submitter.aclose()
         await client.aclose()
         return submitted.task_id
 
