@@ -18,7 +18,8 @@ warmed up once, before the first round.
   enqueue on this stack; the coordinator's own work (auth, validation, errors, correlation id,
   metrics) is the distance from it to ``coordinator_post_tasks``.
 
-Rounds are short and the phases alternate inside each (bare, enqueue, coordinator, bare, ...).
+Rounds are short and the phases alternate inside each, in the order bare, enqueue, coordinator
+and then reversed in the next round (so a drift of the machine's speed favours none of them).
 A phase reports its median req/s, p50 and p99 over the rounds (and its best round's req/s);
 ``ratio`` is the median over rounds of the coordinator's req/s divided by the bare handler's
 in the same round, because this shared VM's speed drifts by tens of percent within minutes and
@@ -513,7 +514,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             )
             for number in range(1, args.rounds + 1):
                 warmup = args.warmup if number == 1 else 0.0  # each server warms up once
-                for kind in PHASES:
+                # ABC then CBA: a drift of the machine's speed inside a round favours no phase
+                for kind in PHASES if number % 2 else PHASES[::-1]:
                     client.flushall()
                     log(f"round {number}/{args.rounds}: {kind} ({warmup}s warm-up + {args.duration}s)")
                     watch: dict[str, Callable[[], list[int]]] = {
