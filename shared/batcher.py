@@ -1,11 +1,15 @@
 """Coalesce concurrent task submissions into one Lua call per round trip, on a connection of its own.
 
-Each request awaits its own outcome, but while one call is in flight the submissions of other
-requests queue up and go out together in the next one (``shared/lua/submit.lua`` takes a
-batch). Idle, a submission goes out on the event loop's next turn; loaded, one round trip, one
-command and one reply carry up to MAX_BATCH submissions, and each reply sends the next batch
-at once. Each submission arrives packed already (its arguments as RESP bulk strings,
-:mod:`shared.resp`): a batch is a header and the chunks joined.
+Each request awaits its own outcome, but while a call is in flight the submissions of other
+requests queue up and go out together in a later one (``shared/lua/submit.lua`` takes a
+batch). Idle, a submission goes out on the event loop's next turn. Loaded, up to MAX_INFLIGHT
+calls are in flight at once, each of up to MAX_BATCH submissions: while Redis runs one, the
+server parses the next requests, and those go out when SEND_AT of them wait, when a turn of the
+loop brings no more (the server would otherwise idle), or when a reply frees a place. With a
+single call in flight the requests of a loaded server fall into one convoy that sits in Redis
+while the server has nothing to do (a fifth of its time, measured: see docs/benchmarks.md).
+Each submission arrives packed already (its arguments as RESP bulk strings, :mod:`shared.resp`):
+a batch is a header and the chunks joined.
 
 The batcher writes to and reads from its connection itself (an ``asyncio.Protocol`` with a
 hiredis reader), not through redis-py's connection pool: per batch, the pool's checkout, its
@@ -13,11 +17,14 @@ stream reads and a task to drive them cost as much as the submissions of a dozen
 The connection is still made by redis-py (:func:`open_protocol`: address, TLS, AUTH, database),
 and the script loaded through the client after a NOSCRIPT.
 
-Failures keep the guarantees of a plain Redis call: a batch gets one deadline; when it passes,
-or the connection cannot be made, that batch and every submission waiting behind it fail (an
-outage answers everyone within one deadline) and the connection is dropped, so a late reply is
-never taken for another batch's. A batch whose connection died under it is sent once more on a
-new one: the script skips tasks it already recorded, so that records and enqueues nothing twice.
+Failures keep the guarantees of a plain Redis call: each batch has a deadline; when the
+oldest one's passes, or the connection cannot be made, every batch in flight and every
+submission waiting behind them fail (an outage answers everyone within one deadline) and the
+connection is dropped, so a late reply is never taken for another batch's. Batches whose
+connection died under them are sent once more, in order, on a new one; after a NOSCRIPT (Redis
+restarted, or this is its first call since) the connection is dropped too, the script loaded
+and the batches sent once more. The script skips tasks it already recorded, so a batch sent
+again records and enqueues nothing twice.
 
 The script also settles idempotency replays: an id seen before comes back with the first task's
 id, or as a conflict when that task was asked for with a different request.
@@ -26,6 +33,7 @@ id, or as a conflict when that task was asked for with a different request.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -43,7 +51,14 @@ from shared.store import script_sha, script_source
 MAX_BATCH = 256
 #: submit.lua's outcome of a submission whose idempotency key names a different request.
 CONFLICT = -1
-#: Sends of one batch after its first: after a lost connection, or a NOSCRIPT (Redis restarted).
+#: Batches sent and not answered yet, at most: Redis runs one while the server gathers the next.
+MAX_INFLIGHT = 2
+#: Waiting submissions that go out at once while a batch is in flight (else they wait for its
+#: reply or for a turn of the loop that brings no more). Without it the requests of a loaded
+#: server fall into one convoy that is in Redis while the server idles.
+SEND_AT = 24
+#: Sends of one batch after its first, for each cause: a lost connection, a NOSCRIPT (Redis
+#: restarted, or this is its first call since).
 RESENDS = 1
 
 
@@ -112,6 +127,21 @@ async def open_protocol(client: aioredis.Redis, protocol: Replies) -> Replies:
     return protocol
 
 
+class _Batch:
+    """A batch sent and not answered yet: its submissions, its command, its deadline."""
+
+    __slots__ = ("command", "pending", "resends", "timer")
+
+    #: Sends after the first, per cause (a lost connection, NOSCRIPT).
+    resends: dict[str, int]
+
+    def __init__(self, pending: list[Pending], command: bytes, timer: asyncio.TimerHandle) -> None:
+        self.pending = pending
+        self.command = command
+        self.timer = timer
+        self.resends = {}
+
+
 class SubmitBatcher:
     """Sends task submissions to ``submit.lua`` in batches; see the module docstring."""
 
@@ -126,12 +156,11 @@ class SubmitBatcher:
         self._args_per_task = args_per_task
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Pending] = []
-        #: The batch sent and not answered yet, its command and how often it was sent again.
-        self._inflight: list[Pending] | None = None
-        self._command = b""
-        self._resends = 0
-        self._timer: asyncio.TimerHandle | None = None
+        #: Batches sent and not answered yet, oldest first (replies come back in that order).
+        self._inflight: deque[_Batch] = deque()
         self._scheduled = False
+        #: How many were waiting when _on_turn last put the send off (-1: it did not).
+        self._seen = -1
         self._conn: Replies | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -145,10 +174,14 @@ class SubmitBatcher:
         if loop is None:  # asyncio.get_running_loop() makes a getpid system call: once is enough
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Submitted] = asyncio.Future(loop=loop)
-        self._pending.append((task_args, future))
-        if self._inflight is None and not self._scheduled:
-            self._scheduled = True  # on the loop's next turn: what else arrives meanwhile joins
-            loop.call_soon(self._send_next)
+        pending = self._pending
+        pending.append((task_args, future))
+        if len(self._inflight) < MAX_INFLIGHT:
+            if len(pending) >= SEND_AT:
+                self._send()
+            elif not self._scheduled:
+                self._scheduled = True  # on the loop's next turn: what else arrives meanwhile joins
+                loop.call_soon(self._on_turn)
         return future
 
     async def aclose(self) -> None:
@@ -160,28 +193,41 @@ class SubmitBatcher:
         self._fail_all(RedisConnectionError("the submission connection was closed"))
 
     # -- sending -------------------------------------------------------------------------------
-    def _send_next(self) -> None:
+    def _on_turn(self) -> None:
+        """A turn of the loop after a submission: with nothing in flight, send now; with a batch
+        in Redis, send once a turn brought no more submissions (the server has nothing else to
+        do), unless a reply or SEND_AT sent them first."""
+        if self._inflight and len(self._inflight) < MAX_INFLIGHT and len(self._pending) != self._seen:
+            self._seen = len(self._pending)
+            assert self._loop is not None
+            self._loop.call_soon(self._on_turn)
+            return
         self._scheduled = False
-        if self._inflight is not None:
-            return  # its reply sends the next batch
+        self._seen = -1
+        if len(self._inflight) < MAX_INFLIGHT:
+            self._send()
+
+    def _send(self) -> None:
+        """Send up to MAX_BATCH waiting submissions as one call."""
         batch = [p for p in self._pending[:MAX_BATCH] if not p[1].done()]
         del self._pending[:MAX_BATCH]
         if not batch:
             if self._pending:
-                self._send_next()
+                self._send()
             return
         count = self._head_args + self._args_per_task * len(batch)
-        self._command = b"".join([array_header(count), self._head, *[task_args for task_args, _ in batch]])
-        self._inflight, self._resends = batch, 0
+        command = b"".join([array_header(count), self._head, *[task_args for task_args, _ in batch]])
         assert self._loop is not None
-        self._timer = self._loop.call_later(self._deadline, self._expire)
-        self._write()
-
-    def _write(self) -> None:
+        self._inflight.append(_Batch(batch, command, self._loop.call_later(self._deadline, self._expire)))
         conn = self._conn
         if conn is not None and conn.transport is not None:
-            conn.transport.write(self._command)
-        elif self._connecting is None:
+            conn.transport.write(command)
+        else:
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Open a connection unless one is on its way; it then sends every batch in flight."""
+        if self._connecting is None:
             assert self._loop is not None
             self._connecting = self._loop.create_task(self._connect())
 
@@ -194,26 +240,29 @@ class SubmitBatcher:
             return
         self._connecting = None
         self._conn = conn
-        if self._inflight is not None:
-            self._write()
+        assert conn.transport is not None
+        conn.transport.writelines([sent.command for sent in self._inflight])
 
     # -- receiving -----------------------------------------------------------------------------
     def _on_reply(self, conn: Replies, reply: Any) -> None:
-        batch = self._inflight
-        if conn is not self._conn or batch is None:
-            return  # cannot happen: a connection is dropped as soon as its batch is given up
-        if isinstance(reply, ResponseError):
-            if str(reply).startswith("NOSCRIPT") and self._resends < RESENDS:
-                self._resends += 1  # Redis restarted (or SCRIPT FLUSH): load it and send again
+        if conn is not self._conn or not self._inflight:
+            return  # cannot happen: a connection is dropped as soon as a batch on it is given up
+        if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
+            # Redis restarted (or SCRIPT FLUSH): drop the connection (the batches behind this one
+            # get the same answer), load the script and send every batch in flight again
+            self._conn = None
+            conn.close()
+            if self._resend_or_fail("noscript", reply):
                 self._side_task(self._load_and_resend())
-                return
-            self._settle()
-            for _, future in batch:
+            return
+        sent = self._inflight.popleft()
+        sent.timer.cancel()
+        if isinstance(reply, ResponseError):
+            for _, future in sent.pending:
                 if not future.done():
                     future.set_exception(reply)
         else:
-            self._settle()
-            for (_, future), outcome, task_id in zip(batch, reply[::2], reply[1::2], strict=True):
+            for (_, future), outcome, task_id in zip(sent.pending, reply[::2], reply[1::2], strict=True):
                 if future.done():
                     continue
                 if outcome == CONFLICT:
@@ -222,19 +271,32 @@ class SubmitBatcher:
                 else:
                     future.set_result(_make_submitted(Submitted, (task_id.decode(), outcome == 1)))
         if self._pending:
-            self._send_next()
+            self._send()
 
     def _on_lost(self, conn: Replies) -> None:
         if conn is not self._conn:
             return
         self._conn = None
-        if self._inflight is None:
-            return
-        if self._resends < RESENDS:  # the script skips tasks it already recorded: sending again is safe
-            self._resends += 1
-            self._write()
-        else:
-            self._fail_all(RedisConnectionError("Redis closed the connection"))
+        # the script skips tasks it already recorded: sending a batch again is safe
+        if self._resend_or_fail("lost", RedisConnectionError("Redis closed the connection")):
+            self._reconnect()
+
+    def _resend_or_fail(self, cause: str, exc: BaseException) -> bool:
+        """Count one more send of each batch in flight; fail those sent RESENDS times again
+        already. True when some are left to send."""
+        keep: deque[_Batch] = deque()
+        for sent in self._inflight:
+            sends = sent.resends.get(cause, 0)
+            if sends < RESENDS:
+                sent.resends[cause] = sends + 1
+                keep.append(sent)
+            else:
+                sent.timer.cancel()
+                for _, future in sent.pending:
+                    if not future.done():
+                        future.set_exception(exc)
+        self._inflight = keep
+        return bool(keep)
 
     async def _load_and_resend(self) -> None:
         try:
@@ -242,30 +304,24 @@ class SubmitBatcher:
         except Exception as exc:
             self._fail_all(exc)
             return
-        if self._inflight is not None:
-            self._write()
+        if self._inflight:
+            self._reconnect()
 
     def _expire(self) -> None:
-        """The in-flight batch's deadline passed: it and everything waiting fail, and the
-        connection is dropped (a late reply must not be taken for the next batch's)."""
-        self._timer = None
+        """The oldest batch's deadline passed: it and everything waiting fail, and the
+        connection is dropped (a late reply must not be taken for another batch's)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
         self._fail_all(TimeoutError(f"Redis did not answer within {self._deadline:g} s"))
 
     # -- helpers -------------------------------------------------------------------------------
-    def _settle(self) -> None:
-        """The in-flight batch is answered: no batch in flight, no deadline running."""
-        self._inflight = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _fail_all(self, exc: BaseException) -> None:
-        waiting = (self._inflight or []) + self._pending
+        waiting = [p for sent in self._inflight for p in sent.pending] + self._pending
+        for sent in self._inflight:
+            sent.timer.cancel()
+        self._inflight.clear()
         self._pending = []
-        self._settle()
         for _, future in waiting:
             if not future.done():
                 future.set_exception(exc)

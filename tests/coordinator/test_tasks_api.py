@@ -10,7 +10,9 @@ import orjson
 import pytest
 from dramatiq import Message
 
+from shared.batcher import Submitted
 from shared.keys import Keys
+from shared.taskstore import TaskStore
 
 KEYS = Keys()
 
@@ -350,6 +352,90 @@ async def test_a_batch_whose_reply_is_lost_is_sent_again_and_recorded_once(setti
     assert rclient.lrange(KEYS.queue("default.p2"), 0, -1) == [submitted.task_id.encode()]
     assert rclient.zcard(KEYS.tasks_all) == 1
     assert rclient.xlen(KEYS.task_events) == 1
+
+
+def _submit_many(store: TaskStore, count: int) -> list[asyncio.Future[Submitted]]:
+    """``count`` echo submissions at once (more than SEND_AT: batches go out together)."""
+    from shared.tasks import ECHO, Priority
+
+    return [store.submit(ECHO, {"n": n}, Priority.P2, subject="t", correlation_id="c") for n in range(count)]
+
+
+async def test_batches_in_flight_together_are_all_sent_again_after_a_lost_connection(
+    settings, rclient, monkeypatch
+):
+    """Two batches are in Redis when the connection dies before any reply arrived: both are
+    sent again on a new connection, and every task is recorded and enqueued once."""
+    from shared.batcher import MAX_INFLIGHT, SEND_AT, Replies
+    from shared.redis import async_client
+    from shared.taskstore import TaskStore
+
+    deliver = Replies.data_received
+    lost: list[bytes] = []
+
+    def lose_the_first_replies(self: Replies, data: bytes) -> None:
+        if not lost:
+            lost.append(data)
+            self.close()
+            return
+        deliver(self, data)
+
+    monkeypatch.setattr(Replies, "data_received", lose_the_first_replies)
+    client = async_client(settings)
+    store = TaskStore(client, settings)
+    count = SEND_AT * MAX_INFLIGHT + 5
+    futures = _submit_many(store, count)
+    assert len(store.batcher._inflight) == MAX_INFLIGHT
+    submitted = await asyncio.gather(*futures)
+    await store.aclose()
+    await client.aclose()
+    assert lost, "a reply was dropped"
+    assert all(s.created for s in submitted)
+    assert len({s.task_id for s in submitted}) == count
+    assert rclient.llen(KEYS.queue("default.p2")) == count
+    assert rclient.zcard(KEYS.tasks_all) == count
+    assert rclient.xlen(KEYS.task_events) == count
+
+
+async def test_batches_in_flight_when_redis_forgot_the_script_are_sent_again(settings, rclient):
+    """SCRIPT FLUSH (as after a Redis restart): the batches in flight get NOSCRIPT; the script
+    is loaded again and every submission still ends recorded once."""
+    from shared.batcher import MAX_INFLIGHT, SEND_AT
+    from shared.redis import async_client
+    from shared.taskstore import TaskStore
+
+    client = async_client(settings)
+    store = TaskStore(client, settings)
+    first = await asyncio.gather(*_submit_many(store, 3))  # the script is loaded and in use
+    rclient.script_flush()
+    count = SEND_AT * MAX_INFLIGHT + 5
+    submitted = await asyncio.gather(*_submit_many(store, count))
+    await store.aclose()
+    await client.aclose()
+    assert all(s.created for s in [*first, *submitted])
+    assert rclient.llen(KEYS.queue("default.p2")) == count + 3
+    assert rclient.zcard(KEYS.tasks_all) == count + 3
+
+
+async def test_a_silent_redis_fails_every_batch_in_flight_within_the_deadline(settings, rclient):
+    """Redis stops answering (CLIENT PAUSE) with batches in flight: each submission fails
+    with a timeout once the deadline passes, none hangs, and the next call works again."""
+    from shared.batcher import MAX_INFLIGHT, SEND_AT
+    from shared.redis import async_client
+    from shared.taskstore import TaskStore
+
+    quick = settings.model_copy(update={"redis_timeout": 0.5})
+    client = async_client(quick)
+    store = TaskStore(client, quick)
+    await asyncio.gather(*_submit_many(store, 1))
+    rclient.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+    outcomes = await asyncio.gather(*_submit_many(store, SEND_AT * MAX_INFLIGHT + 5), return_exceptions=True)
+    assert outcomes and all(isinstance(o, TimeoutError) for o in outcomes)
+    await asyncio.sleep(1.2)  # the pause ends
+    again = await asyncio.gather(*_submit_many(store, 2))
+    await store.aclose()
+    await client.aclose()
+    assert all(s.created for s in again)
 
 
 async def test_the_enqueued_message_is_what_dramatiq_would_write_for_any_values(settings, rclient):
