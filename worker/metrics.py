@@ -42,16 +42,30 @@ DEPLOYS_ENDED = Counter(
 ACTIVE_SESSION_WINDOW = 15 * 60
 
 
+#: The child of each (task metric, task type) met so far: ``labels()`` takes a lock and builds
+#: a key on every call, the children never change, and task types are an allow-list. A child
+#: is made only when first counted, so a type that never failed shows no failure series.
+_CHILDREN: dict[tuple[int, str], Any] = {}
+
+
+def _child(metric: Any, task_type: str) -> Any:
+    key = (id(metric), task_type)  # the metrics are module constants
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(task_type)
+    return child
+
+
 def record_attempt(task_type: str, status: str, seconds: float | None) -> None:
     """Count one ended attempt (called once per attempt by the task-store middleware):
     processed always, failed unless it succeeded, retried when it will run again."""
-    TASKS_PROCESSED.labels(task_type).inc()
+    _child(TASKS_PROCESSED, task_type).inc()
     if status != "succeeded":
-        TASKS_FAILED.labels(task_type).inc()
+        _child(TASKS_FAILED, task_type).inc()
     if status == "retrying":
-        TASKS_RETRIED.labels(task_type).inc()
+        _child(TASKS_RETRIED, task_type).inc()
     if seconds is not None:
-        TASK_DURATION.labels(task_type).observe(seconds)
+        _child(TASK_DURATION, task_type).observe(seconds)
 
 
 def prepare_multiproc_dir(path: Path) -> Path:
