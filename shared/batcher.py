@@ -7,7 +7,7 @@ calls are in flight at once, each of up to MAX_BATCH submissions: while Redis ru
 server parses the next requests, and those go out when SEND_AT of them wait, when a turn of the
 loop brings no more (the server would otherwise idle), or when a reply frees a place. With a
 single call in flight the requests of a loaded server fall into one convoy that sits in Redis
-while the server has nothing to do (a fifth of its time, measured: see docs/benchmarks.md).
+while the server has nothing to do (a fifth of its time, measured: see docs/architecture.md).
 Each submission arrives packed already (its arguments as RESP bulk strings, :mod:`shared.resp`):
 a batch is a header and the chunks joined.
 

@@ -323,25 +323,33 @@ async def test_a_resent_submit_batch_records_and_enqueues_once(settings, rclient
     assert rclient.zcard(KEYS.tasks_all) == 1
 
 
-async def test_a_batch_whose_reply_is_lost_is_sent_again_and_recorded_once(settings, rclient, monkeypatch):
-    """The connection dies after Redis ran the batch, before its reply arrived: the batcher sends
-    the batch again on a new connection, and the caller gets its task, recorded once."""
+def lose_the_first_reply(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Make the batcher's connection drop the first data it receives (and close): the replies
+    in it are lost after Redis ran their batches. Returns the list the lost data lands in."""
     from shared.batcher import Replies
-    from shared.redis import async_client
-    from shared.tasks import ECHO, Priority
-    from shared.taskstore import TaskStore
 
     deliver = Replies.data_received
     lost: list[bytes] = []
 
-    def lose_the_first_reply(self: Replies, data: bytes) -> None:
+    def lose_once(self: Replies, data: bytes) -> None:
         if not lost:
             lost.append(data)
             self.close()
             return
         deliver(self, data)
 
-    monkeypatch.setattr(Replies, "data_received", lose_the_first_reply)
+    monkeypatch.setattr(Replies, "data_received", lose_once)
+    return lost
+
+
+async def test_a_batch_whose_reply_is_lost_is_sent_again_and_recorded_once(settings, rclient, monkeypatch):
+    """The connection dies after Redis ran the batch, before its reply arrived: the batcher sends
+    the batch again on a new connection, and the caller gets its task, recorded once."""
+    from shared.redis import async_client
+    from shared.tasks import ECHO, Priority
+    from shared.taskstore import TaskStore
+
+    lost = lose_the_first_reply(monkeypatch)
     client = async_client(settings)
     store = TaskStore(client, settings)
     submitted = await store.submit(ECHO, {"n": 1}, Priority.P2, subject="t", correlation_id="c")
@@ -366,21 +374,10 @@ async def test_batches_in_flight_together_are_all_sent_again_after_a_lost_connec
 ):
     """Two batches are in Redis when the connection dies before any reply arrived: both are
     sent again on a new connection, and every task is recorded and enqueued once."""
-    from shared.batcher import MAX_INFLIGHT, SEND_AT, Replies
+    from shared.batcher import MAX_INFLIGHT, SEND_AT
     from shared.redis import async_client
-    from shared.taskstore import TaskStore
 
-    deliver = Replies.data_received
-    lost: list[bytes] = []
-
-    def lose_the_first_replies(self: Replies, data: bytes) -> None:
-        if not lost:
-            lost.append(data)
-            self.close()
-            return
-        deliver(self, data)
-
-    monkeypatch.setattr(Replies, "data_received", lose_the_first_replies)
+    lost = lose_the_first_reply(monkeypatch)
     client = async_client(settings)
     store = TaskStore(client, settings)
     count = SEND_AT * MAX_INFLIGHT + 5
