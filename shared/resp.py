@@ -50,9 +50,3 @@ def bulk(values: Iterable[bytes]) -> bytes:
 def array_header(count: int) -> bytes:
     """The header of a command of ``count`` arguments."""
     return b"*%d\r\n" % count
-
-
-def command(*args: bytes | str | int) -> bytes:
-    """A whole command (str arguments as UTF-8, integers in decimal)."""
-    values = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return array_header(len(values)) + bulk(values)
