@@ -18,11 +18,13 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
+import shared.deploy.models  # noqa: F401  (registers the deploy task type; shared.tasks does not)
 from shared.auth import Verifier
 from shared.errors import AuthError
+from shared.tasks import task_types
 
 #: Environment variable prometheus-client reads (at import) to switch to multiprocess mode.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -43,8 +45,9 @@ ACTIVE_SESSION_WINDOW = 15 * 60
 
 
 #: The child of each (task metric, task type) met so far: ``labels()`` takes a lock and builds
-#: a key on every call, the children never change, and task types are an allow-list. A child
-#: is made only when first counted, so a type that never failed shows no failure series.
+#: a key on every call, the children never change, and task types are an allow-list. A process
+#: makes a child only when it first counts one; the agent's registry serves the others at 0
+#: (:class:`ZeroFilled`).
 _CHILDREN: dict[tuple[int, str], Any] = {}
 
 
@@ -123,10 +126,46 @@ class AgentCollector:
         yield sessions
 
 
+#: Per-type counters served for every registered task type, at 0 until a process counts one.
+ZERO_FILLED = (TASKS_PROCESSED, TASKS_FAILED, TASKS_RETRIED)
+
+
+class ZeroFilled:
+    """The processes' merged samples, plus a 0 sample of each :data:`ZERO_FILLED` counter for
+    every registered task type no process has counted yet: a type that never failed still
+    exports ``opsdeck_tasks_failed_total{type=...} 0``, so rates and failure ratios have a
+    series from the start instead of appearing on the first failure."""
+
+    def __init__(self, inner: Any, types: Callable[[], Iterable[str]] = task_types) -> None:
+        self._inner = inner
+        self._types = types
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the inner collector's metrics with the missing per-type zeros added."""
+        wanted = {d.name: d.documentation for m in ZERO_FILLED for d in m.describe()}
+        types = sorted(self._types())
+        for metric in self._inner.collect():
+            if metric.name in wanted:
+                total = metric.name + "_total"
+                seen = {s.labels.get("type") for s in metric.samples if s.name == total}
+                for task_type in types:
+                    if task_type not in seen:
+                        metric.add_sample(total, {"type": task_type}, 0.0)
+                del wanted[metric.name]
+            yield metric
+        for name, documentation in wanted.items():  # no process has written any sample yet
+            family = CounterMetricFamily(name, documentation, labels=["type"])
+            for task_type in types:
+                family.add_metric([task_type], 0.0)
+            yield family
+
+
 def build_registry(multiproc_dir: Path, collector: AgentCollector) -> CollectorRegistry:
-    """The agent's registry: every process's samples merged, plus its own gauges."""
+    """The agent's registry: every process's samples merged (per-type counters filled with
+    zeros), plus its own gauges."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+    merged = multiprocess.MultiProcessCollector(None, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+    registry.register(ZeroFilled(merged))
     registry.register(collector)
     return registry
 

@@ -99,7 +99,8 @@ async def test_agent_metrics(procs, env_factory, tmp_path, rclient, api, auth, t
     assert sample(text, "opsdeck_tasks_processed_total", type="echo") == 3.0
     assert sample(text, "opsdeck_tasks_processed_total", type="fail") == 3.0  # every ended attempt
     assert sample(text, "opsdeck_tasks_failed_total", type="fail") == 3.0
-    assert sample(text, "opsdeck_tasks_failed_total", type="echo") is None
+    assert sample(text, "opsdeck_tasks_failed_total", type="echo") == 0.0  # at 0 from the start
+    assert sample(text, "opsdeck_tasks_retried_total", type="coach") == 0.0
     assert sample(text, "opsdeck_tasks_retried_total", type="fail") == 2.0
     assert sample(text, "opsdeck_task_duration_seconds_count", type="echo") == 3.0
     assert sample(text, "opsdeck_worker_up", worker="agent") == 1.0
