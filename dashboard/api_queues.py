@@ -11,7 +11,7 @@ from dashboard import audit
 from dashboard.guard import require_control
 from dashboard.keys import KEYS, REDIS, SETTINGS
 from shared import queues
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.web import json_response, parse_query, read_json
 
 #: Most delayed messages and dead letters listed per queue.
@@ -114,15 +114,22 @@ async def purge(request: web.Request) -> web.Response:
 
 
 async def retry_dead(request: web.Request) -> web.Response:
-    """``POST /api/queue/{name}/dead/{message_id}/retry`` or ``.../dead/retry`` (all): requeue."""
+    """``POST /api/queue/{name}/dead/{message_id}/retry`` or ``.../dead/retry`` (all): requeue as a
+    new attempt series. One message whose task has since ended otherwise is refused (409, with
+    the reason); "all" requeues the others and lists what it refused."""
     user = require_control(request)
     name = await checked_queue_name(request)
     message_id = request.match_info.get("message_id")
     client, keys = request.app[REDIS], request.app[KEYS]
     ids = [message_id] if message_id else None
-    moved = await queues.retry_dead_letters(client, keys, name, ids, request.app[SETTINGS].task_events_maxlen)
-    if message_id and not moved:
+    outcome = await queues.retry_dead_letters(
+        client, keys, name, ids, request.app[SETTINGS].task_events_maxlen, by=user.subject
+    )
+    if message_id and outcome.refused:
+        raise Conflict(f"dead letter {message_id} not retried: {outcome.refused[0]['reason']}")
+    if message_id and not outcome.requeued:
         raise NotFound(f"dead letter {message_id} not found in {name}")
     target = f"queue {name}" + (f" message {message_id}" if message_id else "")
-    await audit.record(client, keys, "dead_letters.retry", target, user.subject, reason=f"{moved} requeued")
-    return json_response({"queue": name, "requeued": moved})
+    reason = f"{outcome.requeued} requeued" + (f", {len(outcome.refused)} refused" if outcome.refused else "")
+    await audit.record(client, keys, "dead_letters.retry", target, user.subject, reason=reason)
+    return json_response({"queue": name, "requeued": outcome.requeued, "refused": outcome.refused})

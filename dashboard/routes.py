@@ -106,7 +106,7 @@ API: list[Endpoint] = [
              scope="operator", path_params=QueuePath, responses={200: schemas.DeadRequeued}),
     Endpoint("POST", "/api/queue/{name}/dead/{message_id}/retry", api_queues.retry_dead,
              "Requeue one dead letter", scope="operator", path_params=QueuePath,
-             responses={200: schemas.DeadRequeued}, operation_id="retry_dead_letter"),
+             responses={200: schemas.DeadRequeued}, errors=(409,), operation_id="retry_dead_letter"),
     Endpoint("GET", "/api/tasks", api_tasks.task_list, "Search tasks, newest first, one page",
              scope="viewer", query=api_tasks.TaskQuery, responses={200: TaskPage}),
     Endpoint("GET", "/api/tasks/failures", api_tasks.failures, "Failed and dead tasks by exception type",

@@ -158,11 +158,21 @@ class QueuePurged(BaseModel):
     purged: int
 
 
+class DeadRefused(BaseModel):
+    """A dead letter that was not retried, and why (its task has since ended otherwise)."""
+
+    id: str = Field(description="The dead letter's Redis message id.")
+    task_id: str
+    reason: str
+
+
 class DeadRequeued(BaseModel):
-    """After a dead-letter retry: messages put back on the queue."""
+    """After a dead-letter retry: messages put back on the queue (each task runs again as a new
+    attempt series) and those refused."""
 
     queue: str
     requeued: int
+    refused: list[DeadRefused] = Field(default_factory=list)
 
 
 # -- tasks ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -122,47 +123,56 @@ async def delayed_messages(client: Any, keys: Keys, queue: str, limit: int) -> l
     return sorted(out, key=lambda m: m["eta"] or 0)
 
 
+@dataclass
+class RetryOutcome:
+    """What a dead-letter retry did: how many messages it requeued, and which it refused and why
+    (a task that has since ended otherwise, or runs again already, would only be skipped)."""
+
+    requeued: int = 0
+    refused: list[dict[str, str]] = field(default_factory=list)
+
+
 async def retry_dead_letters(
-    client: Any, keys: Keys, queue: str, ids: list[str] | None, events_maxlen: int
-) -> int:
+    client: Any, keys: Keys, queue: str, ids: list[str] | None, events_maxlen: int, *, by: str
+) -> RetryOutcome:
     """Move dead letters back onto ``queue`` (all of them, up to DEAD_LETTER_MAX, when ``ids`` is
-    None) with their retry count reset; their task records become queued. Returns how many moved."""
+    None) with their retry count reset; each task starts a new attempt series (record queued,
+    attempts keep counting, a timeline event names ``by``)."""
+    outcome = RetryOutcome()
     if ids is None:
         ids = [m.decode() for m in await client.zrange(keys.dead_letters(queue), 0, DEAD_LETTER_MAX - 1)]
     if not ids:
-        return 0
+        return outcome
     raws = await client.hmget(keys.dead_letter_messages(queue), ids)
     script = client.register_script(script_source("dead_letter_retry"))
     now_ms = time.time_ns() // 1_000_000
-    moved = 0
     for mid, raw in zip(ids, raws, strict=True):
         msg = decode_message(raw)
         if msg is None:
             continue
+        task_id = str(msg.get("message_id") or mid)
         options = msg.setdefault("options", {})
         options["retries"] = 0
         options.pop("traceback", None)
         options.pop("eta", None)
-        moved += int(
-            await script(
-                keys=[
-                    keys.dead_letters(queue),
-                    keys.dead_letter_messages(queue),
-                    keys.queue(queue),
-                    keys.queue_messages(queue),
-                    keys.task_events,
-                ],
-                args=[
-                    mid,
-                    orjson.dumps(msg),
-                    keys.task_prefix,
-                    keys.tasks_status_prefix,
-                    now_ms,
-                    events_maxlen,
-                ],
-            )
-        )
-    return moved
+        options.pop("requeue_timestamp", None)
+        reply = await script(
+            keys=[
+                keys.dead_letters(queue),
+                keys.dead_letter_messages(queue),
+                keys.queue(queue),
+                keys.queue_messages(queue),
+                keys.task_events,
+            ],
+            args=[mid, orjson.dumps(msg), keys.task_prefix, keys.tasks_status_prefix, now_ms, events_maxlen,
+                  task_id, by],
+        )  # fmt: skip
+        if isinstance(reply, bytes):
+            reason = f"task already {reply.decode()}"
+            outcome.refused.append({"id": mid, "task_id": task_id, "reason": reason})
+        else:
+            outcome.requeued += int(reply)
+    return outcome
 
 
 async def purge_queue(client: Any, keys: Keys, queue: str, events_maxlen: int) -> int:

@@ -241,6 +241,10 @@
       if (!resp.ok) { notice(`${resp.status}: ${data.error ? data.error.message : resp.statusText}`, true); return; }
       const label = button.dataset.action || button.textContent.trim();
       if (data.command_id) { notice(`${label}: accepted (${data.command_id.slice(0, 8)})`); followCommand(data.command_id, label); }
+      else if (typeof data.requeued === "number") {
+        const refused = data.refused || [];
+        notice(`${label}: ${data.requeued} requeued` + (refused.length ? `, ${refused.length} refused (${refused[0].reason})` : ""), refused.length > 0);
+      }
       else notice(`${label}: done`);
       if (button.dataset.follow && data.id) location.assign(`/tasks/${encodeURIComponent(data.id)}`);
       else if (["queue", "task", "worker"].includes(page) && !data.command_id) setTimeout(() => location.reload(), 600);
