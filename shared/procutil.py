@@ -29,16 +29,23 @@ def _die_with_parent_ignoring_usr() -> None:
 
 
 def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, ignore_usr: bool = False, **popen: Any
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    ignore_usr: bool = False,
+    umask: int | None = None,
+    **popen: Any,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session (a Ctrl-C to our terminal is not sent to it; we forward
     signals ourselves) with SIGTERM delivered to it if we die, even by SIGKILL (Linux).
-    ``ignore_usr`` starts it with SIGUSR1/SIGUSR2 ignored until it installs handlers."""
+    ``ignore_usr`` starts it with SIGUSR1/SIGUSR2 ignored until it installs handlers; ``umask``
+    sets the child's file-creation mask (e.g. ``0o077``: what it creates is its owner's only)."""
     return subprocess.Popen(
         list(argv),
         env=dict(env) if env is not None else None,
         start_new_session=True,
         preexec_fn=_die_with_parent_ignoring_usr if ignore_usr else _die_with_parent,
+        umask=-1 if umask is None else umask,
         **popen,
     )
 
