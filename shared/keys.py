@@ -22,6 +22,16 @@ class Keys:
         """Hash: one task record (type, queue, status, payload, result, timestamps, ...)."""
         return f"{self.prefix}task:{task_id}"
 
+    def task_lease(self, task_id: str) -> str:
+        """String with an expiry: ``<worker>/<pid> <attempt id>`` of the process running the task's
+        current attempt, renewed by that process; while it lives, a redelivery is deferred."""
+        return f"{self.task_lease_prefix}{task_id}"
+
+    @property
+    def task_lease_prefix(self) -> str:
+        """Prefix of task lease keys (used by the Lua scripts to build ``task_lease(id)``)."""
+        return f"{self.prefix}lease:"
+
     @property
     def task_prefix(self) -> str:
         """Prefix of task record keys (used by the Lua scripts to build ``task(id)``)."""
@@ -85,8 +95,13 @@ class Keys:
         return f"{self.prefix}worker:{worker_id}"
 
     def worker_process(self, worker_id: str, pid: int) -> str:
-        """Hash: counters of one Dramatiq process (processed, failed, in_flight)."""
+        """Hash: counters of one Dramatiq process (processed, failed, in_flight, duplicates)."""
         return f"{self.prefix}worker:{worker_id}:proc:{pid}"
+
+    def worker_process_leases(self, worker_id: str, pid: int) -> str:
+        """Set: ids of the tasks whose running attempt one Dramatiq process holds a lease on
+        (the agent releases them when the process dies)."""
+        return f"{self.prefix}worker:{worker_id}:proc:{pid}:leases"
 
     # -- worker control --------------------------------------------------------------------------
     def worker_desired(self, worker_id: str) -> str:

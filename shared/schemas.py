@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.tasks import TaskStatus
 
@@ -45,6 +45,11 @@ class TaskRecord(BaseModel):
     status: TaskStatus
     payload: Any = None
     attempts: int = 0
+    duplicates: int | None = Field(
+        default=None,
+        description="Executions that ran although another attempt was current or the task had "
+        "ended (a process stalled past its lease); noted, not recorded as ends. Absent when none.",
+    )
     result: Any = None
     error: str | None = None
     traceback: str | None = None

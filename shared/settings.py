@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9191, ge=0, le=65535)
     shutdown_timeout: float = Field(default=25.0, ge=0, le=3600)
     broker_heartbeat_timeout: float = Field(default=10.0, ge=2, le=600)
+    #: How long a running attempt's lease lasts without renewal (its process renews it every
+    #: ``broker_heartbeat_timeout / 5``); unset = twice ``BROKER_HEARTBEAT_TIMEOUT``.
+    task_lease_ttl: float | None = Field(default=None, ge=1, le=3600)
 
     task_ttl: int = Field(default=7 * 24 * 3600, ge=60)
     task_events_maxlen: int = Field(default=10_000, ge=100)
@@ -138,6 +141,13 @@ class Settings(BaseSettings):
         return self.redis_url or DEFAULT_REDIS_URL
 
     @property
+    def effective_task_lease_ttl(self) -> float:
+        """``TASK_LEASE_TTL``, or twice ``BROKER_HEARTBEAT_TIMEOUT``: a stall past the heartbeat
+        timeout (redelivery) but within the lease defers the redelivered message instead of
+        running it a second time."""
+        return self.task_lease_ttl or 2 * self.broker_heartbeat_timeout
+
+    @property
     def coordinator_bind_port(self) -> int:
         """``PORT`` wins over ``COORDINATOR_PORT`` (as on Render)."""
         return self.port or self.coordinator_port
@@ -162,6 +172,11 @@ class Settings(BaseSettings):
                 raise ConfigError("REDIS_URL is required in production")
         if self.retry_min_backoff > self.retry_max_backoff:
             raise ConfigError("RETRY_MIN_BACKOFF must not exceed RETRY_MAX_BACKOFF")
+        if self.task_lease_ttl is not None and self.task_lease_ttl < self.broker_heartbeat_timeout:
+            raise ConfigError(
+                "TASK_LEASE_TTL must be at least BROKER_HEARTBEAT_TIMEOUT (leases are renewed every "
+                "BROKER_HEARTBEAT_TIMEOUT / 5 seconds)"
+            )
         models = (self.llm_model_fast, self.llm_model_balanced, self.llm_model_creative)
         if self.llm_base_url and not any(models):
             raise ConfigError("LLM_BASE_URL needs LLM_MODEL_FAST, LLM_MODEL_BALANCED or LLM_MODEL_CREATIVE")

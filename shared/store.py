@@ -18,7 +18,11 @@ import orjson
 #: Fields of a task record that hold JSON documents.
 JSON_FIELDS = frozenset({"payload", "result"})
 #: Fields of a task record that hold integers (ms timestamps, counters).
-INT_FIELDS = frozenset({"attempts", "created_at", "started_at", "finished_at", "updated_at"})
+INT_FIELDS = frozenset({"attempts", "duplicates", "created_at", "started_at", "finished_at", "updated_at"})
+#: Bookkeeping fields of the store scripts (attempt ids, retry round), not part of the record.
+_INTERNAL_FIELDS = (
+    "created_us", "redis_message_id", "attempt_id", "ended_attempt", "ended_attempts", "round",
+)  # fmt: skip
 #: Timestamp fields rendered as ISO 8601 by :func:`decode_record`.
 TIME_FIELDS = ("created_at", "started_at", "finished_at", "updated_at")
 #: Largest result (encoded JSON bytes) stored in a record; larger ones are replaced by a note.
@@ -90,7 +94,7 @@ def decode_hash(
 def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
     """A task hash as the API shows it (JSON fields parsed, times as ISO 8601)."""
     out = decode_hash(raw, JSON_FIELDS, INT_FIELDS)
-    for internal in ("created_us", "redis_message_id", "attempt_id", "ended_attempt"):
+    for internal in _INTERNAL_FIELDS:
         out.pop(internal, None)  # bookkeeping of the store scripts, not part of the record
     for field in TIME_FIELDS:
         out[field] = iso(out.get(field))

@@ -34,6 +34,7 @@ from shared.keys import Keys
 from shared.procutil import pid_alive
 from shared.settings import Settings
 from shared.stats import Heartbeat, ProcessStats, WorkerState
+from shared.store import script_source
 from shared.tasks import TaskStatus, all_queues, task_types
 from worker.control import CommandIntake
 from worker.metrics import (
@@ -71,6 +72,7 @@ class Agent:
         self._shutting_down = False
         dispatch = (files("dramatiq.brokers") / "redis" / "dispatch.lua").read_text()
         self._dispatch = client.register_script(dispatch)
+        self._release = client.register_script(script_source("lease_release"))
         self.metrics_dir = prepare_multiproc_dir(settings.opsdeck_var_dir.resolve() / "metrics" / self.id)
         self.snapshot: dict[str, Any] = {"worker": self.id, "up": 1, "queues": {}, "redis_up": 0}
         env = {**os.environ, "WORKER_ID": self.id, MULTIPROC_ENV: str(self.metrics_dir)}
@@ -207,6 +209,11 @@ class Agent:
         try:
             raw = self.client.hgetall(key)
             self.client.delete(key)
+            # its attempts stopped with it: their redelivery need not wait for the leases to expire
+            self._release(
+                keys=[self.keys.worker_process_leases(self.id, slot.proc.pid)],
+                args=[self.keys.task_lease_prefix, f"{self.id}/{slot.proc.pid}"],
+            )
         except redis.RedisError:
             raw = {}
         for name in ("processed", "failed"):

@@ -192,7 +192,9 @@ def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
         # Results live in the task record (the TaskStore writes them); this backend stores
         # nothing, and its presence keeps Dramatiq from warning about every returned value.
         Results(backend=TaskRecordBackend(), store_results=True),  # type: ignore[no-untyped-call]
-        BrokerHeartbeat(keys, interval=max(0.5, settings.broker_heartbeat_timeout / 5)),
+        BrokerHeartbeat(
+            keys, interval=max(0.5, settings.broker_heartbeat_timeout / 5), on_beat=store.renew_leases
+        ),
     ]
     return OpsdeckBroker(
         store=store,

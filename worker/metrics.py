@@ -34,6 +34,12 @@ TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 TASKS_PROCESSED = Counter("opsdeck_tasks_processed", "Attempts that ended, whatever the outcome.", ["type"])
 TASKS_FAILED = Counter("opsdeck_tasks_failed", "Attempts that ended in an error (retried or not).", ["type"])
 TASKS_RETRIED = Counter("opsdeck_tasks_retried", "Attempts that failed and were scheduled again.", ["type"])
+TASKS_DUPLICATED = Counter(
+    "opsdeck_task_duplicate_executions",
+    "Attempts that ran although another attempt of the task was current or it had ended (a process "
+    "stalled past its lease); their end was not recorded.",
+    ["type"],
+)
 TASK_DURATION = Histogram(
     "opsdeck_task_duration_seconds", "Duration of one attempt, by type.", ["type"], buckets=TASK_BUCKETS
 )
@@ -69,6 +75,11 @@ def record_attempt(task_type: str, status: str, seconds: float | None) -> None:
         _child(TASKS_RETRIED, task_type).inc()
     if seconds is not None:
         _child(TASK_DURATION, task_type).observe(seconds)
+
+
+def record_duplicate(task_type: str) -> None:
+    """Count one duplicate execution (its end was noted on the timeline, not recorded)."""
+    _child(TASKS_DUPLICATED, task_type).inc()
 
 
 def prepare_multiproc_dir(path: Path) -> Path:
@@ -127,7 +138,7 @@ class AgentCollector:
 
 
 #: Per-type counters served for every registered task type, at 0 until a process counts one.
-ZERO_FILLED = (TASKS_PROCESSED, TASKS_FAILED, TASKS_RETRIED)
+ZERO_FILLED = (TASKS_PROCESSED, TASKS_FAILED, TASKS_RETRIED, TASKS_DUPLICATED)
 
 
 class ZeroFilled:

@@ -251,3 +251,88 @@ async def test_latency_and_resets_between_processes_and_redis(
         assert all(p.restarts == 0 for p in beat.procs), "a process crashed under network faults"
     finally:
         proxy.close()
+
+
+def events_by_task(client: redis.Redis, ids: list[str]) -> dict[str, list[str]]:
+    """Each task's lifecycle statuses, in order."""
+    wanted = set(ids)
+    out: dict[str, list[str]] = {i: [] for i in ids}
+    for _, fields in client.xrange(KEYS.task_events):
+        task_id = fields[b"id"].decode()
+        if task_id in wanted:
+            out[task_id].append(fields[b"status"].decode())
+    return out
+
+
+def busiest_process(client: redis.Redis, worker_id: str, at_least: int) -> int:
+    """The pid of the agent's process running the most tasks (at least ``at_least``)."""
+
+    def pick() -> int | None:
+        counters = {
+            pid: int(client.hget(KEYS.worker_process(worker_id, pid), "in_flight") or 0)
+            for pid in [p.pid for p in (heartbeat(client, worker_id) or _NO_BEAT).procs if p.alive]
+        }
+        best = max(counters, key=lambda pid: counters[pid], default=None)
+        return best if best is not None and counters[best] >= at_least else None
+
+    return wait_for(pick, what=f"a process running {at_least} task(s)")
+
+
+class _NoBeat:
+    procs: list[Any] = []
+
+
+_NO_BEAT = _NoBeat()
+
+
+async def frozen_process_run(
+    procs, env, tmp_path, rclient, api, auth, *, seconds: float, stall: float
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Four sleep tasks on two processes of four threads; the busiest process is frozen (SIGSTOP)
+    for ``stall`` s, then resumed. However the four are spread, the other process has a free
+    thread for each task the frozen one runs."""
+    procs.start(
+        "worker", env(WORKER_ID="agent", WORKER_PROCESSES=2, WORKER_THREADS=4), tmp_path / "agent.log"
+    )
+    wait_running(rclient, "agent", processes=2)
+    ids = await submit_many(api, auth(), [{"type": "sleep", "payload": {"seconds": seconds}}] * 4)
+    wait_for(lambda: statuses(rclient, ids).count("running") == 4, what="all four running")
+    pid = busiest_process(rclient, "agent", at_least=2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(stall)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_all(rclient, ids, timeout=60)
+    await asyncio.sleep(1.5)  # late (deferred or stale) deliveries settle
+    return ids, events_by_task(rclient, ids)
+
+
+async def test_a_stall_past_the_heartbeat_but_within_the_lease_runs_nothing_twice(
+    procs, env, tmp_path, rclient, api, auth
+):
+    """Frozen longer than BROKER_HEARTBEAT_TIMEOUT (3 s here): Dramatiq's maintenance redelivers
+    the frozen process's messages, but their attempts still hold a live lease (6 s), so the
+    other process defers them instead of running them; once resumed, the first attempt ends."""
+    ids, events = await frozen_process_run(procs, env, tmp_path, rclient, api, auth, seconds=6, stall=4.5)
+    assert_exactly_once(rclient, dict.fromkeys(ids, "succeeded"))
+    for task_id in ids:
+        assert events[task_id] == ["queued", "running", "succeeded"], (task_id, events[task_id])
+        assert rclient.hget(KEYS.task(task_id), "attempts") == b"1"
+
+
+async def test_a_stall_past_the_lease_records_one_end_and_notes_the_duplicate_execution(
+    procs, env, tmp_path, rclient, api, auth
+):
+    """Frozen longer than the lease: another process takes the attempts over and ends them; the
+    frozen process, resumed, ends its stale attempts too — recorded as duplicate executions
+    (a timeline note and a counter), never as a second end."""
+    ids, events = await frozen_process_run(procs, env, tmp_path, rclient, api, auth, seconds=8, stall=10)
+    assert_exactly_once(rclient, dict.fromkeys(ids, "succeeded"))
+    taken_over = [i for i in ids if events[i].count("running") == 2]
+    assert len(taken_over) >= 2, events  # the frozen process ran at least two
+    for task_id in taken_over:
+        assert events[task_id].count("duplicate") == 1, events[task_id]
+        record = rclient.hgetall(KEYS.task(task_id))
+        assert record[b"attempts"] == b"2" and record[b"duplicates"] == b"1", record
+    assert sum(e.count("duplicate") for e in events.values()) == len(taken_over)

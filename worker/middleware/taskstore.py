@@ -4,6 +4,13 @@ It must be the *first* middleware of the broker: Dramatiq runs ``after_*`` hooks
 order, so ours runs after ``Retries`` has decided between retrying and dead-lettering, and
 the final status is durable in Redis before the message is acked (a kill between the two
 re-runs the message, and the ``start`` script then skips a task that already ended).
+
+Each running attempt holds a *lease* (``Keys.task_lease``) that its process renews on the broker
+heartbeat's clock (:meth:`TaskStore.renew_leases`). A delivery of a task whose current attempt's
+lease is alive — Dramatiq's maintenance redelivers the messages of a process that stalled past
+``BROKER_HEARTBEAT_TIMEOUT`` — is deferred (re-enqueued with a delay, then acked), not run. An
+attempt whose process stalled past the lease is taken over; when the stalled one ends anyway,
+``finish.lua`` records a duplicate execution (timeline note, counters), never a second end.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from shared.logging import bind_contextvars, clear_contextvars, get_logger
 from shared.settings import Settings
 from shared.store import MAX_TRACEBACK_CHARS, encode_result, script_source
 from shared.tasks import TaskStatus
-from worker.metrics import record_attempt
+from worker.metrics import record_attempt, record_duplicate
 
 log = get_logger(__name__)
 
@@ -43,6 +50,8 @@ _LOG_LEVEL = {
 
 #: How long a status write keeps retrying through a Redis outage before giving up (seconds).
 WRITE_RETRY_WINDOW = 60.0
+#: Added to a live lease's remaining life when a delivery is deferred behind it (ms).
+DEFER_MARGIN_MS = 250
 
 
 class TaskStore(Middleware):
@@ -54,8 +63,14 @@ class TaskStore(Middleware):
         self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
         self.worker_label = f"{worker_id}/{os.getpid()}"
         self.counters_key = self.keys.worker_process(worker_id, os.getpid())
+        self.leases_key = self.keys.worker_process_leases(worker_id, os.getpid())
+        self.lease_ms = int(settings.effective_task_lease_ttl * 1000)
         self._start = FastScript(client, script_source("start"))
         self._finish = FastScript(client, script_source("finish"))
+        self._renew = client.register_script(script_source("lease_renew"))
+        #: task id → attempt id of every attempt this process is running (renewed by renew_leases)
+        self._running: dict[str, str] = {}
+        self._running_lock = threading.Lock()
         self._skipped = threading.local()
         self._acked = threading.local()
         self._started = threading.local()
@@ -84,20 +99,57 @@ class TaskStore(Middleware):
                 self.keys.tasks_by_type(message.actor_name),
                 self.keys.task_events,
                 self.counters_key,
+                self.keys.task_lease(message.message_id),
+                self.leases_key,
             ],
             [
                 message.message_id, now_ms, self.worker_label, self.settings.task_ttl,
                 self.settings.task_events_maxlen, self.keys.tasks_status_prefix,
                 message.message_timestamp * 1000, message.actor_name, message.queue_name.removesuffix(".DQ"),
                 options.get("priority", ""), orjson.dumps(payload), options.get("correlation_id", ""),
-                attempt,
+                attempt, self.lease_ms, message.options.get("retries", 0),
             ],
         )  # fmt: skip
-        if outcome is not None and outcome != b"ok":
-            self._skipped.id = message.message_id
-            log.info("task skipped", status=outcome.decode())
-            clear_contextvars()
-            raise SkipMessage(f"task is {outcome.decode()}")
+        if outcome == b"ok":
+            with self._running_lock:
+                self._running[message.message_id] = attempt
+            return
+        if outcome is None:
+            return  # Redis stayed away: run it unrecorded rather than drop it (as before)
+        self._skipped.id = message.message_id
+        reason = outcome.decode()
+        if reason.startswith("leased "):
+            self._defer(broker, message, int(reason.split()[1]) + DEFER_MARGIN_MS)
+            reason = "running elsewhere"
+        log.info("task skipped", status=reason)
+        clear_contextvars()
+        raise SkipMessage(f"task is {reason}")
+
+    def _defer(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
+        """Enqueue the delivery again, ``delay_ms`` later (the skip then acks this one; a kill in
+        between leaves both, and the copy is recognised as stale or ended)."""
+        fresh = message.copy()
+        fresh.options.pop("redis_message_id", None)
+        fresh.options.pop("eta", None)
+        broker.enqueue(fresh.copy(queue_name=message.queue_name.removesuffix(".DQ")), delay=delay_ms)
+        log.info("delivery deferred: another attempt holds the lease", defer_ms=delay_ms)
+
+    def renew_leases(self) -> None:
+        """Renew the lease of every attempt this process runs (called on the heartbeat's clock);
+        an attempt another process has taken over is logged once."""
+        with self._running_lock:
+            running = list(self._running.items())
+        if not running:
+            return
+        keys = [k for task_id, _ in running for k in (self.keys.task(task_id), self.keys.task_lease(task_id))]
+        stale = self._renew(keys=keys, args=[self.lease_ms, self.worker_label, *(a for _, a in running)])
+        lost = {a.decode() for a in stale}
+        for task_id, attempt in running:
+            if attempt in lost:
+                with self._running_lock:
+                    if self._running.get(task_id) == attempt:
+                        self._running[task_id] = ""  # reported once; its end will be a duplicate
+                log.warning("attempt taken over by another process after its lease expired", task_id=task_id)
 
     def after_process_message(
         self,
@@ -141,21 +193,25 @@ class TaskStore(Middleware):
             duration_ms=duration_ms,
             retries=message.options.get("retries", 0),
         )
-        # A message that is not failed gets acked: do it in the same script (see OpsdeckBroker).
+        # A message that is not failed gets acked: do it in the same script (see OpsdeckBroker);
+        # a duplicate execution's message is acked whatever its outcome.
         redis_message_id = message.options.get("redis_message_id", "")
-        ack = not message.failed and bool(redis_message_id) and isinstance(broker, RedisBroker)
+        known = bool(redis_message_id) and isinstance(broker, RedisBroker)
+        ack = known and not message.failed
         queue = message.queue_name
-        acks = self.keys.dramatiq_acks(broker.broker_id, queue) if ack else ""  # type: ignore[attr-defined]
+        acks = self.keys.dramatiq_acks(broker.broker_id, queue) if known else ""  # type: ignore[attr-defined]
+        with self._running_lock:
+            self._running.pop(message.message_id, None)
         previous = self._write(
             self._finish,
             [self.keys.task(message.message_id), self.keys.task_events, self.counters_key, acks,
-             self.keys.queue_messages(queue)],
+             self.keys.queue_messages(queue), self.keys.task_lease(message.message_id), self.leases_key],
             [
                 message.message_id, status.value, now_ms, self.settings.task_ttl,
                 self.settings.task_events_maxlen, self.keys.tasks_status_prefix, self.worker_label,
                 int(status != TaskStatus.SUCCEEDED), message.actor_name,
                 "" if duration_ms is None else duration_ms, self.keys.stats_minute_prefix,
-                redis_message_id, getattr(self._started, "attempt", ""), *fields,
+                redis_message_id, getattr(self._started, "attempt", ""), int(ack), *fields,
             ],
         )  # fmt: skip
         if ack and previous is not None:
@@ -164,6 +220,9 @@ class TaskStore(Middleware):
             record_attempt(
                 message.actor_name, status, duration_ms / 1000 if duration_ms is not None else None
             )
+        elif previous == b"duplicate":
+            record_duplicate(message.actor_name)
+            log.warning("duplicate execution: the task was taken over or had ended; end not recorded")
         clear_contextvars()
 
     def take_acked(self, redis_message_id: str) -> bool:
