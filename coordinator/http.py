@@ -16,16 +16,19 @@ from pydantic import BaseModel, ValidationError
 
 from coordinator.keys import SETTINGS, VERIFIER
 from shared.auth import Principal
-from shared.errors import AuthError, OpsdeckError, Unavailable, ValidationFailed, pydantic_fields
+from shared.errors import AuthError, OpsdeckError, ValidationFailed, pydantic_fields
 from shared.ids import random_hex
+from shared.jsondepth import check_depth
 from shared.logging import CORRELATION_ID, bind_contextvars
-from shared.metrics import HttpMetrics
+from shared.metrics import HttpMetrics, cancelled_status
 from shared.web import (
     MAX_BODY_BYTES,
     REDIS_DOWN,
     error_response,
     json_response,
+    opsdeck_error_response,
     parse_query,
+    redis_error_response,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ async def read_json(request: web.Request, model: type[Model]) -> Model:
     """Parse and validate a JSON body in one pass (pydantic-core): 415, 413, 400 or 422 on bad
     input (:func:`shared.web.read_json` is the dashboard's form)."""
     body = await read_body(request)
+    check_depth(body)  # 422 past MAX_JSON_DEPTH, before pydantic parses (shared.jsondepth)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
@@ -85,40 +89,35 @@ def correlation_id(request: web.Request) -> str:
     return CORRELATION_ID.get()
 
 
-class RateLimitedWarning:
-    """Logs an outage once per ``interval`` seconds with a count, not once per request."""
-
-    def __init__(self, message: str, interval: float = 10.0) -> None:
-        self.message = message
-        self.interval = interval
-        self._last = 0.0
-        self._suppressed = 0
-
-    def warn(self, detail: str) -> None:
-        """Log now, or count the occurrence for the next line."""
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            self._suppressed += 1
-            return
-        log.warning("%s (%s; %d more since the last report)", self.message, detail, self._suppressed)
-        self._last, self._suppressed = now, 0
-
-
-_outage_log = RateLimitedWarning("redis unavailable: answering 503")
-
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                415: "unsupported_media_type"}  # fmt: skip
 
 
-def edge(handler: Handler, path: str, metrics: HttpMetrics, method: str | None = None) -> Handler:
+def waiting(request: web.Request) -> bool:
+    """True when the request asks to wait (``?wait=S`` with S > 0): a long-poll."""
+    value = request.query.get("wait")
+    if not value:
+        return False
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
+
+
+def edge(
+    handler: Handler, path: str, metrics: HttpMetrics, method: str | None = None, *, long_polls: bool = False
+) -> Handler:
     """``handler`` wrapped with the coordinator's edge: correlation id, JSON errors, 503 on Redis
-    outages and request metrics (labelled ``path``, the route's canonical path, and ``method``,
-    the route's method: the request's when None).
+    failures (:func:`shared.web.redis_refusal`) and request metrics (labelled ``path``, the
+    route's canonical path, and ``method``, the route's method: the request's when None).
+
+    ``long_polls``: the route takes ``?wait=``; a request that waits is timed in the long-request
+    histogram, not in the latency one (as WebSocket sessions are: :class:`HttpMetrics`).
 
     A wrapper per route rather than an aiohttp middleware: a middleware chain costs the hot path
     two more coroutine frames per request (the chain's own and aiohttp's current-app fix-up), and
     unmatched paths and methods reach the same wrapper through :func:`add_fallbacks`."""
-    observe = metrics.observe
+    observe, observe_long = metrics.observe, metrics.observe_long
 
     async def edged(request: web.Request) -> web.StreamResponse:
         incoming = request.headers.get(X_REQUEST_ID)
@@ -130,8 +129,12 @@ def edge(handler: Handler, path: str, metrics: HttpMetrics, method: str | None =
         response: web.StreamResponse
         try:
             response = await handler(request)
+        except asyncio.CancelledError:  # the client went away (a WebSocket session ends so)
+            status = cancelled_status(request.headers)
+            observe(method or request.method, path, status, perf_counter() - started)
+            raise
         except OpsdeckError as exc:
-            response = error_response(exc.status, exc.code, exc.message, exc.fields)
+            response = opsdeck_error_response(exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -140,22 +143,24 @@ def edge(handler: Handler, path: str, metrics: HttpMetrics, method: str | None =
             response = error_response(exc.status, code, message)
             if "Allow" in exc.headers:  # 405 must say what is allowed (RFC 9110)
                 response.headers["Allow"] = exc.headers["Allow"]
-        except REDIS_DOWN as exc:
-            _outage_log.warn(type(exc).__name__)
-            response = error_response(503, Unavailable.code, "Redis is unavailable; try again shortly")
-            response.headers["Retry-After"] = "2"
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            bind_contextvars(route=path)
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            sentry_sdk.capture_exception()
-            response = error_response(500, "internal_error", "internal error; see the server log")
+        except Exception as exc:  # CancelledError is no Exception: it goes on up
+            response = redis_error_response(request, exc) or _internal_error(request, path)
         response.headers[X_REQUEST_ID] = cid
-        observe(method or request.method, path, response.status, perf_counter() - started)
+        if long_polls and waiting(request):
+            observe_long(method or request.method, path, response.status, perf_counter() - started)
+        else:
+            observe(method or request.method, path, response.status, perf_counter() - started)
         return response
 
     return edged
+
+
+def _internal_error(request: web.Request, path: str) -> web.Response:
+    """A 500 for the exception being handled, logged with its traceback and sent to Sentry."""
+    bind_contextvars(route=path)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    sentry_sdk.capture_exception()
+    return error_response(500, "internal_error", "internal error; see the server log")
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:

@@ -36,6 +36,9 @@ class Component(BaseModel):
     status: Literal["ok", "degraded", "down"]
     latency_ms: float | None = None
     detail: str | None = None
+    #: Redis only: INFO memory's used_memory and maxmemory (bytes; 0 = no limit).
+    used_memory_bytes: int | None = None
+    maxmemory_bytes: int | None = None
 
 
 class HealthReport(BaseModel):

@@ -23,10 +23,10 @@ from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
 from dashboard.routes import API
 from shared.errors import ConfigError
 from shared.keys import Keys
-from shared.redis import async_client
+from shared.redis import WaitingPool, async_client
 from shared.settings import Settings
 from shared.taskstore import TaskStore
-from shared.web import error_middleware
+from shared.web import REDIS_METRICS, error_middleware, json_parser_errors, setup_redis_metrics
 
 HERE = Path(__file__).resolve().parent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -66,6 +66,8 @@ def check_bind(settings: Settings) -> None:
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = client = async_client(app[SETTINGS], max_connections=32)
+    assert isinstance(client.connection_pool, WaitingPool)
+    app[REDIS_METRICS].pool = client.connection_pool
     app[STORE] = TaskStore(client, app[SETTINGS])
     yield
     await app[STORE].aclose()
@@ -77,6 +79,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[metrics.observe, error_middleware, guard], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     metrics.setup(app)
+    setup_redis_metrics(app, app[metrics.REGISTRY], "dashboard", settings)  # opsdeck_redis_up and its probe
+    json_parser_errors(app)  # aiohttp's own 400s (oversize headers) in the JSON error shape
     app[KEYS] = Keys(settings.key_prefix, settings.dramatiq_namespace)
     app[SESSIONS] = auth.Sessions(settings.jwt_key, settings.dashboard_session_ttl, settings.production)
     app[SOCKETS] = weakref.WeakSet()

@@ -6,6 +6,7 @@ through to this handler, which checks the token itself), or with an ``admin`` JW
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from dashboard.keys import SETTINGS
 from shared.auth import Verifier
 from shared.errors import AuthError
-from shared.metrics import HttpMetrics
+from shared.metrics import HttpMetrics, cancelled_status
 
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
@@ -47,6 +48,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:  # the client went away (a WebSocket session ends so)
+        status = cancelled_status(request.headers)
         raise
     finally:
         resource = request.match_info.route.resource

@@ -7,9 +7,11 @@ client that reuses its token pays for the signature check once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -94,11 +96,10 @@ class Verifier:
             claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
         except jwt.ExpiredSignatureError:
             raise AuthError("token has expired") from None
-        except jwt.InvalidTokenError:
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
+            # PyJWT checks the claims' types only partly: an exp of 10**400 overflows its float
             raise AuthError("invalid token") from None
-        raw_scope = claims.get("scope", "")
-        scopes = raw_scope.split() if isinstance(raw_scope, str) else list(raw_scope)
-        principal = Principal(str(claims["sub"]), frozenset(scopes), float(claims["exp"]))
+        principal = _principal(claims)
         self._cache[token] = principal
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -112,3 +113,28 @@ class Verifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("Authorization header must be 'Bearer <token>'")
         return self.verify(token.strip())
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    """The principal of verified claims, whose content is checked here: a good signature says
+    who made the token, not that its claims are well formed. AuthError unless ``sub`` is a
+    non-empty string, ``exp`` a finite number and ``scope`` a space-separated string or a list
+    of strings."""
+    subject, expires, raw_scope = claims.get("sub"), claims.get("exp"), claims.get("scope", "")
+    if not isinstance(subject, str) or not subject:
+        raise AuthError("invalid token: sub must be a non-empty string")
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+        raise AuthError("invalid token: exp must be a number")
+    try:
+        expires_at = float(expires)
+    except OverflowError:
+        raise AuthError("invalid token: exp is out of range") from None
+    if not math.isfinite(expires_at):
+        raise AuthError("invalid token: exp is out of range")
+    if isinstance(raw_scope, str):
+        scopes = raw_scope.split()
+    elif isinstance(raw_scope, list) and all(isinstance(s, str) for s in raw_scope):
+        scopes = raw_scope
+    else:
+        raise AuthError("invalid token: scope must be a space-separated string or a list of strings")
+    return Principal(subject, frozenset(scopes), expires_at)

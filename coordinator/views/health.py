@@ -1,4 +1,10 @@
-"""Health endpoints: liveness, readiness (Redis + a fresh worker heartbeat) and a full report."""
+"""Health endpoints: liveness, readiness (Redis + a fresh worker heartbeat) and a full report.
+
+The Redis component is ``down`` when Redis cannot be reached or refuses commands (LOADING after a
+restart, BUSY with a script, MASTERDOWN), ``degraded`` when it answers but has reached its
+``maxmemory`` (with noeviction every write is refused: no task can be accepted), else ``ok``; its
+``used_memory_bytes`` and ``maxmemory_bytes`` come from INFO memory (0 = no limit).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +18,35 @@ from coordinator.http import REDIS_DOWN, json_response
 from coordinator.keys import REDIS, SETTINGS
 from shared import __version__
 from shared.keys import Keys
+from shared.redis import check_redis
+from shared.web import redis_refusal
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 async def _check_redis(request: web.Request) -> dict[str, Any]:
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(request.app[SETTINGS].redis_timeout):
-            await request.app[REDIS].ping()
-    except REDIS_DOWN as exc:
-        return {"status": "down", "latency_ms": None, "detail": f"redis unreachable ({type(exc).__name__})"}
-    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+    found = await check_redis(request.app[REDIS], request.app[SETTINGS].redis_timeout)
+    memory: dict[str, Any] = {}
+    if found.maxmemory is not None:
+        memory = {"used_memory_bytes": found.used_memory, "maxmemory_bytes": found.maxmemory}
+    if found.error is not None:
+        refusal = redis_refusal(found.error)
+        if refusal is None or refusal.code == "unavailable":
+            detail = f"redis unreachable ({type(found.error).__name__})"
+        else:
+            detail = f"redis refuses commands: {refusal.code} ({found.error})"
+        return {"status": "down", "latency_ms": None, "detail": detail, **memory}
+    latency = round(found.latency * 1000, 3)
+    used, limit = found.used_memory or 0, found.maxmemory or 0
+    if found.out_of_memory:
+        detail = (
+            f"out of memory: used {_mib(used)} of maxmemory {_mib(limit)}; "
+            "writes are refused (redis_out_of_memory)"
+        )
+        return {"status": "degraded", "latency_ms": latency, "detail": detail, **memory}
+    return {"status": "ok", "latency_ms": latency, **memory}
 
 
 async def _check_workers(request: web.Request) -> dict[str, Any]:
@@ -46,14 +71,16 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """200 when Redis answers and at least one worker heartbeat is fresh; else 503 naming the failure."""
+    """200 when Redis answers and at least one worker heartbeat is fresh; else 503 naming the failure.
+    A Redis out of memory still answers: the process stays ready (another one would fare no
+    better) and tells each client itself (503 ``redis_out_of_memory``)."""
     redis_c = await _check_redis(request)
     workers = (
         await _check_workers(request)
-        if redis_c["status"] == "ok"
+        if redis_c["status"] != "down"
         else {"status": "down", "latency_ms": None, "detail": "redis down"}
     )
-    ok = redis_c["status"] == "ok" and workers["status"] == "ok"
+    ok = redis_c["status"] != "down" and workers["status"] == "ok"
     body = {
         "status": "ready" if ok else "not_ready",
         "version": __version__,
@@ -63,13 +90,14 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Every component with status and latency; healthy, degraded (no worker) or unhealthy (no Redis)."""
+    """Every component with status and latency: unhealthy (503) when no task can be accepted
+    (Redis down, or out of memory), degraded when no worker is up, else healthy."""
     components: dict[str, Any] = {}
     try:
         components["redis"] = await _check_redis(request)
         components["workers"] = (
             await _check_workers(request)
-            if components["redis"]["status"] == "ok"
+            if components["redis"]["status"] != "down"
             else {"status": "down", "latency_ms": None, "detail": "redis down"}
         )
     except Exception as exc:  # a failing check degrades the report, never the endpoint
