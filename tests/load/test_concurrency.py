@@ -57,11 +57,12 @@ async def test_500_concurrent_chat_list_and_dashboard_list_answer_without_error(
     for name in ports:
         procs.start(name, env, tmp_path / f"{name}.log")
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    for name in ports:
-        wait_for(
-            lambda name=name: _ready(f"{base[name]}/health/live"),
-            what=f"{name} up\n{read_log(tmp_path / f'{name}.log')}",
-        )
+    for name, url in base.items():
+
+        def up(url: str = url) -> bool:
+            return _ready(f"{url}/health/live")
+
+        wait_for(up, what=f"{name} up\n{read_log(tmp_path / f'{name}.log')}")
 
     writer, viewer, admin = auth("tasks:write", "tasks:read"), auth("viewer"), auth("admin")
     # no connection limit on the client side: all 500 requests reach the servers at once

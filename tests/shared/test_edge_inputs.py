@@ -22,7 +22,7 @@ APPS = {
 _FAR = 2**31  # a valid expiry (2038)
 
 #: Claims whose signature is good and whose content is not: each must be a 401.
-MALFORMED = {
+MALFORMED: dict[str, dict[str, Any]] = {
     "scope null": {"scope": None},
     "scope int": {"scope": 5},
     "scope nested list": {"scope": [["tasks:read", "viewer"]]},
