@@ -15,6 +15,7 @@ from dashboard import audit
 from dashboard.guard import require_control
 from dashboard.keys import KEYS, REDIS, STORE
 from shared.errors import NotFound, ValidationFailed, pydantic_fields
+from shared.jsondepth import MAX_JSON_DEPTH, TOO_DEEP, deeper_than, too_deep
 from shared.tasks import Priority, TaskStatus, get_task_type
 from shared.web import json_response, parse_query, read_json, truncate
 
@@ -68,7 +69,10 @@ class FailureQuery(BaseModel):
 
 
 def _bounded_json(value: Any) -> Any:
-    text = orjson.dumps(value).decode()
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError; the store's reads make this unreachable, kept cheap
+        return {"_unreadable": "value cannot be shown as JSON"}
     return value if len(text) <= MAX_JSON_CHARS else {"truncated": True, "preview": text[:MAX_JSON_CHARS]}
 
 
@@ -106,7 +110,7 @@ async def timeline(request: web.Request, task_id: str) -> list[dict[str, Any]]:
     """The task's lifecycle events (from the capped events stream), oldest first."""
     client, keys = request.app[REDIS], request.app[KEYS]
     created_us = await client.hget(keys.task(task_id), "created_us")
-    start = f"{max(0, int(created_us) // 1000 - 1)}" if created_us else "-"
+    start = f"{max(0, int(created_us) // 1000 - 1)}" if created_us and created_us.isdigit() else "-"
     entries = await client.xrange(keys.task_events, min=start, max="+", count=TIMELINE_SCAN)
     out = []
     for _, fields in entries:
@@ -126,17 +130,41 @@ async def task_detail(request: web.Request) -> web.Response:
     return json_response(await task_detail_data(request, request.match_info["id"]))
 
 
+async def stored_payload(request: web.Request, task_id: str) -> dict[str, Any]:
+    """The payload of a stored task for an exact replay, held to today's rules: a 422 naming
+    ``payload`` when it is no JSON object or nests deeper than MAX_JSON_DEPTH (older versions
+    stored payloads up to orjson's limit; a read shows those as a marker, not resubmitted here)."""
+    raw = await request.app[REDIS].hget(request.app[KEYS].task(task_id), "payload")
+    try:
+        payload = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        payload = None
+    if type(payload) is not dict:
+        raise ValidationFailed(
+            "the stored payload cannot be read; retry with an edited payload",
+            fields=[{"loc": ["payload"], "msg": "unreadable stored payload"}],
+        )
+    if deeper_than(payload, MAX_JSON_DEPTH):
+        raise ValidationFailed(
+            f"the stored payload is nested deeper than {MAX_JSON_DEPTH} levels; retry with an edited payload",
+            fields=[{"loc": ["payload"], "msg": TOO_DEEP}],
+        )
+    return payload
+
+
 async def retry(request: web.Request) -> web.Response:
     """``POST /api/tasks/{id}/retry``: submit the same type again (same or edited payload) → 202."""
     user = require_control(request)
     task_id = request.match_info["id"]
     body = await read_json(request, Retry, empty_ok=True)
+    if body.payload is not None and deeper_than(body.payload, MAX_JSON_DEPTH):
+        raise too_deep(["body", "payload"])  # the edge's check_depth says so first; kept here too
     store = request.app[STORE]
     record = await store.get(task_id)
     task_type = get_task_type(record.get("type") or "")
     if task_type is None:
         raise NotFound(f"task type {record.get('type')!r} is not registered here")
-    payload = body.payload if body.payload is not None else (record.get("payload") or {})
+    payload = body.payload if body.payload is not None else await stored_payload(request, task_id)
     try:
         task_type.payload_model.model_validate(payload)
     except ValidationError as exc:

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from shared.jsondepth import read_stored
+
 #: Fields of a task record that hold JSON documents.
 JSON_FIELDS = frozenset({"payload", "result"})
 #: Fields of a task record that hold integers (ms timestamps, counters).
@@ -64,10 +66,15 @@ def encode_result(result: Any) -> str:
 
 
 def iso(ms: int | None) -> str | None:
-    """Milliseconds since the epoch as an ISO 8601 UTC string."""
+    """Milliseconds since the epoch as an ISO 8601 UTC string (None for none, or for a number no
+    datetime can hold: a damaged record reads, it does not fail)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def decode_hash(
@@ -77,15 +84,25 @@ def decode_hash(
     *,
     empty_as_none: bool = False,
 ) -> dict[str, Any]:
-    """A Redis hash as a dict: ``json_fields`` parsed, ``int_fields`` as ints, the rest as text."""
+    """A Redis hash as a dict: ``json_fields`` parsed, ``int_fields`` as ints, the rest as text.
+
+    Whatever is stored, this returns: a JSON field that is no valid JSON, or that nests too deep
+    to be encoded again in a response, reads as a marker (:func:`shared.jsondepth.read_stored`),
+    an int field that is no integer as None and bytes that are no UTF-8 with replacement marks."""
     out: dict[str, Any] = {}
     for k, v in raw.items():
-        key = k.decode() if isinstance(k, bytes) else k
-        value = v.decode() if isinstance(v, bytes) else v
+        key = k.decode(errors="replace") if isinstance(k, bytes) else k
         if key in json_fields:
-            out[key] = orjson.loads(value) if value else None
-        elif key in int_fields:
-            out[key] = int(value) if value else None
+            out[key] = read_stored(v, key) if v else None
+            continue
+        value = v.decode(errors="replace") if isinstance(v, bytes) else v
+        if key in int_fields:
+            try:
+                number = int(value) if value else None
+            except ValueError:
+                number = None
+            # beyond 64 bits no JSON encoder here writes it (nothing stores such counters)
+            out[key] = number if number is None or -(2**63) <= number < 2**64 else None
         else:
             out[key] = None if empty_as_none and value == "" else value
     return out

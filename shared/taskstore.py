@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ from shared.resp import CRLF, EMPTY, PREFIXES, BulkCache, bulk, prefix
 from shared.settings import Settings
 from shared.store import decode_record, script_source
 from shared.tasks import Priority, TaskStatus, TaskType, queue_name
+
+log = logging.getLogger(__name__)
 
 #: Largest page of ``GET /api/v1/tasks``.
 MAX_LIMIT = 200
@@ -115,7 +118,7 @@ class TaskStore:
         raw = await self.client.hgetall(self.keys.task(task_id))
         if not raw:
             raise NotFound(f"task {task_id} not found")
-        return decode_record(raw)
+        return readable_record(task_id, raw)
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         """Cancel a queued (or retry-waiting) task; Conflict once it has started or ended."""
@@ -190,7 +193,7 @@ class TaskStore:
                 last = (score, member)
                 if not raw:
                     continue  # expired; the agent's housekeeping trims the index
-                record = decode_record(raw)
+                record = readable_record(member, raw)
                 if type_name and record.get("type") != type_name:
                     continue
                 if status and record.get("status") != status:
@@ -207,6 +210,17 @@ class TaskStore:
                 break
         next_cursor = encode_cursor(*last) if last is not None else None
         return items, next_cursor
+
+
+def readable_record(task_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:
+    """:func:`~shared.store.decode_record`, which reads any stored hash; should it still fail on
+    one, the record is shown as its id and a note (logged without a traceback: nothing renders
+    one inside a request), never as a failed read of a whole list."""
+    try:
+        return decode_record(raw)
+    except Exception as exc:  # one record must not fail a page of them
+        log.warning("task %s: unreadable record (%s)", task_id, type(exc).__name__)
+        return {"id": task_id, "_unreadable": f"record could not be read ({type(exc).__name__})"}
 
 
 def encode_cursor(score: float, member: str) -> str:

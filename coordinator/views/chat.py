@@ -40,6 +40,7 @@ from shared.aio import cancel_and_wait
 from shared.auth import Principal
 from shared.coaching import CHAT_PRIORITY, COACH, FEEDBACK, FEEDBACK_PRIORITY, FeedbackPayload, bandit_summary
 from shared.errors import Conflict, NotFound, OpsdeckError, ScopeError
+from shared.jsondepth import check_depth
 from shared.tasks import TaskStatus
 
 #: How long a WebSocket turn waits for its suggestion before the socket says "pending".
@@ -180,6 +181,7 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
             if msg.type != WSMsgType.TEXT:
                 continue
             try:
+                check_depth(msg.data)  # a 422-like error naming the field, before pydantic
                 body = ChatRequest.model_validate_json(msg.data)
                 accepted = await submit_turn(request.app, body, principal.subject, correlation_id(request))
             except ValidationError as exc:
