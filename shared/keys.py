@@ -61,12 +61,26 @@ class Keys:
         return f"{self.prefix}tasks:type:"
 
     def idempotency(self, subject: str, key: str) -> str:
-        """String: the task id first submitted by ``subject`` with this idempotency key."""
-        return f"{self.idempotency_prefix}{subject}:{key}"
+        """String: the task id first submitted by ``subject`` with this idempotency key, named
+        ``idem2:<length of subject in UTF-8 bytes>:<subject>:<key>``: one name per pair, whatever
+        colons either part holds."""
+        return f"{self.idempotency_prefix}{len(subject.encode())}:{subject}:{key}"
 
     @property
     def idempotency_prefix(self) -> str:
-        """Prefix of idempotency keys (used by the Lua scripts)."""
+        """Prefix of idempotency keys (no old-form name starts with it: ``idem2:`` ≠ ``idem:``)."""
+        return f"{self.prefix}idem2:"
+
+    def legacy_idempotency(self, subject: str, key: str) -> str:
+        """String: an idempotency key in the form used before 2026-12, ``idem:<subject>:<key>``.
+        Ambiguous (``alice`` + ``x:K`` and ``alice:x`` + ``K`` share a name), so ``submit.lua``
+        trusts one only for the subject and key its task records; read, never written, until
+        the last of them expires (TASK_TTL after the upgrade)."""
+        return f"{self.legacy_idempotency_prefix}{subject}:{key}"
+
+    @property
+    def legacy_idempotency_prefix(self) -> str:
+        """Prefix of old-form idempotency keys (used by ``submit.lua``)."""
         return f"{self.prefix}idem:"
 
     @property

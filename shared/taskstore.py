@@ -46,7 +46,7 @@ class TaskStore:
         self.keys = keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
         header = [
             keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
-            keys.idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
+            keys.legacy_idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
             settings.task_events_maxlen,
         ]  # fmt: skip
         self.batcher = SubmitBatcher(
@@ -97,7 +97,7 @@ class TaskStore:
         named = self._named
         idem = key = digest = EMPTY
         if idempotency_key:  # the digest tells a replay from a different request with the same key
-            idem = bulk([f"{subject}:{idempotency_key}".encode()])
+            idem = bulk([self.keys.idempotency(subject, idempotency_key).encode()])
             key = bulk([idempotency_key.encode()])
             digest = bulk([payload_digest(task_type.name, orjson.loads(payload_json), priority).encode()])
         cid = correlation_id.encode()

@@ -6,9 +6,9 @@
 -- Key names are built from the prefixes passed in (shared/keys.py owns them), as Dramatiq's
 -- own script does; so this script is not Redis Cluster safe, like Dramatiq's broker.
 -- ARGV: 1 task key prefix, 2 tasks:all, 3 status index prefix, 4 type index prefix,
---       5 idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
+--       5 old-form idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
 --       9 events maxlen, then per task (TASK_ARGS = 11 items, SUBMIT_TASK_ARGS in taskstore.py):
---       task id, created (µs), idempotency key suffix ("" when none), queue, type, priority,
+--       task id, created (µs), idempotency key name ("" when none), queue, type, priority,
 --       payload json, correlation id, submitted by, idempotency key and request digest ("" when
 --       none).
 -- The record's constant and derived fields (status, attempts, timestamps in ms, the Dramatiq
@@ -21,7 +21,7 @@
 -- idempotency key was seen before for the same request (same digest), -1 and that id when the
 -- key was used for a different request.
 local task_prefix, all_index, status_prefix, type_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local idem_prefix, events, namespace = ARGV[5], ARGV[6], ARGV[7]
+local legacy_prefix, events, namespace = ARGV[5], ARGV[6], ARGV[7]
 local ttl, maxlen = tonumber(ARGV[8]), ARGV[9]
 local queued_index = status_prefix .. "queued"
 local out = {}
@@ -37,9 +37,25 @@ while i <= #ARGV do
         -- the same submission sent again (a retry after a lost reply): it is already recorded
         existing = task_id
     elseif idem ~= "" then
-        existing = redis.call("get", idem_prefix .. idem)
+        existing = redis.call("get", idem)
         if not existing then
-            redis.call("set", idem_prefix .. idem, task_id, "EX", ttl)
+            -- An old-form key (legacy prefix .. subject .. ":" .. key, written before the names
+            -- were length-prefixed) is ambiguous: "alice" + "x:K" and "alice:x" + "K" share it.
+            -- So it counts only when its task was submitted by this subject with this key (the
+            -- record says so, and lives as long as the key); any other owner's is left alone,
+            -- never overwritten, and this pair gets a key of its own in the new form. Drop
+            -- this lookup once TASK_TTL has passed since the upgrade: no old key is left.
+            local subject, key = ARGV[at + 1], ARGV[at + 2]
+            local old = redis.call("get", legacy_prefix .. subject .. ":" .. key)
+            if old then
+                local owner = redis.call("hmget", task_prefix .. old, "submitted_by", "idempotency_key")
+                if owner[1] == subject and owner[2] == key then
+                    existing = old
+                end
+            end
+        end
+        if not existing then
+            redis.call("set", idem, task_id, "EX", ttl)
         end
     end
     if existing == task_id then
