@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-#: The metric names Opsdeck exports (issue 7 §1) and Prometheus's own ``up``.
+#: The metric names Opsdeck exports (issue 7 §1, issue 14) and Prometheus's own ``up``.
 COUNTERS_AND_GAUGES = {
     "opsdeck_queue_length",
     "opsdeck_queue_delayed",
@@ -22,6 +22,13 @@ COUNTERS_AND_GAUGES = {
     "opsdeck_worker_memory_percent",
     "opsdeck_worker_utilization",
     "opsdeck_redis_up",
+    "opsdeck_redis_memory_used_bytes",
+    "opsdeck_redis_memory_max_bytes",
+    "opsdeck_redis_pool_waits_total",
+    "opsdeck_redis_pool_sheds_total",
+    "opsdeck_redis_pool_in_use",
+    "opsdeck_redis_pool_max",
+    "opsdeck_redis_errors_total",
     "opsdeck_deploys_total",
     "coordinator_bandit_decisions_total",
     "coordinator_user_feedback_total",
@@ -32,6 +39,7 @@ COUNTERS_AND_GAUGES = {
 }
 HISTOGRAMS = {
     "opsdeck_http_request_duration_seconds",
+    "opsdeck_http_long_request_duration_seconds",
     "opsdeck_task_duration_seconds",
     "coordinator_bandit_ucb_score",
     "coordinator_node_execution_duration_seconds",
