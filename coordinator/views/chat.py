@@ -42,6 +42,7 @@ from shared.coaching import CHAT_PRIORITY, COACH, FEEDBACK, FEEDBACK_PRIORITY, F
 from shared.errors import Conflict, NotFound, OpsdeckError, ScopeError
 from shared.jsondepth import check_depth
 from shared.tasks import TaskStatus
+from shared.web import redis_refusal
 
 #: How long a WebSocket turn waits for its suggestion before the socket says "pending".
 WS_WAIT_SECONDS = 30.0
@@ -192,8 +193,11 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
             except OpsdeckError as exc:
                 await ws.send_json(_error(exc.code, exc.message, exc.fields))
                 continue
-            except (OSError, TimeoutError, ConnectionError) as exc:
-                await ws.send_json(_error("unavailable", f"Redis is unavailable ({type(exc).__name__})"))
+            except Exception as exc:  # a Redis failure is answered on the socket, as the edge would
+                refusal = redis_refusal(exc)
+                if refusal is None:
+                    raise
+                await ws.send_json(_error(refusal.code, refusal.message))
                 continue
             await ws.send_json({"type": "accepted", **accepted})
             task = asyncio.create_task(push(accepted))

@@ -93,6 +93,13 @@ async def test_out_of_memory_is_503_redis_out_of_memory_and_health_says_so(
         assert (await dash.get("/api/tasks", headers=operator)).status == 200
         cancel = await dash.post(f"/api/tasks/{task_id}/cancel", headers=operator)
         await _refused(cancel, "redis_out_of_memory")
+        # the WebSocket form of chat says so per message and keeps the socket open
+        async with api.ws_connect(f"/ws/chat?token={writer['Authorization'].split()[1]}") as ws:
+            await ws.send_json(CHAT)
+            reply = await ws.receive_json(timeout=10)
+            assert reply["type"] == "error", reply
+            assert reply["error"]["code"] == "redis_out_of_memory"
+            assert not ws.closed
 
         health = await api.get("/health")
         assert health.status == 503
