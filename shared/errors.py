@@ -9,6 +9,11 @@ OpsdeckError
 ├── NotFound              the named thing does not exist (or has expired)        → 404
 ├── Conflict              the request clashes with the thing's current state     → 409
 └── Unavailable           Redis (or another dependency) cannot be reached        → 503
+
+Redis failures raised by redis-py or the submit batcher are not wrapped in this tree: the edges
+map them with :func:`shared.web.redis_refusal` to 503 and a code of their own (``unavailable``,
+``overloaded``, ``redis_out_of_memory``, ``redis_loading``, ``redis_busy``, ``redis_readonly``,
+``redis_master_down``), each with ``Retry-After``.
 """
 
 from __future__ import annotations
