@@ -4,9 +4,9 @@ Timeouts are short and retries off, so a Redis outage surfaces within ``REDIS_TI
 seconds as an error the caller maps to 503, never as a hang.
 
 The web apps' pools are bounded and *wait*: a request that finds every connection in use waits
-for one, in arrival order (up to ``REDIS_TIMEOUT``), instead of failing at once, so a burst of requests larger
-than the pool is served, not answered as an outage. Only a request that waited the whole time
-is shed, with :class:`PoolExhausted` (the edge answers 503 ``overloaded``, see
+for one, in arrival order (up to ``REDIS_TIMEOUT``), instead of failing at once, so a burst of
+requests larger than the pool is served, not answered as an outage. Only a request that waited
+the whole time is shed, with :class:`PoolExhausted` (the edge answers 503 ``overloaded``, see
 :func:`shared.web.redis_refusal`). The pool counts both (:class:`WaitingPool`).
 """
 
