@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -103,3 +104,28 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux): a process whose parent
+    dies is re-parented to us instead of init, so we can wait for it and reap it. True if set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def reap_orphans(tracked: Collection[int]) -> list[tuple[int, int]]:
+    """Reap every exited child of ours that is not in ``tracked`` (children we hold a Popen for
+    and reap through it): orphans re-parented to a subreaper. Returns ``(pid, status)`` pairs."""
+    reaped = []
+    for _ in range(10_000):  # bounded: at most that many zombies per call
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            break
+        if info is None or info.si_pid in tracked:
+            break  # nothing exited, or one of ours: its Popen reaps it (then the next call goes on)
+        _, status = os.waitpid(info.si_pid, 0)
+        reaped.append((info.si_pid, status))
+    return reaped
