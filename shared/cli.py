@@ -62,7 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opsdeck", description="Opsdeck: background work on Dramatiq and Redis.")
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser(
-        "up", help="run coordinator, worker agent and dashboard (embedded Redis if REDIS_URL unset)"
+        "up",
+        help="run coordinator, worker agent and dashboard (embedded Redis if REDIS_URL unset); "
+        "a part that dies is restarted with backoff",
     )
     up.add_argument(
         "--procfile", type=Path, default=Path("Procfile"), help="Procfile to run (default: ./Procfile)"
