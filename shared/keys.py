@@ -182,6 +182,12 @@ class Keys:
         """Hash: message id → encoded message of a Dramatiq queue's delayed messages."""
         return f"{self.dramatiq_namespace}:{queue_name}.DQ.msgs"
 
+    @property
+    def queue_wakeups(self) -> str:
+        """Pub/sub channel: the name of a queue that just got a message (published by the submit
+        script and by the workers' enqueues); idle consumers wait on it instead of polling."""
+        return f"{self.prefix}queues:wake"
+
     def dramatiq_acks(self, broker_id: str, queue_name: str) -> str:
         """Set: ids of messages a Dramatiq broker (process) fetched from a queue and not acked yet."""
         return f"{self.dramatiq_namespace}:__acks__.{broker_id}.{queue_name}"

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=8, ge=1, le=256)
     worker_poll_interval: float = Field(default=5.0, gt=0, le=300)
     worker_idle_wait_ms: int = Field(default=100, ge=10, le=5000)
+    #: Idle consumers wait for a wake-up (a message published for their queue) instead of polling.
+    worker_idle_wakeup: bool = True
+    worker_idle_max_wait_ms: int = Field(default=1000, ge=10, le=60_000)
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(default=9191, ge=0, le=65535)
     shutdown_timeout: float = Field(default=25.0, ge=0, le=3600)

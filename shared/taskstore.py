@@ -47,7 +47,7 @@ class TaskStore:
         header = [
             keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
             keys.legacy_idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
-            settings.task_events_maxlen,
+            settings.task_events_maxlen, keys.queue_wakeups,
         ]  # fmt: skip
         self.batcher = SubmitBatcher(
             client, settings.redis_timeout, [str(v).encode() for v in header], SUBMIT_TASK_ARGS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from importlib.resources import files
@@ -9,6 +10,7 @@ from typing import Any
 
 import dramatiq
 import orjson
+import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
@@ -31,6 +33,7 @@ from shared.redis import sync_client
 from shared.settings import Settings
 from worker.middleware.heartbeat import BrokerHeartbeat
 from worker.middleware.taskstore import TaskStore
+from worker.wakeup import Wakeups
 
 #: Chance (per million dispatch calls) that a call also runs Dramatiq's queue maintenance;
 #: the agent also runs it on a clock, so this only matters for agents that died.
@@ -61,6 +64,8 @@ class OpsdeckBroker(RedisBroker):
         super().__init__(**options)  # type: ignore[no-untyped-call]
         self._store = store
         self.connection_lost = threading.Event()
+        #: Wake-ups for idle consumers (None: they poll, as Dramatiq's do).
+        self.wakeups: Wakeups | None = None
         dispatch = (files("dramatiq.brokers") / "redis" / "dispatch.lua").read_text()
         self._fast_dispatch = FastScript(self.client, dispatch)
 
@@ -124,6 +129,14 @@ class OpsdeckBroker(RedisBroker):
         """Dramatiq's Redis consumer, reporting lost connections to the broker."""
         return _NotingConsumer
 
+    def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> Any:
+        """Dramatiq's enqueue, then a wake-up for the queue's idle consumers (:mod:`worker.wakeup`)."""
+        reply = self._dispatch("enqueue")(queue_name, message_id, data)
+        if self.wakeups is not None:
+            with contextlib.suppress(redis.RedisError):  # the consumers' next poll finds it anyway
+                self.client.publish(self.wakeups.channel, queue_name)
+        return reply
+
     def do_ack(self, queue_name: str, message_id: str) -> Any:
         """Ack ``message_id`` unless the task store's finish script already did."""
         if self._store.take_acked(message_id):
@@ -164,14 +177,46 @@ class TaskRecordBackend(ResultBackend):
 
 
 class _NotingConsumer(_RedisConsumer):
-    """A consumer that flags its broker when Redis could not be reached."""
+    """Dramatiq's Redis consumer, which flags its broker when Redis could not be reached and, when
+    its last fetch found the queue empty, waits for a wake-up (:mod:`worker.wakeup`) instead of
+    polling again.
+
+    Around a fetch while wake-ups are live, Dramatiq's own backoff sleep after an empty answer is
+    cut to 1 ms (the wait replaces it), so a wake-up is never followed by a sleep. A consumer whose
+    prefetch is full (busy, not idle) does not fetch and keeps Dramatiq's backoff, as before."""
+
+    def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
+        self._idle_empty = False
+        self._fetching = False
+        self._poll_timeout = timeout
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+
+    @property
+    def timeout(self) -> int:
+        """Dramatiq's cap on the sleep after an empty fetch (ms): 1 around a fetch while wake-ups
+        are live, else the configured idle wait."""
+        return 1 if self._fetching else self._poll_timeout
+
+    @timeout.setter
+    def timeout(self, value: int) -> None:
+        self._poll_timeout = value
 
     def __next__(self) -> Any:
+        wakeups = self.broker.wakeups
+        live = wakeups is not None and wakeups.live
+        fetches = not self.message_cache and self.outstanding_message_count < self.prefetch
+        if self._idle_empty and fetches and live:
+            wakeups.wait(self.queue_name)
+        self._fetching = fetches and live
         try:
-            return super().__next__()  # type: ignore[no-untyped-call]
+            message = super().__next__()  # type: ignore[no-untyped-call]
         except ConnectionClosed:
             self.broker.connection_lost.set()
             raise
+        finally:
+            self._fetching = False
+        self._idle_empty = message is None and fetches
+        return message
 
 
 def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
@@ -196,7 +241,7 @@ def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
             keys, interval=max(0.5, settings.broker_heartbeat_timeout / 5), on_beat=store.renew_leases
         ),
     ]
-    return OpsdeckBroker(
+    broker = OpsdeckBroker(
         store=store,
         client=client,
         namespace=settings.dramatiq_namespace,
@@ -204,3 +249,22 @@ def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
         heartbeat_timeout=int(settings.broker_heartbeat_timeout * 1000),
         maintenance_chance=MAINTENANCE_CHANCE,
     )
+    if settings.worker_idle_wakeup:
+        broker.wakeups = Wakeups(client, keys.queue_wakeups, max_wait=settings.worker_idle_max_wait_ms / 1000)
+        broker.add_middleware(_WakeupsLifecycle(broker.wakeups))
+    return broker
+
+
+class _WakeupsLifecycle(Middleware):
+    """Starts the wake-up subscriber with the worker and releases waiting consumers on shutdown."""
+
+    def __init__(self, wakeups: Wakeups) -> None:
+        self.wakeups = wakeups
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        """Subscribe once the worker runs."""
+        self.wakeups.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        """Stop waiting: consumers must see the shutdown now, not after their wait."""
+        self.wakeups.stop()

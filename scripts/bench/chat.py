@@ -6,11 +6,12 @@ threads, built-in engine), then CLIENTS concurrent clients each send chat turns 
 (each in its own session, so turns are numbered 1, 2, 3 …) and time every answer. Every answer
 must be a 200 with a suggestion; anything else counts as an error.
 
-The worker's idle polling is what an otherwise idle system waits on: a Dramatiq consumer that
-found its queue empty sleeps up to its idle timeout before the next poll. The benchmark runs one
-phase per ``COACH_IDLE_WAIT_MS`` value (the coach P0/P1 consumers' cap; the other queues keep
-``WORKER_IDLE_WAIT_MS`` = 100 ms), restarting the agent between phases, so the effect of the
-tuning is measured in the same run. ``100`` is the untuned case.
+Two modes run in the same run, the agent restarted between them: ``polling`` (idle consumers
+poll their queue every ``WORKER_IDLE_WAIT_MS`` = 100 ms, the coach P0/P1 ones every
+``COACH_IDLE_WAIT_MS`` = 20 ms — Opsdeck before wake-ups, ``WORKER_IDLE_WAKEUP=0``) and
+``wakeups`` (the default: idle consumers block on the queue wake-up channel, see
+``worker/wakeup.py``). For each mode, first the *idle* CPU of the agent's process tree and of
+redis-server over ``--idle-seconds`` with no traffic at all, then the chat latency phase.
 
 One JSON document goes to stdout, progress to stderr. Run from the project root::
 
@@ -38,6 +39,7 @@ if str(ROOT) not in sys.path:
 
 import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import redis  # noqa: E402
 
 from shared.auth import mint  # noqa: E402
@@ -132,6 +134,43 @@ async def phase(base: str, token: str, clients: int, warmup: float, seconds: flo
     }
 
 
+#: Environment of each mode (see the module docstring).
+MODES: dict[str, dict[str, Any]] = {
+    "polling": {"WORKER_IDLE_WAKEUP": 0, "COACH_IDLE_WAIT_MS": 20},
+    "wakeups": {"WORKER_IDLE_WAKEUP": 1},
+}
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+async def idle_cpu(agent_pid: int, redis_pid: int, seconds: float) -> dict[str, Any]:
+    """CPU share (% of one core) of the agent's process tree and of redis-server, no traffic."""
+    agent = psutil.Process(agent_pid)
+    tree = [agent, *agent.children(recursive=True)]
+    server = [psutil.Process(redis_pid)]
+    before_tree, before_server, started = cpu_seconds(tree), cpu_seconds(server), time.monotonic()
+    await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - started
+    workers = len(tree) - 1
+    tree_pct = 100 * (cpu_seconds(tree) - before_tree) / elapsed
+    return {
+        "agent_tree_cpu_pct": round(tree_pct, 2),
+        "per_worker_process_cpu_pct": round(tree_pct / max(1, workers), 2),
+        "redis_cpu_pct": round(100 * (cpu_seconds(server) - before_server) / elapsed, 2),
+        "worker_processes": workers,
+        "seconds": round(elapsed, 1),
+    }
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     secret = "bench-" + "s" * 40
     token = mint(secret.encode(), ["tasks:write", "tasks:read"], subject="bench", ttl=3600)
@@ -150,26 +189,30 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             cwd=str(ROOT),
         )
         try:
-            for idle in args.idle:
-                worker_id = f"bench-{idle}"
+            for mode in args.modes:
+                worker_id = f"bench-{mode}"
                 env = env_for(
                     embedded.url,
                     var,
                     secret,
                     WORKER_ID=worker_id,
-                    COACH_IDLE_WAIT_MS=idle,
                     WORKER_PROCESSES=args.processes,
                     WORKER_THREADS=8,
                     WORKER_POLL_INTERVAL=1,
+                    **MODES[mode],
                 )
                 agent = spawn(python_module("worker"), env=env, stdout=subprocess.DEVNULL, cwd=str(ROOT))
                 try:
                     await wait_ready(base, client, worker_id)
-                    log(f"phase COACH_IDLE_WAIT_MS={idle}: {args.clients} clients")
-                    results[f"coach_idle_wait_ms_{idle}"] = await phase(
-                        base, token, args.clients, args.warmup, args.seconds
-                    )
-                    log(f"  {results[f'coach_idle_wait_ms_{idle}']}")
+                    await asyncio.sleep(2.0)  # imports and first polls settle
+                    assert embedded.proc is not None
+                    log(f"mode {mode}: idle CPU over {args.idle_seconds} s")
+                    idle = await idle_cpu(agent.pid, embedded.proc.pid, args.idle_seconds)
+                    log(f"  {idle}")
+                    log(f"mode {mode}: {args.clients} chat clients")
+                    chat = await phase(base, token, args.clients, args.warmup, args.seconds)
+                    log(f"  {chat}")
+                    results[mode] = {"idle": idle, "chat": chat}
                 finally:
                     stop_all([agent], 20.0)
         finally:
@@ -178,17 +221,25 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _ratio(phases: dict[str, Any], figure: str) -> float | None:
+    if "wakeups" not in phases or "polling" not in phases:
+        return None
+    base = phases["polling"]["idle"][figure]
+    return round(phases["wakeups"]["idle"][figure] / base, 3) if base else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=2, help="WORKER_PROCESSES of the agent")
-    parser.add_argument("--idle", type=int, nargs="+", default=[100, 20, 5], help="COACH_IDLE_WAIT_MS values")
-    parser.add_argument("--quick", action="store_true", help="1 s warm-up + 3 s per phase")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle CPU window per mode")
+    parser.add_argument("--quick", action="store_true", help="1 s warm-up + 3 s per phase, 4 s idle")
     args = parser.parse_args()
     if args.quick:
-        args.warmup, args.seconds = 1.0, 3.0
+        args.warmup, args.seconds, args.idle_seconds = 1.0, 3.0, 4.0
     phases = asyncio.run(bench(args))
     doc = {
         "benchmark": "chat_end_to_end",
@@ -198,7 +249,10 @@ def main() -> None:
         "worker_threads": 8,
         "window_s": args.seconds,
         "target_p99_ms": 100,
-        "phases": phases,
+        "modes": phases,
+        "idle_cpu_ratio_wakeups_vs_polling": _ratio(phases, "agent_tree_cpu_pct"),
+        "idle_redis_cpu_ratio_wakeups_vs_polling": _ratio(phases, "redis_cpu_pct"),
+        "met": bool(phases.get("wakeups") and (phases["wakeups"]["chat"]["p99_ms"] or 1e9) < 100),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     print(json.dumps(doc, indent=2))

@@ -7,7 +7,8 @@
 -- own script does; so this script is not Redis Cluster safe, like Dramatiq's broker.
 -- ARGV: 1 task key prefix, 2 tasks:all, 3 status index prefix, 4 type index prefix,
 --       5 old-form idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
---       9 events maxlen, then per task (TASK_ARGS = 11 items, SUBMIT_TASK_ARGS in taskstore.py):
+--       9 events maxlen, 10 wake-up channel, then per task (TASK_ARGS = 11 items,
+--       SUBMIT_TASK_ARGS in taskstore.py):
 --       task id, created (µs), idempotency key name ("" when none), queue, type, priority,
 --       payload json, correlation id, submitted by, idempotency key and request digest ("" when
 --       none).
@@ -20,12 +21,15 @@
 -- the same call, so a retry after a lost reply is safe), 0 and the first task's id when its
 -- idempotency key was seen before for the same request (same digest), -1 and that id when the
 -- key was used for a different request.
+-- Once per queue that got a message, the queue's name is published on the wake-up channel, so
+-- idle consumers (which block on it instead of polling) fetch it at once.
 local task_prefix, all_index, status_prefix, type_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local legacy_prefix, events, namespace = ARGV[5], ARGV[6], ARGV[7]
-local ttl, maxlen = tonumber(ARGV[8]), ARGV[9]
+local ttl, maxlen, wake_channel = tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local queued_index = status_prefix .. "queued"
 local out = {}
-local i = 10
+local woken = {}
+local i = 11
 while i <= #ARGV do
     local task_id, created, idem, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local task_type, priority, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
@@ -88,8 +92,12 @@ while i <= #ARGV do
         -- the Dramatiq message id in Redis is the task id on first enqueue (unique, as required)
         redis.call("hset", namespace .. ":" .. queue .. ".msgs", task_id, message)
         redis.call("rpush", namespace .. ":" .. queue, task_id)
+        woken[queue] = true
         out[#out + 1] = 1
         out[#out + 1] = task_id
     end
+end
+for queue in pairs(woken) do
+    redis.call("publish", wake_channel, queue)
 end
 return out

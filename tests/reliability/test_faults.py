@@ -275,7 +275,9 @@ def busiest_process(client: redis.Redis, worker_id: str, at_least: int) -> int:
         best = max(counters, key=lambda pid: counters[pid], default=None)
         return best if best is not None and counters[best] >= at_least else None
 
-    return wait_for(pick, what=f"a process running {at_least} task(s)")
+    pid = wait_for(pick, what=f"a process running {at_least} task(s)")
+    assert pid is not None
+    return pid
 
 
 class _NoBeat:

@@ -37,6 +37,11 @@ class BrokerHeartbeat(Middleware):
         assert isinstance(broker, RedisBroker)
         threading.Thread(target=self._beat, args=(broker,), name="broker-heartbeat", daemon=True).start()
 
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        """Stop beating once the worker has drained (during the drain, in-flight attempts still
+        need the heartbeat and their leases renewed)."""
+        self._stop.set()
+
     def _beat(self, broker: RedisBroker) -> None:
         while not self._stop.wait(self.interval):
             try:
