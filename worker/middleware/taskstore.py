@@ -138,7 +138,7 @@ class TaskStore(Middleware):
         """Renew the lease of every attempt this process runs (called on the heartbeat's clock);
         an attempt another process has taken over is logged once."""
         with self._running_lock:
-            running = list(self._running.items())
+            running = [(task_id, attempt) for task_id, attempt in self._running.items() if attempt]
         if not running:
             return
         keys = [k for task_id, _ in running for k in (self.keys.task(task_id), self.keys.task_lease(task_id))]
