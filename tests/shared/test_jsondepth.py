@@ -12,7 +12,9 @@ from shared.errors import ValidationFailed
 from shared.jsondepth import (
     MAX_JSON_DEPTH,
     MAX_STORED_DEPTH,
+    SHORTEST_TOO_DEEP,
     TOO_DEEP,
+    _walk,
     check_depth,
     deeper_than,
     read_stored,
@@ -35,6 +37,19 @@ def test_deeper_than_agrees_with_a_recursive_depth():
         depth = depth_of(doc)
         for levels in range(0, 14):
             assert deeper_than(doc, levels) is (depth > levels), (doc, levels)
+            assert _walk(doc, levels) is (depth > levels), (doc, levels)
+
+
+def test_deeper_than_walks_what_the_encoder_refuses_for_another_reason():
+    odd: Any = {1: [{"big": 2**70}]}  # no parsed JSON holds these; a caller's object might
+    assert deeper_than(odd, 2) and not deeper_than(odd, 3)
+    assert deeper_than([odd], 3) and not deeper_than([odd], 4)
+    assert not deeper_than(5, 0) and not deeper_than("[[[", 0)
+
+
+def test_deeper_than_past_the_encoders_own_limit_walks():
+    doc = orjson.loads(nested(600))
+    assert deeper_than(doc, 300) and deeper_than(doc, 599) and not deeper_than(doc, 600)
 
 
 def test_deeper_than_needs_no_recursion_for_a_thousand_levels():
@@ -73,10 +88,27 @@ def test_the_limit_itself_passes_and_brackets_in_strings_do_not_count():
     check_depth("[" + nested(MAX_JSON_DEPTH) + "]")  # a body is one level more than a field
 
 
+def test_the_shortest_body_nested_too_deep_is_refused():
+    shortest = "[" * (MAX_JSON_DEPTH + 2) + "]" * (MAX_JSON_DEPTH + 2)
+    assert len(shortest) == SHORTEST_TOO_DEEP
+    assert loc_of(shortest) == ["body"]
+    assert loc_of('{"a":' + nested(MAX_JSON_DEPTH + 1) + "}") == ["body", "a"]
+    check_depth(shortest[1:-1])
+
+
 def test_malformed_json_is_left_to_the_callers_parser():
     check_depth("{" * 100)  # unterminated, but within orjson's depth: the caller answers 400
     check_depth('{"a": [[[[' + "x" * 200)
     check_depth(b"")
+
+
+def test_a_long_body_with_a_parse_at_hand_is_asked_of_the_encoder():
+    body = orjson.dumps({"text": "x" * 5000, "p": orjson.loads(nested(MAX_JSON_DEPTH))})
+    check_depth(body, orjson.loads(body))
+    deep = orjson.dumps({"text": "x" * 5000, "p": orjson.loads(nested(MAX_JSON_DEPTH + 1))})
+    with pytest.raises(ValidationFailed) as caught:
+        check_depth(deep, orjson.loads(deep))
+    assert caught.value.fields == [{"loc": ["body", "p"], "msg": TOO_DEEP}]
 
 
 def test_the_parsed_body_is_used_when_given():
