@@ -27,7 +27,7 @@ from dashboard.guard import same_origin
 from dashboard.keys import KEYS, POLLER, REDIS, SETTINGS, SOCKETS
 from dashboard.snapshot import SnapshotReader, alerts
 from shared.aio import cancel_and_wait
-from shared.web import REDIS_DOWN
+from shared.web import RateLimitedWarning, redis_refusal
 
 log = logging.getLogger("dashboard.stream")
 
@@ -73,6 +73,7 @@ class Poller:
 
     def __init__(self, client: Any, reader: SnapshotReader, interval: float, probe: float) -> None:
         self.redis = client
+        self._outage_log = RateLimitedWarning("stream poller: redis cannot serve; retrying every tick")
         self.reader = reader
         self.interval = interval
         self.probe_interval = probe
@@ -164,10 +165,12 @@ class Poller:
                         break
                     await asyncio.sleep(self.probe_interval)
                     await self.probe()
-            except REDIS_DOWN as exc:
-                log.warning("stream poller: redis unavailable (%s)", type(exc).__name__)
-            except Exception:
-                log.exception("stream poller: tick failed")
+            except Exception as exc:
+                refusal = redis_refusal(exc)
+                if refusal is None:
+                    log.exception("stream poller: tick failed")
+                else:  # an outage or a refusal (LOADING, BUSY, OOM, …): one line per interval
+                    self._outage_log.warn(f"{refusal.code}: {type(exc).__name__}")
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
 
 

@@ -46,8 +46,14 @@ def main() -> None:
     wake = threading.Event()
     want_paused = [os.environ.get(START_PAUSED_ENV) == "1"]
 
+    parent = os.getppid()
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
+            if os.getppid() != parent:
+                # the agent died: the kernel sends the parent-death signal once per exiting thread
+                # of the agent, which is no second request to stop; keep draining
+                return
             log.warning("second stop signal: exiting now")
             os._exit(1)
         stop.set()

@@ -19,6 +19,7 @@ import redis
 
 from coordinator.app import create_app as coordinator_app
 from dashboard.app import create_app as dashboard_app
+from dashboard.keys import POLLER
 from shared.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from shared.procutil import spawn, terminate
 
@@ -222,8 +223,9 @@ async def test_loading_after_a_restart_is_503_redis_loading_then_recovers(
         terminate(proc, 10.0)
 
 
-async def test_busy_script_is_503_redis_busy(aiohttp_client, settings, own_redis, auth):
+async def test_busy_script_is_503_redis_busy(aiohttp_client, settings, own_redis, auth, caplog):
     api, dash = await _apps(aiohttp_client, settings, own_redis.url)
+    dash.app[POLLER]._wake.set()  # the live stream's poller ticks as if someone watched
     writer, viewer = auth(), auth("viewer")
     assert (await api.post("/api/v1/tasks", json=TASK, headers=writer)).status == 202
     control = redis.Redis.from_url(own_redis.url)
@@ -257,11 +259,15 @@ async def test_busy_script_is_503_redis_busy(aiohttp_client, settings, own_redis
         await _refused(await api.post("/api/v1/chat", json=CHAT, headers=writer), "redis_busy")
         await _refused(await api.get("/api/v1/tasks", headers=writer), "redis_busy")
         await _refused(await dash.get("/api/tasks", headers=viewer), "redis_busy")
+        await asyncio.sleep(2.5 * settings.dashboard_stream_interval)  # a few poller ticks meet BUSY
         assert busy()
     finally:
         control.script_kill()
         thread.join(10)
     assert outcome, "the script was not killed"
+    stream_lines = [r for r in caplog.records if "stream poller" in r.getMessage()]
+    assert stream_lines and not any(r.exc_info for r in stream_lines), "a traceback per tick"
+    assert len(stream_lines) == 1 and "redis_busy" in stream_lines[0].getMessage()  # one line, its code
     _until(lambda: _answers(control), "script killed")
     control.close()
     assert (await api.post("/api/v1/tasks", json=TASK, headers=writer)).status == 202

@@ -198,9 +198,12 @@ def test_dead_agent_is_restarted_and_the_rest_keeps_running(stack, kill):
         what="new agent",
     )
     assert stack.agent().pid == new_pid
-    # The task being run when its agent died ends: finished by its process (it drains on the
-    # SIGTERM it gets when the agent dies) or, if that process was cut, redelivered.
+    # The task being run when its agent died is finished by its process, which drains on the
+    # SIGTERM it gets when the agent dies (the kernel repeats that signal once per exiting thread of
+    # the agent; the process does not take the repeats for a second stop): one attempt, not cut.
     stack.wait_status(task, "succeeded")
+    attempts = redis.Redis.from_url(stack.redis_url).hget(KEYS.task(task), "attempts")
+    assert attempts == b"1", attempts
     wait_for(lambda: not psutil.pid_exists(process.pid), what="the old process gone and reaped")
     assert all(alive(p) for p in others), [p.cmdline() for p in others if not alive(p)]
     assert stack.proc.poll() is None
