@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from coordinator.http import MAX_BODY_BYTES, add_fallbacks, edge
-from coordinator.keys import HTTP_METRICS, REDIS, REGISTRY, SETTINGS, STORE, VERIFIER
-from coordinator.routes import ENDPOINTS, add_routes
+from coordinator.http import MAX_BODY_BYTES, Handler, add_fallbacks, edge, rate_limited
+from coordinator.keys import HTTP_METRICS, LIMITER, RATE_METRICS, REDIS, REGISTRY, SETTINGS, STORE, VERIFIER
+from coordinator.routes import ENDPOINTS, RATE_CLASSES, add_routes
 from coordinator.waiter import waiter_ctx
 from shared.auth import Verifier
-from shared.metrics import HttpMetrics
+from shared.metrics import HttpMetrics, RateLimitMetrics
+from shared.ratelimit import ROUTE_CLASSES, RateLimiter
 from shared.redis import WaitingPool, async_client
 from shared.settings import Settings
 from shared.taskstore import TaskStore
@@ -23,6 +24,11 @@ from shared.web import REDIS_METRICS, json_parser_errors, setup_redis_metrics
 LONG_POLLS = frozenset(
     (ep.method, ep.path) for ep in ENDPOINTS if ep.query is not None and "wait" in ep.query.model_fields
 )
+#: Routes that check their rate limit themselves: POST /api/v1/tasks inside submit.lua's batch
+#: (no round trip of its own), /ws/chat once per message (not per upgrade).
+SELF_LIMITED = frozenset({("POST", "/api/v1/tasks"), ("GET", "/ws/chat")})
+#: The scope of each route (the rate-limit wrapper authorizes before it charges a bucket).
+_SCOPES = {(ep.method, ep.path): ep.scope for ep in ENDPOINTS}
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -31,6 +37,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     assert isinstance(client.connection_pool, WaitingPool)
     app[REDIS_METRICS].pool = client.connection_pool
     app[STORE] = TaskStore(client, app[SETTINGS])
+    app[LIMITER] = RateLimiter(client, app[STORE].keys, app[SETTINGS].rate_limits)
     yield
     await app[STORE].aclose()
     await client.aclose()
@@ -57,12 +64,15 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(waiter_ctx)  # one task-end listener per process (chat ?wait)
     app.on_startup.append(_freeze_heap)
-    add_routes(
-        app,
-        ENDPOINTS,
-        wrap=lambda handler, path, method: edge(
-            handler, path, metrics, method, long_polls=(method, path) in LONG_POLLS
-        ),
-    )
+    app[RATE_METRICS] = RateLimitMetrics(registry, "coordinator", ROUTE_CLASSES)
+    limits = settings.rate_limits
+
+    def wrap(handler: Handler, path: str, method: str) -> Handler:
+        route_class = RATE_CLASSES.get((method, path))
+        if route_class in limits and (method, path) not in SELF_LIMITED:
+            handler = rate_limited(handler, _SCOPES[method, path], route_class)
+        return edge(handler, path, metrics, method, long_polls=(method, path) in LONG_POLLS)
+
+    add_routes(app, ENDPOINTS, wrap=wrap)
     add_fallbacks(app, metrics)
     return app

@@ -14,13 +14,14 @@ from aiohttp import hdrs, web
 from multidict import istr
 from pydantic import BaseModel, ValidationError
 
-from coordinator.keys import SETTINGS, VERIFIER
+from coordinator.keys import LIMITER, RATE_METRICS, SETTINGS, VERIFIER
 from shared.auth import Principal
 from shared.errors import AuthError, OpsdeckError, ValidationFailed, pydantic_fields
 from shared.ids import random_hex
 from shared.jsondepth import check_depth
 from shared.logging import CORRELATION_ID, bind_contextvars
 from shared.metrics import HttpMetrics, cancelled_status
+from shared.ratelimit import RateLimited
 from shared.web import (
     MAX_BODY_BYTES,
     REDIS_DOWN,
@@ -135,6 +136,9 @@ def edge(
             raise
         except OpsdeckError as exc:
             response = opsdeck_error_response(exc)
+            if isinstance(exc, RateLimited):
+                response.headers["Retry-After"] = str(exc.retry_after)
+                request.app[RATE_METRICS].count(exc.route_class)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -153,6 +157,23 @@ def edge(
         return response
 
     return edged
+
+
+def rate_limited(handler: Handler, scope: str | None, route_class: str) -> Handler:
+    """``handler`` behind its subject's bucket of ``route_class`` (:mod:`shared.ratelimit`): the
+    caller is authorized first (401, 403 as ever), then charged one token by one
+    ``ratelimit.lua`` call (429 ``rate_limited`` with ``Retry-After`` through :func:`edge` when
+    the bucket is empty), then the handler runs; its own :func:`authorize` finds the header
+    verified already (a dict lookup). Routes of a class without a bucket are not wrapped."""
+
+    async def limited(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        principal = authorize(request, scope, app)
+        async with redis_deadline(request):
+            await app[LIMITER].check(principal.subject, route_class)
+        return await handler(request)
+
+    return limited
 
 
 def _internal_error(request: web.Request, path: str) -> web.Response:
@@ -200,6 +221,7 @@ __all__ = [
     "json_response",
     "parse_query",
     "pydantic_fields",
+    "rate_limited",
     "read_body",
     "read_json",
     "redis_deadline",

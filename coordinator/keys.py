@@ -7,7 +7,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shared.auth import Verifier
-from shared.metrics import HttpMetrics
+from shared.metrics import HttpMetrics, RateLimitMetrics
+from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 from shared.taskstore import TaskStore
 
@@ -17,3 +18,5 @@ STORE = web.AppKey("store", TaskStore)
 VERIFIER = web.AppKey("verifier", Verifier)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
+LIMITER = web.AppKey("rate_limiter", RateLimiter)
+RATE_METRICS = web.AppKey("rate_metrics", RateLimitMetrics)

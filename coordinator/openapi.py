@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from coordinator.routes import ENDPOINTS
-from shared.openapi import Endpoint, build_document, input_errors
+from coordinator.routes import ENDPOINTS, RATE_CLASSES
+from shared.openapi import ERRORS, Endpoint, build_document, input_errors
 from shared.tasks import task_types
 
 
@@ -20,6 +20,8 @@ def error_codes(ep: Endpoint) -> list[int]:
         codes.append(400)  # a plain GET that is not a WebSocket upgrade
     if ep.body is not None and "idempotency_key" in ep.body.model_fields:
         codes.append(409)  # the key was used before for a different request
+    if (ep.method, ep.path) in RATE_CLASSES:
+        codes.append(429)  # the subject's bucket of the route's class is empty (RATE_LIMIT_<CLASS>)
     return codes
 
 
@@ -32,6 +34,10 @@ def build_openapi() -> dict[str, Any]:
         title="Opsdeck coordinator",
         description=f"Submit and follow background tasks. Task types: {types}.",
         error_codes=error_codes,
+        error_descriptions={
+            **ERRORS,
+            429: "Rate limited: this token's subject exceeded the route class's limit (see Retry-After)",
+        },
     )
     submission = doc["components"]["schemas"].get("TaskSubmission", {}).get("properties", {}).get("type")
     if submission is not None:  # the allow-list, so clients (and fuzzers) see the valid types

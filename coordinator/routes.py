@@ -17,7 +17,7 @@ from shared.openapi import Endpoint, add_routes
 from shared.schemas import DeployList, DeployRecord, ErrorBody, ServiceList, TaskPage, TaskRecord
 from shared.tasks import TaskSubmission
 
-__all__ = ["ENDPOINTS", "add_routes"]  # add_routes: re-exported for coordinator.app
+__all__ = ["ENDPOINTS", "EXEMPT", "RATE_CLASSES", "add_routes"]  # add_routes: re-exported for coordinator.app
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/api/v1/tasks", tasks.submit_task, "Submit a task", scope="tasks:write",
@@ -67,3 +67,22 @@ ENDPOINTS: list[Endpoint] = [
              scope="admin", responses={200: None}, content_type="text/plain"),
     Endpoint("GET", "/openapi.json", meta.openapi, "This document", responses={200: None}),
 ]  # fmt: skip
+
+#: The rate-limit class of every route a token subject calls (shared.ratelimit.ROUTE_CLASSES says
+#: what each class is; a test keeps this table and ENDPOINTS complete). ``POST /api/v1/tasks``
+#: is checked inside submit.lua's batch, ``/ws/chat`` per message, the others by coordinator.http.
+RATE_CLASSES: dict[tuple[str, str], str] = {
+    ("POST", "/api/v1/tasks"): "submit",
+    ("POST", "/api/v1/tasks/{task_id}/cancel"): "submit",
+    ("GET", "/api/v1/tasks"): "read",
+    ("GET", "/api/v1/tasks/{task_id}"): "read",
+    ("GET", "/api/v1/bandit"): "read",
+    ("POST", "/api/v1/chat"): "chat",
+    ("GET", "/ws/chat"): "chat",
+    ("POST", "/api/v1/feedback/submit"): "chat",
+    **{(ep.method, ep.path): "deploy" for ep in ENDPOINTS
+       if ep.path.startswith(("/api/v1/deploys", "/api/v1/services"))},
+}  # fmt: skip
+#: Routes without a bucket: health checks (no token), the scrape and the cached document.
+EXEMPT = frozenset({("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/health"),
+                    ("GET", "/metrics"), ("GET", "/openapi.json")})  # fmt: skip

@@ -27,7 +27,9 @@ and the batches sent once more. The script skips tasks it already recorded, so a
 again records and enqueues nothing twice.
 
 The script also settles idempotency replays: an id seen before comes back with the first task's
-id, or as a conflict when that task was asked for with a different request.
+id, or as a conflict when that task was asked for with a different request; and it checks each
+submission's rate-limit bucket (when it names one): a submission over it fails alone, with
+RateLimited and the wait, while the others of the batch go through.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from redis.exceptions import ResponseError
 
 from shared.aio import cancel_and_wait
 from shared.errors import Conflict
+from shared.ratelimit import SUBMIT_CLASS, RateLimited
 from shared.resp import array_header, bulk
 from shared.store import script_sha, script_source
 
@@ -51,6 +54,8 @@ from shared.store import script_sha, script_source
 MAX_BATCH = 256
 #: submit.lua's outcome of a submission whose idempotency key names a different request.
 CONFLICT = -1
+#: submit.lua's outcome of a submission refused by its subject's rate limit (then the wait in ms).
+LIMITED = -2
 #: Batches sent and not answered yet, at most: Redis runs one while the server gathers the next.
 MAX_INFLIGHT = 2
 #: Waiting submissions that go out at once while a batch is in flight (else they wait for its
@@ -268,6 +273,8 @@ class SubmitBatcher:
                 if outcome == CONFLICT:
                     field = {"loc": ["body", "idempotency_key"], "msg": _REUSED_FIELD}
                     future.set_exception(Conflict(_REUSED, fields=[field]))
+                elif outcome == LIMITED:  # the second item is the wait in ms
+                    future.set_exception(RateLimited(SUBMIT_CLASS, task_id))
                 else:
                     future.set_result(_make_submitted(Submitted, (task_id.decode(), outcome == 1)))
         if self._pending:

@@ -148,6 +148,13 @@ class Keys:
         """Stream (capped): every control action, who issued it and its outcome."""
         return f"{self.prefix}audit"
 
+    # -- rate limits ---------------------------------------------------------------------------
+    def rate_limit(self, route_class: str, subject: str) -> str:
+        """String (µs, expires when the bucket is full again): the token bucket of one token
+        subject for one route class (shared.ratelimit), as GCRA's theoretical arrival time in
+        Redis server time. One name per pair: the class has no colon, the subject is the rest."""
+        return f"{self.prefix}ratelimit:{route_class}:{subject}"
+
     # -- dashboard ---------------------------------------------------------------------------
     def login_failures(self, client: str) -> str:
         """String (INCR, expires): failed dashboard logins from one client address in the window."""

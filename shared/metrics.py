@@ -190,3 +190,38 @@ class RedisMetrics(Collector):
             used.add_metric(app, float(self.used_memory))
             limit.add_metric(app, float(self.maxmemory))
         yield from (used, limit)
+
+
+class RateLimitMetrics(Collector):
+    """``opsdeck_rate_limited_total{app, route_class}``: requests (and WebSocket messages) refused
+    with 429 ``rate_limited``, each class's series there from the start at 0. A plain dict update
+    per refusal, read at scrape (scrapes run on the same event loop)."""
+
+    def __init__(self, registry: CollectorRegistry, app: str, classes: Iterable[str]) -> None:
+        self._app = app
+        #: Refusals by route class.
+        self.refused: dict[str, int] = dict.fromkeys(classes, 0)
+        registry.register(self)
+
+    def count(self, route_class: str) -> None:
+        """One more refusal of ``route_class``."""
+        self.refused[route_class] = self.refused.get(route_class, 0) + 1
+
+    def describe(self) -> list[CounterMetricFamily]:
+        """The metric's name and type (for registration)."""
+        return [self._family()]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """The samples now."""
+        yield self._family()
+
+    def _family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            "opsdeck_rate_limited",
+            "Requests and WebSocket messages refused 429 rate_limited (a token subject over its "
+            "RATE_LIMIT_<CLASS> bucket), by route class.",
+            labels=["app", "route_class"],
+        )
+        for route_class, count in list(self.refused.items()):
+            family.add_metric([self._app, route_class], float(count))
+        return family

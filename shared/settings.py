@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.ratelimit import PRODUCTION_DEFAULTS, ROUTE_CLASSES, RateSpec, parse_rate
 
 #: Minimum length of ``JWT_SECRET`` in bytes (HS256 wants a key at least as long as its hash).
 MIN_SECRET_BYTES = 32
@@ -98,6 +99,35 @@ class Settings(BaseSettings):
     deploy_http_retries: int = Field(default=4, ge=0, le=20)
     deploy_http_backoff: float = Field(default=0.5, gt=0, le=60)
     deploy_http_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    #: Per-subject rate limits by route class (shared.ratelimit): ``<rate>/s[:<burst>]`` or
+    #: ``off``; unset = off in development, shared.ratelimit.PRODUCTION_DEFAULTS in production.
+    rate_limit_submit: str | None = None
+    rate_limit_chat: str | None = None
+    rate_limit_read: str | None = None
+    rate_limit_deploy: str | None = None
+
+    @field_validator("rate_limit_submit", "rate_limit_chat", "rate_limit_read", "rate_limit_deploy")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        """``<rate>/s[:<burst>]`` or ``off`` (refused with the expected form); empty = unset."""
+        value = (value or "").strip() or None
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @cached_property
+    def rate_limits(self) -> dict[str, RateSpec]:
+        """The bucket of every route class that has one (a class left out is not limited)."""
+        limits: dict[str, RateSpec] = {}
+        for name in ROUTE_CLASSES:
+            value: str | None = getattr(self, f"rate_limit_{name}")
+            if value is None and self.production:
+                value = PRODUCTION_DEFAULTS[name]
+            spec = parse_rate(value) if value is not None else None
+            if spec is not None:
+                limits[name] = spec
+        return limits
 
     @field_validator("opsdeck_services", mode="before")
     @classmethod

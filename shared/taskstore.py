@@ -16,6 +16,7 @@ from shared.batcher import SubmitBatcher, Submitted
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import uuid4_text
 from shared.keys import Keys
+from shared.ratelimit import SUBMIT_CLASS
 from shared.resp import CRLF, EMPTY, PREFIXES, BulkCache, bulk, prefix
 from shared.settings import Settings
 from shared.store import decode_record, script_source
@@ -28,7 +29,7 @@ MAX_LIMIT = 200
 #: Index entries examined per list call when filters discard most of them.
 MAX_SCAN = 2000
 #: Arguments per task of ``submit.lua`` (after its fixed ones; see the script's header).
-SUBMIT_TASK_ARGS = 11
+SUBMIT_TASK_ARGS = 12
 
 
 def payload_digest(type_name: str, payload: dict[str, Any], priority: Priority) -> str:
@@ -44,10 +45,13 @@ class TaskStore:
         self.client = client
         self.settings = settings
         self.keys = keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        #: The submit class's bucket (submit.lua checks it for submissions asking for it), or None.
+        self.submit_limit = limit = settings.rate_limits.get(SUBMIT_CLASS)
         header = [
             keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
             keys.legacy_idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
             settings.task_events_maxlen, keys.queue_wakeups,
+            limit.interval_us if limit else 0, limit.limit_us if limit else 0,
         ]  # fmt: skip
         self.batcher = SubmitBatcher(
             client, settings.redis_timeout, [str(v).encode() for v in header], SUBMIT_TASK_ARGS
@@ -55,6 +59,8 @@ class TaskStore:
         self._cancel = client.register_script(script_source("cancel"))
         #: RESP of the names that repeat across submissions (queues, types, priorities, subjects)
         self._named = BulkCache()
+        #: RESP of each subject's submit bucket key
+        self._buckets = BulkCache()
 
     async def aclose(self) -> None:
         """Close the submission connection (the client is its owner's to close)."""
@@ -69,9 +75,13 @@ class TaskStore:
         subject: str,
         correlation_id: str,
         idempotency_key: str | None = None,
+        rate_limit: bool = False,
     ) -> asyncio.Future[Submitted]:
         """Record and enqueue one task atomically (await the result). A seen idempotency key
-        gives the first task (``created`` False), or Conflict when it named a different request."""
+        gives the first task (``created`` False), or Conflict when it named a different request.
+
+        ``rate_limit``: take a token of ``subject``'s submit bucket in the same call (when the
+        submit class has one); RateLimited, and nothing recorded, when it is empty."""
         return self.submit_json(
             task_type,
             orjson.dumps(payload),
@@ -79,6 +89,7 @@ class TaskStore:
             subject=subject,
             correlation_id=correlation_id,
             idempotency_key=idempotency_key,
+            rate_limit=rate_limit,
         )
 
     def submit_json(
@@ -90,6 +101,7 @@ class TaskStore:
         subject: str,
         correlation_id: str,
         idempotency_key: str | None = None,
+        rate_limit: bool = False,
     ) -> asyncio.Future[Submitted]:
         """:meth:`submit` with the payload as JSON already (a validated ``encode_payload``)."""
         task_id = uuid4_text().encode()
@@ -100,6 +112,11 @@ class TaskStore:
             idem = bulk([self.keys.idempotency(subject, idempotency_key).encode()])
             key = bulk([idempotency_key.encode()])
             digest = bulk([payload_digest(task_type.name, orjson.loads(payload_json), priority).encode()])
+        bucket = (
+            self._buckets[self.keys.rate_limit(SUBMIT_CLASS, subject)]
+            if rate_limit and self.submit_limit is not None
+            else EMPTY
+        )
         cid = correlation_id.encode()
         # submit.lua's per-task arguments as RESP (shared.resp): the repeating ones from the
         # cache, the others behind their length prefixes, in one join. The script writes the
@@ -109,7 +126,7 @@ class TaskStore:
                 PREFIXES[len(task_id)], task_id, CRLF, PREFIXES[len(created)], created, CRLF, idem,
                 named[queue_name(task_type.queue_group, priority)], named[task_type.name], named[priority],
                 prefix(len(payload_json)), payload_json, CRLF, prefix(len(cid)), cid, CRLF,
-                named[subject], key, digest,
+                named[subject], key, digest, bucket,
             ))
         )  # fmt: skip
 

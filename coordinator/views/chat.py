@@ -32,7 +32,7 @@ from coordinator.http import (
     read_json,
     redis_deadline,
 )
-from coordinator.keys import REDIS, SETTINGS, STORE, VERIFIER
+from coordinator.keys import LIMITER, RATE_METRICS, REDIS, SETTINGS, STORE, VERIFIER
 from coordinator.schemas import ChatQuery, ChatRequest
 from coordinator.views.tasks import status_url
 from coordinator.waiter import WAITER
@@ -41,6 +41,7 @@ from shared.auth import Principal
 from shared.coaching import CHAT_PRIORITY, COACH, FEEDBACK, FEEDBACK_PRIORITY, FeedbackPayload, bandit_summary
 from shared.errors import Conflict, NotFound, OpsdeckError, ScopeError
 from shared.jsondepth import check_depth
+from shared.ratelimit import RateLimited
 from shared.tasks import TaskStatus
 from shared.web import redis_refusal
 
@@ -167,6 +168,8 @@ def _error(code: str, message: str, fields: list[dict[str, Any]] | None = None) 
 async def ws_chat(request: web.Request) -> web.StreamResponse:
     """Interactive chat: send ``{session_id, message, user_id}``, get ``accepted`` then ``suggestion``."""
     principal = ws_principal(request)
+    app = request.app
+    limiter = app[LIMITER] if app[LIMITER].enabled("chat") else None
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_BODY_BYTES)
     await ws.prepare(request)
     pushes: set[asyncio.Task[None]] = set()
@@ -184,6 +187,9 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
             try:
                 check_depth(msg.data)  # a 422-like error naming the field, before pydantic
                 body = ChatRequest.model_validate_json(msg.data)
+                if limiter is not None:  # each message takes a token of the subject's chat bucket
+                    async with asyncio.timeout(app[SETTINGS].redis_timeout + 0.4):
+                        await limiter.check(principal.subject, "chat")
                 accepted = await submit_turn(request.app, body, principal.subject, correlation_id(request))
             except ValidationError as exc:
                 await ws.send_json(
@@ -191,7 +197,11 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
                 )
                 continue
             except OpsdeckError as exc:
-                await ws.send_json(_error(exc.code, exc.message, exc.fields))
+                frame = _error(exc.code, exc.message, exc.fields)
+                if isinstance(exc, RateLimited):  # as the edge answers 429: the wait, counted
+                    frame["retry_after"] = exc.retry_after
+                    app[RATE_METRICS].count(exc.route_class)
+                await ws.send_json(frame)
                 continue
             except Exception as exc:  # a Redis failure is answered on the socket, as the edge would
                 refusal = redis_refusal(exc)

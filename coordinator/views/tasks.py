@@ -47,6 +47,7 @@ async def submit_task(request: web.Request) -> web.Response:
         subject=principal.subject,
         correlation_id=CORRELATION_ID.get(),
         idempotency_key=body.idempotency_key,
+        rate_limit=True,  # the subject's submit bucket, checked in the same script call
     )
     url = _TASKS + task_id
     if created:
