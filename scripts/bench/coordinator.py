@@ -85,8 +85,10 @@ TARGETS = {"ratio_min": 0.70, "p99_ms_max": 20}
 #: Environment variable carrying the JWT secret to the coordinator server process.
 SECRET_ENV = "OPSDECK_BENCH_JWT_SECRET"  # noqa: S105 - a variable name, not a secret
 PHASES = ("bare", "enqueue", "coordinator")
+#: The optional phase of ``--rate-limit SPEC``: the coordinator with RATE_LIMIT_SUBMIT=SPEC.
+LIMITED = "coordinator_limited"
 #: Phases that enqueue into Redis (their queue length is checked against their 2xx answers).
-ENQUEUING = ("enqueue", "coordinator")
+ENQUEUING = ("enqueue", "coordinator", LIMITED)
 
 
 def log(message: str) -> None:
@@ -176,7 +178,7 @@ def serve(kind: str, port: int, redis_url: str, var_dir: Path, profile: Path | N
         if kind == "bare"
         else enqueue_app(redis_url, var_dir)
         if kind == "enqueue"
-        else coordinator_app(redis_url, var_dir)
+        else coordinator_app(redis_url, var_dir)  # coordinator, or LIMITED (RATE_LIMIT_SUBMIT set)
     )
     profiler = None
     if profile is not None:
@@ -201,7 +203,9 @@ class Server:
     url: str
 
 
-def start_server(kind: str, redis_url: str, var_dir: Path, secret: str, profile: Path | None) -> Server:
+def start_server(
+    kind: str, redis_url: str, var_dir: Path, secret: str, profile: Path | None, rate_limit: str | None = None
+) -> Server:
     """Start ``--serve kind`` in a child process and wait until its port accepts connections."""
     port = free_port()
     argv = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port", str(port),
@@ -209,6 +213,8 @@ def start_server(kind: str, redis_url: str, var_dir: Path, secret: str, profile:
     if profile is not None:
         argv += ["--profile", str(profile)]
     env = {**os.environ, SECRET_ENV: secret}
+    if kind == LIMITED and rate_limit:
+        env["RATE_LIMIT_SUBMIT"] = rate_limit
     proc = spawn(argv, env=env, stdout=subprocess.DEVNULL, cwd=str(ROOT))
     deadline = time.monotonic() + 30
     while True:
@@ -512,10 +518,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             servers["coordinator"] = start_server(
                 "coordinator", redis_url, Path(tmp) / "var", secret, args.profile
             )
+            phases: tuple[str, ...] = PHASES
+            if args.rate_limit:
+                servers[LIMITED] = start_server(
+                    LIMITED, redis_url, Path(tmp) / "var", secret, None, args.rate_limit
+                )
+                phases = (*PHASES, LIMITED)
             for number in range(1, args.rounds + 1):
                 warmup = args.warmup if number == 1 else 0.0  # each server warms up once
                 # ABC then CBA: a drift of the machine's speed inside a round favours no phase
-                for kind in PHASES if number % 2 else PHASES[::-1]:
+                for kind in phases if number % 2 else phases[::-1]:
                     client.flushall()
                     log(f"round {number}/{args.rounds}: {kind} ({warmup}s warm-up + {args.duration}s)")
                     watch: dict[str, Callable[[], list[int]]] = {
@@ -523,7 +535,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "redis": fixed([redis_pid]),
                         "generator": partial(generator_pids, pool, servers, redis_pid),
                     }
-                    token_or_none = token if kind == "coordinator" else None
+                    token_or_none = token if kind in ("coordinator", LIMITED) else None
                     entry: dict[str, Any] = {"round": number, "phase": kind}
                     if args.generator == "wrk":
                         watch["generator"] = lambda: [
@@ -591,6 +603,13 @@ def paired_ratio(rounds: list[dict[str, Any]], kind: str) -> float:
 def report(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON document: each phase over the rounds, the paired ratios, targets and every round."""
     bare, floor, coord = (phase_summary(rounds, kind) for kind in PHASES)
+    limited: dict[str, Any] = {}
+    if any(r["phase"] == LIMITED for r in rounds):  # --rate-limit: the same run with the limit on
+        limited = {
+            "rate_limit_submit": args.rate_limit,
+            "coordinator_post_tasks_rate_limited": phase_summary(rounds, LIMITED),
+            "ratio_rate_limited": paired_ratio(rounds, LIMITED),
+        }
     ratio = paired_ratio(rounds, "coordinator")
     verified = all(r["enqueued_verified"] for r in rounds if r["phase"] in ENQUEUING)
     return {
@@ -619,6 +638,7 @@ def report(args: argparse.Namespace, rounds: list[dict[str, Any]]) -> dict[str, 
         "targets": TARGETS,
         "meets_targets": ratio >= TARGETS["ratio_min"] and coord["p99_ms"] <= TARGETS["p99_ms_max"],
         "enqueued_verified": verified,
+        **limited,
         "rounds": rounds,
     }
 
@@ -650,7 +670,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=12, help="rounds (each: bare, enqueue, coordinator)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 0.5 s warm-up, 3 s, 1 round")
     parser.add_argument("--profile", type=Path, help="cProfile the coordinator server into this file")
-    parser.add_argument("--serve", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rate-limit",
+        metavar="SPEC",
+        help="add a phase: the coordinator with RATE_LIMIT_SUBMIT=SPEC (e.g. 1000000/s), same rounds",
+    )
+    parser.add_argument("--serve", choices=(*PHASES, LIMITED), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--var-dir", type=Path, help=argparse.SUPPRESS)
