@@ -5,14 +5,11 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from importlib.resources import files
 from typing import Any
 
 import dramatiq
 import orjson
 import redis
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import (
     AgeLimit,
@@ -31,6 +28,7 @@ from shared.fastscript import FastScript
 from shared.keys import Keys
 from shared.redis import sync_client
 from shared.settings import Settings
+from worker.dramatiq_contract import RedisBroker, _RedisConsumer, current_millis, dispatch_script
 from worker.middleware.heartbeat import BrokerHeartbeat
 from worker.middleware.taskstore import TaskStore
 from worker.wakeup import Wakeups
@@ -66,8 +64,7 @@ class OpsdeckBroker(RedisBroker):
         self.connection_lost = threading.Event()
         #: Wake-ups for idle consumers (None: they poll, as Dramatiq's do).
         self.wakeups: Wakeups | None = None
-        dispatch = (files("dramatiq.brokers") / "redis" / "dispatch.lua").read_text()
-        self._fast_dispatch = FastScript(self.client, dispatch)
+        self._fast_dispatch = FastScript(self.client, dispatch_script())
 
     def _dispatch(self, command: str) -> Any:
         """Like RedisBroker._dispatch (same arguments, same script), through FastScript."""
