@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from coordinator.http import MAX_BODY_BYTES, Handler, add_fallbacks, edge, rate_limited
+from coordinator.http import MAX_BODY_BYTES, Guard, Handler, add_fallbacks, bearer_guard, edge, rate_limited
 from coordinator.keys import HTTP_METRICS, LIMITER, RATE_METRICS, REDIS, REGISTRY, SETTINGS, STORE, VERIFIER
-from coordinator.routes import ENDPOINTS, RATE_CLASSES, add_routes
+from coordinator.routes import ENDPOINTS, GUARDS, RATE_CLASSES, add_routes
 from coordinator.waiter import waiter_ctx
 from shared.auth import Verifier
 from shared.metrics import HttpMetrics, RateLimitMetrics
@@ -27,7 +27,7 @@ LONG_POLLS = frozenset(
 #: Routes that check their rate limit themselves: POST /api/v1/tasks inside submit.lua's batch
 #: (no round trip of its own), /ws/chat once per message (not per upgrade).
 SELF_LIMITED = frozenset({("POST", "/api/v1/tasks"), ("GET", "/ws/chat")})
-#: The scope of each route (the rate-limit wrapper authorizes before it charges a bucket).
+#: The declared scope of each route (None: public), enforced by its edge.
 _SCOPES = {(ep.method, ep.path): ep.scope for ep in ENDPOINTS}
 
 
@@ -68,10 +68,15 @@ def create_app(settings: Settings) -> web.Application:
     limits = settings.rate_limits
 
     def wrap(handler: Handler, path: str, method: str) -> Handler:
-        route_class = RATE_CLASSES.get((method, path))
-        if route_class in limits and (method, path) not in SELF_LIMITED:
-            handler = rate_limited(handler, _SCOPES[method, path], route_class)
-        return edge(handler, path, metrics, method, long_polls=(method, path) in LONG_POLLS)
+        route = (method, path)
+        scope = _SCOPES[route]
+        guard: Guard | None = None
+        if scope is not None:  # "" (any valid token) checks no scope
+            guard = GUARDS.get(route, bearer_guard)(settings, app[VERIFIER], scope or None)
+        route_class = RATE_CLASSES.get(route)
+        if route_class in limits and route not in SELF_LIMITED:
+            handler = rate_limited(handler, route_class)  # inside the edge: after its guard
+        return edge(handler, path, metrics, method, long_polls=route in LONG_POLLS, guard=guard)
 
     add_routes(app, ENDPOINTS, wrap=wrap)
     add_fallbacks(app, metrics)

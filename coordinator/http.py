@@ -1,27 +1,35 @@
-"""HTTP edge helpers: JSON errors, body parsing, authorization, and the per-route edge tying them up."""
+"""HTTP edge helpers: JSON errors, body parsing, authorization, and the per-route edge tying them up.
+
+A route's scope is declared once, in :data:`coordinator.routes.ENDPOINTS`; :func:`edge` checks it
+with the route's :data:`Guard` before the view runs and hands the view the caller as
+``request[PRINCIPAL]`` (starlette's ``requires(scopes)``, as a wrapper per route)."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import sentry_sdk
 from aiohttp import hdrs, web
 from multidict import istr
 from pydantic import BaseModel, ValidationError
 
-from coordinator.keys import LIMITER, RATE_METRICS, SETTINGS, VERIFIER
-from shared.auth import Principal
-from shared.errors import AuthError, OpsdeckError, ValidationFailed, pydantic_fields
+from coordinator.keys import LIMITER, PRINCIPAL, RATE_METRICS, SETTINGS
+from shared.auth import Principal, Verifier
+from shared.errors import AuthError, OpsdeckError, ScopeError, ValidationFailed, pydantic_fields
 from shared.ids import random_hex
 from shared.jsondepth import check_depth
 from shared.logging import CORRELATION_ID, bind_contextvars
 from shared.metrics import HttpMetrics, cancelled_status
 from shared.ratelimit import RateLimited
+from shared.settings import Settings
 from shared.web import (
     MAX_BODY_BYTES,
     REDIS_DOWN,
@@ -42,6 +50,12 @@ X_REQUEST_ID = istr("X-Request-ID")
 perf_counter = time.perf_counter
 Model = TypeVar("Model", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Checks a request's credentials against its route's scope: the principal, or AuthError (401) /
+#: ScopeError (403). Built once per route by a :data:`GuardFactory` from the declared scope.
+Guard = Callable[[web.Request], Principal]
+#: ``factory(settings, verifier, scope)``: the guard of a route declaring ``scope`` (None: any
+#: valid token); how the caller presents its credentials differs by route, the scope never does.
+GuardFactory = Callable[[Settings, Verifier, str | None], Guard]
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -78,11 +92,52 @@ async def read_json(request: web.Request, model: type[Model]) -> Model:
         raise ValidationFailed("request body is invalid", fields=pydantic_fields(exc, "body")) from None
 
 
-def authorize(request: web.Request, scope: str | None, app: web.Application | None = None) -> Principal:
-    """The caller's principal; 401 without a valid token, 403 without ``scope`` (``app``: the
-    request's, when the caller has it at hand)."""
-    verifier = (request.app if app is None else app)[VERIFIER]
-    return verifier.authorize(request.headers.get(hdrs.AUTHORIZATION), scope)
+def bearer_guard(settings: Settings, verifier: Verifier, scope: str | None) -> Guard:
+    """The guard of an ordinary route: ``Authorization: Bearer`` holding ``scope`` (a header
+    verified before costs one dict lookup: :meth:`Verifier.authorize`)."""
+    authorize = verifier.authorize
+
+    def guard(request: web.Request) -> Principal:
+        return authorize(request.headers.get(hdrs.AUTHORIZATION), scope)
+
+    return guard
+
+
+def websocket_guard(settings: Settings, verifier: Verifier, scope: str | None) -> Guard:
+    """The guard of a WebSocket route: the bearer token from the Authorization header, else from
+    ``?token=`` (browsers cannot set headers on a WebSocket); 401 / 403 like every route.
+    Cross-origin browser pages are refused (403)."""
+    authorize = verifier.authorize
+
+    def guard(request: web.Request) -> Principal:
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        token = request.query.get("token")
+        if header is None and token:
+            header = f"Bearer {token}"
+        principal = authorize(header, scope)
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            raise ScopeError("cross-origin WebSocket refused: Origin must match the Host")
+        return principal
+
+    return guard
+
+
+def metrics_guard(settings: Settings, verifier: Verifier, scope: str | None) -> Guard:
+    """The guard of ``/metrics``: ``METRICS_TOKEN`` as bearer (compared in constant time), else a
+    token holding ``scope`` (admin)."""
+    authorize = verifier.authorize
+    secret = settings.metrics_token
+    expected = f"Bearer {secret.get_secret_value()}".encode() if secret else None
+    scraper = Principal("metrics", frozenset(), math.inf)
+
+    def guard(request: web.Request) -> Principal:
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if expected is not None and hmac.compare_digest((header or "").encode(), expected):
+            return scraper
+        return authorize(header, scope)
+
+    return guard
 
 
 def correlation_id(request: web.Request) -> str:
@@ -106,11 +161,21 @@ def waiting(request: web.Request) -> bool:
 
 
 def edge(
-    handler: Handler, path: str, metrics: HttpMetrics, method: str | None = None, *, long_polls: bool = False
+    handler: Handler,
+    path: str,
+    metrics: HttpMetrics,
+    method: str | None = None,
+    *,
+    long_polls: bool = False,
+    guard: Guard | None = None,
 ) -> Handler:
-    """``handler`` wrapped with the coordinator's edge: correlation id, JSON errors, 503 on Redis
-    failures (:func:`shared.web.redis_refusal`) and request metrics (labelled ``path``, the
-    route's canonical path, and ``method``, the route's method: the request's when None).
+    """``handler`` wrapped with the coordinator's edge: correlation id, authorization, JSON
+    errors, 503 on Redis failures (:func:`shared.web.redis_refusal`) and request metrics
+    (labelled ``path``, the route's canonical path, and ``method``, the route's method: the
+    request's when None).
+
+    ``guard``: the route's credential check for its declared scope (None: a public route); its
+    principal is ``request[PRINCIPAL]`` when the handler runs, its 401 / 403 answered here.
 
     ``long_polls``: the route takes ``?wait=``; a request that waits is timed in the long-request
     histogram, not in the latency one (as WebSocket sessions are: :class:`HttpMetrics`).
@@ -129,6 +194,8 @@ def edge(
         started = perf_counter()
         response: web.StreamResponse
         try:
+            if guard is not None:
+                request[PRINCIPAL] = guard(request)
             response = await handler(request)
         except asyncio.CancelledError:  # the client went away (a WebSocket session ends so)
             status = cancelled_status(request.headers)
@@ -159,18 +226,16 @@ def edge(
     return edged
 
 
-def rate_limited(handler: Handler, scope: str | None, route_class: str) -> Handler:
-    """``handler`` behind its subject's bucket of ``route_class`` (:mod:`shared.ratelimit`): the
-    caller is authorized first (401, 403 as ever), then charged one token by one
-    ``ratelimit.lua`` call (429 ``rate_limited`` with ``Retry-After`` through :func:`edge` when
-    the bucket is empty), then the handler runs; its own :func:`authorize` finds the header
-    verified already (a dict lookup). Routes of a class without a bucket are not wrapped."""
+def rate_limited(handler: Handler, route_class: str) -> Handler:
+    """``handler`` behind its subject's bucket of ``route_class`` (:mod:`shared.ratelimit`), for
+    use inside :func:`edge`: the edge has authorized the caller already (401, 403 win over 429),
+    this charges ``request[PRINCIPAL]`` one token by one ``ratelimit.lua`` call (429
+    ``rate_limited`` with ``Retry-After`` through :func:`edge` when the bucket is empty), then
+    the handler runs. Routes of a class without a bucket are not wrapped."""
 
     async def limited(request: web.Request) -> web.StreamResponse:
-        app = request.app
-        principal = authorize(request, scope, app)
         async with redis_deadline(request):
-            await app[LIMITER].check(principal.subject, route_class)
+            await request.app[LIMITER].check(request[PRINCIPAL].subject, route_class)
         return await handler(request)
 
     return limited
@@ -214,15 +279,17 @@ __all__ = [
     "REDIS_DOWN",
     "AuthError",
     "add_fallbacks",
-    "authorize",
+    "bearer_guard",
     "correlation_id",
     "edge",
     "error_response",
     "json_response",
+    "metrics_guard",
     "parse_query",
     "pydantic_fields",
     "rate_limited",
     "read_body",
     "read_json",
     "redis_deadline",
+    "websocket_guard",
 ]

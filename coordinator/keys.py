@@ -1,4 +1,4 @@
-"""Typed keys for what the coordinator app holds."""
+"""Typed keys for what the coordinator app holds, and the principal the edge puts on a request."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from shared.auth import Verifier
+from shared.auth import Principal, Verifier
 from shared.metrics import HttpMetrics, RateLimitMetrics
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
@@ -20,3 +20,5 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
 RATE_METRICS = web.AppKey("rate_metrics", RateLimitMetrics)
+#: The caller, set by :func:`coordinator.http.edge` from the route's declared scope before the view runs.
+PRINCIPAL = web.RequestKey("principal", Principal)

@@ -1,8 +1,15 @@
-"""The coordinator's route table: one place that both the router and /openapi.json read."""
+"""The coordinator's route table: one place that the router, its authorization and /openapi.json read.
+
+Each row's ``scope`` is the only statement of who may call the route: ``scope=None`` declares it
+public (health checks), ``""`` any valid token, anything else the scope a token must hold (admin
+holds all). :func:`coordinator.http.edge` enforces it before the view runs, with the route's
+guard from :data:`GUARDS` (how the credentials are presented; a bearer header unless listed).
+"""
 
 from __future__ import annotations
 
 from coordinator import schemas
+from coordinator.http import GuardFactory, metrics_guard, websocket_guard
 from coordinator.schemas import (
     DeployAccepted,
     DeployCreate,
@@ -17,7 +24,8 @@ from shared.openapi import Endpoint, add_routes
 from shared.schemas import DeployList, DeployRecord, ErrorBody, ServiceList, TaskPage, TaskRecord
 from shared.tasks import TaskSubmission
 
-__all__ = ["ENDPOINTS", "EXEMPT", "RATE_CLASSES", "add_routes"]  # add_routes: re-exported for coordinator.app
+# add_routes: re-exported for coordinator.app
+__all__ = ["ENDPOINTS", "EXEMPT", "GUARDS", "RATE_CLASSES", "add_routes"]
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/api/v1/tasks", tasks.submit_task, "Submit a task", scope="tasks:write",
@@ -86,3 +94,10 @@ RATE_CLASSES: dict[tuple[str, str], str] = {
 #: Routes without a bucket: health checks (no token), the scrape and the cached document.
 EXEMPT = frozenset({("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/health"),
                     ("GET", "/metrics"), ("GET", "/openapi.json")})  # fmt: skip
+
+#: Routes whose callers present credentials otherwise than ``Authorization: Bearer`` (the
+#: others get :func:`coordinator.http.bearer_guard`); each guard checks the row's scope.
+GUARDS: dict[tuple[str, str], GuardFactory] = {
+    ("GET", "/ws/chat"): websocket_guard,  # or ?token=, and the Origin must match the Host
+    ("GET", "/metrics"): metrics_guard,  # or METRICS_TOKEN
+}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -24,7 +23,6 @@ from pydantic import ValidationError
 
 from coordinator.http import (
     MAX_BODY_BYTES,
-    authorize,
     correlation_id,
     json_response,
     parse_query,
@@ -32,14 +30,13 @@ from coordinator.http import (
     read_json,
     redis_deadline,
 )
-from coordinator.keys import LIMITER, RATE_METRICS, REDIS, SETTINGS, STORE, VERIFIER
+from coordinator.keys import LIMITER, PRINCIPAL, RATE_METRICS, REDIS, SETTINGS, STORE
 from coordinator.schemas import ChatQuery, ChatRequest
 from coordinator.views.tasks import status_url
 from coordinator.waiter import WAITER
 from shared.aio import cancel_and_wait
-from shared.auth import Principal
 from shared.coaching import CHAT_PRIORITY, COACH, FEEDBACK, FEEDBACK_PRIORITY, FeedbackPayload, bandit_summary
-from shared.errors import Conflict, NotFound, OpsdeckError, ScopeError
+from shared.errors import Conflict, NotFound, OpsdeckError
 from shared.jsondepth import check_depth
 from shared.ratelimit import RateLimited
 from shared.tasks import TaskStatus
@@ -92,7 +89,7 @@ async def answer(app: web.Application, accepted: dict[str, Any], wait: float) ->
 
 async def chat(request: web.Request) -> web.Response:
     """Enqueue a chat turn (202), or answer with its suggestion when it is ready within ``wait`` (200)."""
-    principal = authorize(request, "tasks:write")
+    principal = request[PRINCIPAL]
     query = parse_query(request, ChatQuery)
     body = await read_json(request, ChatRequest)
     accepted = await submit_turn(request.app, body, principal.subject, correlation_id(request))
@@ -104,7 +101,7 @@ async def chat(request: web.Request) -> web.Response:
 
 async def submit_feedback(request: web.Request) -> web.Response:
     """Enqueue a rating of an answered turn (202); 404 for a turn never handed out, 409 while unanswered."""
-    principal = authorize(request, "tasks:write")
+    principal = request[PRINCIPAL]
     body = await read_json(request, FeedbackPayload)
     store = request.app[STORE]
     async with redis_deadline(request), request.app[REDIS].pipeline(transaction=False) as pipe:
@@ -134,7 +131,6 @@ async def submit_feedback(request: web.Request) -> web.Response:
 
 async def bandit(request: web.Request) -> web.Response:
     """Phase, alpha and per-arm pulls / updates / mean reward of the shared bandit."""
-    authorize(request, "tasks:read")
     settings = request.app[SETTINGS]
     async with redis_deadline(request):
         summary = await bandit_summary(
@@ -147,27 +143,13 @@ async def bandit(request: web.Request) -> web.Response:
 
 
 # -- WebSocket ---------------------------------------------------------------------------------
-def ws_principal(request: web.Request) -> Principal:
-    """Bearer token from the Authorization header, else from ``?token=`` (browsers cannot set
-    headers on a WebSocket); 401 / 403 like every route. Cross-origin browser pages are refused."""
-    header = request.headers.get("Authorization")
-    token = request.query.get("token")
-    if header is None and token:
-        header = f"Bearer {token}"
-    principal = request.app[VERIFIER].authorize(header, "tasks:write")
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
-        raise ScopeError("cross-origin WebSocket refused: Origin must match the Host")
-    return principal
-
-
 def _error(code: str, message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"type": "error", "error": {"code": code, "message": message, "fields": fields or []}}
 
 
 async def ws_chat(request: web.Request) -> web.StreamResponse:
     """Interactive chat: send ``{session_id, message, user_id}``, get ``accepted`` then ``suggestion``."""
-    principal = ws_principal(request)
+    principal = request[PRINCIPAL]  # the token may come as ?token= (coordinator.http.websocket_guard)
     app = request.app
     limiter = app[LIMITER] if app[LIMITER].enabled("chat") else None
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_BODY_BYTES)

@@ -11,8 +11,8 @@ import contextlib
 
 from aiohttp import web
 
-from coordinator.http import authorize, correlation_id, json_response, parse_query, read_json, redis_deadline
-from coordinator.keys import REDIS, SETTINGS, STORE
+from coordinator.http import correlation_id, json_response, parse_query, read_json, redis_deadline
+from coordinator.keys import PRINCIPAL, REDIS, SETTINGS, STORE
 from coordinator.schemas import DeployCreate, DeployListQuery
 from shared.deploy.actions import apply_action, service_summaries
 from shared.deploy.config import active_services
@@ -20,8 +20,6 @@ from shared.deploy.models import DEPLOY
 from shared.deploy.store import DeployStore, checked_id
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.tasks import Priority
-
-SCOPE = "deploy"
 
 
 def deploy_url(deploy_id: str) -> str:
@@ -39,7 +37,7 @@ def _deploy_id(request: web.Request) -> str:
 
 async def create_deploy(request: web.Request) -> web.Response:
     """Enqueue a deploy of a configured service and record it (409 while the service is busy)."""
-    principal = authorize(request, SCOPE)
+    principal = request[PRINCIPAL]
     body = await read_json(request, DeployCreate)
     services = active_services().services
     config = services.get(body.service)
@@ -82,7 +80,6 @@ async def create_deploy(request: web.Request) -> web.Response:
 
 async def list_deploys(request: web.Request) -> web.Response:
     """Deploys newest first, optionally of one service."""
-    authorize(request, SCOPE)
     query = parse_query(request, DeployListQuery)
     async with redis_deadline(request):
         items = await _store(request).list_deploys(service=query.service, limit=query.limit)
@@ -91,14 +88,13 @@ async def list_deploys(request: web.Request) -> web.Response:
 
 async def get_deploy(request: web.Request) -> web.Response:
     """One deploy record."""
-    authorize(request, SCOPE)
     deploy_id = _deploy_id(request)
     async with redis_deadline(request):
         return json_response(await _store(request).get(deploy_id))
 
 
 async def _act(request: web.Request, action: str) -> web.Response:
-    principal = authorize(request, SCOPE)
+    principal = request[PRINCIPAL]
     deploy_id = _deploy_id(request)
     async with redis_deadline(request):
         record = await apply_action(
@@ -134,7 +130,6 @@ async def rollback_deploy(request: web.Request) -> web.Response:
 
 async def list_services(request: web.Request) -> web.Response:
     """Configured services with their stable and current versions."""
-    authorize(request, SCOPE)
     async with redis_deadline(request):
         items = await service_summaries(_store(request))
     return json_response({"items": items})
