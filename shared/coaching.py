@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.keys import Keys
-from shared.tasks import Priority, TaskType, register
+from shared.tasks import Priority, TaskType
 
 #: The coaching arms, in the bandit's order.
 ARMS: Final = ("npc", "tools", "knowledge")
@@ -58,11 +58,10 @@ class FeedbackPayload(BaseModel):
     rating: int = Field(ge=1, le=5, strict=True, description="1 (useless) to 5 (great).")
 
 
-COACH = register(
-    TaskType("coach", CoachPayload, "Answers one chat turn with a coaching suggestion.", QUEUE_GROUP)
-)
-FEEDBACK = register(
-    TaskType("feedback", FeedbackPayload, "Applies a 1-5 rating of a turn to the bandit once.", QUEUE_GROUP)
+#: Allowed because :mod:`shared.task_types` lists it (defining it registers nothing).
+COACH = TaskType("coach", CoachPayload, "Answers one chat turn with a coaching suggestion.", QUEUE_GROUP)
+FEEDBACK = TaskType(
+    "feedback", FeedbackPayload, "Applies a 1-5 rating of a turn to the bandit once.", QUEUE_GROUP
 )
 
 

@@ -1,6 +1,7 @@
-"""Task types, priorities and queue names; the allow-list both coordinator and worker share.
+"""Task types, priorities and queue names; the registry class of the allow-list both sides share.
 
-A task type names the Dramatiq actor that runs it and the pydantic model its payload must
+The allow-list itself is one explicit list in :mod:`shared.task_types`; importing a module
+registers nothing. A task type names the Dramatiq actor that runs it and the pydantic model its payload must
 satisfy. The coordinator validates with that model and enqueues by actor name; the worker
 registers an actor of the same name. Unknown types are rejected before anything is enqueued.
 """
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,37 +103,54 @@ class TaskType:
         return model.__pydantic_serializer__.to_json(model.__pydantic_validator__.validate_python(payload))
 
 
-_REGISTRY: dict[str, TaskType] = {}
-#: The allow-list by name, read-only and live (what :func:`get_task_type` reads).
-TASK_TYPES = MappingProxyType(_REGISTRY)
+class TaskRegistry:
+    """An allow-list of task types by name, built from an explicit list (see :mod:`shared.task_types`).
 
+    ``internal`` types have actors and queues but are not submittable: :meth:`get` does not find
+    them, :meth:`all_queues` includes their queues.
+    """
 
-def register(task_type: TaskType) -> TaskType:
-    """Add a task type to the allow-list (idempotent for the same definition)."""
-    for what, value in (("name", task_type.name), ("queue group", task_type.queue_group)):
-        if not NAME_PATTERN.fullmatch(value):
-            raise ValueError(f"task type {what} {value!r} must match {NAME_PATTERN.pattern}")
-    existing = _REGISTRY.get(task_type.name)
-    if existing is not None and existing != task_type:
-        raise ValueError(f"task type {task_type.name!r} is already registered differently")
-    _REGISTRY[task_type.name] = task_type
-    return task_type
+    def __init__(self, types: Iterable[TaskType] = (), *, internal: Iterable[TaskType] = ()) -> None:
+        self._by_name: dict[str, TaskType] = {}
+        self._internal: dict[str, TaskType] = {}
+        #: The allow-list by name, read-only and live.
+        self.by_name: Mapping[str, TaskType] = MappingProxyType(self._by_name)
+        for task_type in types:
+            self.register(task_type)
+        for task_type in internal:
+            self._internal[self._check(task_type).name] = task_type
 
+    def _check(self, task_type: TaskType) -> TaskType:
+        for what, value in (("name", task_type.name), ("queue group", task_type.queue_group)):
+            if not NAME_PATTERN.fullmatch(value):
+                raise ValueError(f"task type {what} {value!r} must match {NAME_PATTERN.pattern}")
+        existing = self._by_name.get(task_type.name) or self._internal.get(task_type.name)
+        if existing is not None and existing != task_type:
+            raise ValueError(f"task type {task_type.name!r} is already registered differently")
+        return task_type
 
-def get_task_type(name: str) -> TaskType | None:
-    """The registered task type called ``name``, or None."""
-    return _REGISTRY.get(name)
+    def register(self, task_type: TaskType) -> TaskType:
+        """Add a task type to the allow-list (idempotent for the same definition)."""
+        self._by_name[self._check(task_type).name] = task_type
+        return task_type
 
+    def get(self, name: str) -> TaskType | None:
+        """The allowed task type called ``name``, or None."""
+        return self._by_name.get(name)
 
-def task_types() -> dict[str, TaskType]:
-    """All registered task types by name."""
-    return dict(_REGISTRY)
+    def task_types(self) -> dict[str, TaskType]:
+        """All allowed task types by name."""
+        return dict(self._by_name)
 
+    def internal(self) -> dict[str, TaskType]:
+        """The internal (not submittable) task types by name."""
+        return dict(self._internal)
 
-def all_queues() -> list[str]:
-    """Every queue of every registered type, most urgent class first (``default`` group first)."""
-    groups = sorted({t.queue_group for t in _REGISTRY.values()}, key=lambda g: (g != "default", g))
-    return [queue_name(g, p) for p in Priority for g in groups]
+    def all_queues(self) -> list[str]:
+        """Every queue of every type (internal ones too), most urgent class first (``default`` first)."""
+        types = (*self._by_name.values(), *self._internal.values())
+        groups = sorted({t.queue_group for t in types}, key=lambda g: (g != "default", g))
+        return [queue_name(g, p) for p in Priority for g in groups]
 
 
 # -- built-in diagnostic task types ----------------------------------------------------------
@@ -155,9 +174,9 @@ class FailPayload(BaseModel):
     message: str = Field(default="requested failure", max_length=1000)
 
 
-ECHO = register(TaskType("echo", EchoPayload, "Returns its payload as the result."))
-SLEEP = register(TaskType("sleep", SleepPayload, "Sleeps for payload.seconds (0-300) and succeeds."))
-FAIL = register(TaskType("fail", FailPayload, "Raises payload.message; retried per policy, then dead."))
+ECHO = TaskType("echo", EchoPayload, "Returns its payload as the result.")
+SLEEP = TaskType("sleep", SleepPayload, "Sleeps for payload.seconds (0-300) and succeeds.")
+FAIL = TaskType("fail", FailPayload, "Raises payload.message; retried per policy, then dead.")
 
 
 class TaskSubmission(BaseModel):
@@ -177,5 +196,33 @@ class TaskSubmission(BaseModel):
     )
 
 
-# -- domain task types: imported here so every process that reads the allow-list sees them ------
-from shared import coaching  # noqa: E402, F401  (registers coach and feedback)
+# -- the allow-list lives in shared.task_types; these names are kept for their importers ---------
+#: Names forwarded to :mod:`shared.task_types` (which imports this module, hence not imported here).
+_FORWARDED = {
+    "TASK_TYPES": "BY_NAME",
+    "register": "register",
+    "get_task_type": "get_task_type",
+    "task_types": "task_types",
+    "all_queues": "all_queues",
+}
+
+if TYPE_CHECKING:
+    from shared.task_types import all_queues as all_queues
+    from shared.task_types import get_task_type as get_task_type
+    from shared.task_types import register as register
+    from shared.task_types import task_types as task_types
+
+    TASK_TYPES: Mapping[str, TaskType]
+
+
+def __getattr__(name: str) -> object:
+    """``TASK_TYPES``, ``register``, ``get_task_type``, ``task_types`` and ``all_queues`` of the
+    one explicit allow-list, :data:`shared.task_types.REGISTRY` (the same whatever was imported)."""
+    target = _FORWARDED.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from shared import task_types as explicit
+
+    value = getattr(explicit, target)
+    globals()[name] = value
+    return value

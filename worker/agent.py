@@ -35,7 +35,8 @@ from shared.procutil import pid_alive
 from shared.settings import Settings
 from shared.stats import Heartbeat, ProcessStats, WorkerState
 from shared.store import script_source
-from shared.tasks import TaskStatus, all_queues, task_types
+from shared.task_types import all_queues, task_types
+from shared.tasks import TaskStatus
 from worker.control import CommandIntake
 from worker.metrics import (
     ACTIVE_SESSION_WINDOW,

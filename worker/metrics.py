@@ -21,10 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_a
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
-import shared.deploy.models  # noqa: F401  (registers the deploy task type; shared.tasks does not)
 from shared.auth import Verifier
 from shared.errors import AuthError
-from shared.tasks import task_types
+from shared.task_types import task_types
 
 #: Environment variable prometheus-client reads (at import) to switch to multiprocess mode.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -1,4 +1,4 @@
-"""Deploys: the services file, deploy records and the ``deploy`` task type (registered on import)."""
+"""Deploys: the services file, deploy records and the ``deploy`` task type (listed in shared.task_types)."""
 
 from shared.deploy.models import DEPLOY, DEPLOY_STEP, DeployPayload, DeployStatus, StepPayload
 

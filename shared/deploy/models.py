@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.deploy.config import SERVICE_NAME, active_services
 from shared.store import decode_hash, iso
-from shared.tasks import TaskType, register
+from shared.tasks import TaskType
 
 #: Versions: commit SHAs, image references, semver, ...
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$"
@@ -89,17 +89,15 @@ class StepPayload(BaseModel):
     action: Literal["run", "abort", "rollback", "promote", "resume"] = "run"
 
 
-#: The public task type (``POST /api/v1/tasks`` with ``"type": "deploy"``).
-DEPLOY = register(
-    TaskType(
-        "deploy",
-        DeployPayload,
-        "Starts a rollout of payload.service (see /api/v1/deploys).",
-        queue_group="deploy",
-        max_retries=2,
-    )
+#: The public task type (``POST /api/v1/tasks`` with ``"type": "deploy"``; listed in shared.task_types).
+DEPLOY = TaskType(
+    "deploy",
+    DeployPayload,
+    "Starts a rollout of payload.service (see /api/v1/deploys).",
+    queue_group="deploy",
+    max_retries=2,
 )
-#: Internal: one message per step or operator action. Not registered, so not submittable directly.
+#: Internal: one message per step or operator action; not in the allow-list, so not submittable.
 DEPLOY_STEP = TaskType("deploy_step", StepPayload, "One step of a rollout.", queue_group="deploy")
 
 #: Record fields holding JSON documents.
