@@ -15,8 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
-from dashboard.guard import require_control
-from dashboard.keys import KEYS, REDIS, SETTINGS, STORE
+from dashboard.keys import KEYS, REDIS, SETTINGS, STORE, USER
 from shared.deploy.actions import ACTIONS, apply_action, service_summaries
 from shared.deploy.store import MAX_LIMIT, DeployStore, checked_id
 from shared.errors import NotFound
@@ -62,7 +61,7 @@ async def act(request: web.Request) -> web.Response:
 
     404 for an unknown deploy or action, 409 when the deploy's status refuses the action.
     """
-    user = require_control(request)
+    user = request[USER]
     deploy_id = checked_deploy_id(request)
     action = request.match_info["action"]
     if action not in ACTIONS:

@@ -8,8 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
-from dashboard.guard import require_control
-from dashboard.keys import KEYS, REDIS, SETTINGS
+from dashboard.keys import KEYS, REDIS, SETTINGS, USER
 from shared import queues
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.web import json_response, parse_query, read_json
@@ -86,7 +85,7 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def _set_paused(request: web.Request, *, paused: bool) -> web.Response:
-    user = require_control(request)
+    user = request[USER]
     name = await checked_queue_name(request)
     client, keys = request.app[REDIS], request.app[KEYS]
     await (client.sadd if paused else client.srem)(keys.paused_queues, name)
@@ -97,7 +96,7 @@ async def _set_paused(request: web.Request, *, paused: bool) -> web.Response:
 
 async def purge(request: web.Request) -> web.Response:
     """``POST /api/queue/{name}/purge`` ``{"confirm": "<name>"}``: drop its ready messages."""
-    user = require_control(request)
+    user = request[USER]
     name = await checked_queue_name(request)
     body = await read_json(request, Purge)
     if body.confirm != name:
@@ -117,7 +116,7 @@ async def retry_dead(request: web.Request) -> web.Response:
     """``POST /api/queue/{name}/dead/{message_id}/retry`` or ``.../dead/retry`` (all): requeue as a
     new attempt series. One message whose task has since ended otherwise is refused (409, with
     the reason); "all" requeues the others and lists what it refused."""
-    user = require_control(request)
+    user = request[USER]
     name = await checked_queue_name(request)
     message_id = request.match_info.get("message_id")
     client, keys = request.app[REDIS], request.app[KEYS]

@@ -12,8 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from dashboard import audit
-from dashboard.guard import require_control
-from dashboard.keys import KEYS, REDIS, STORE
+from dashboard.keys import KEYS, REDIS, STORE, USER
 from shared.errors import NotFound, ValidationFailed, pydantic_fields
 from shared.jsondepth import MAX_JSON_DEPTH, TOO_DEEP, deeper_than, too_deep
 from shared.tasks import Priority, TaskStatus, get_task_type
@@ -154,7 +153,7 @@ async def stored_payload(request: web.Request, task_id: str) -> dict[str, Any]:
 
 async def retry(request: web.Request) -> web.Response:
     """``POST /api/tasks/{id}/retry``: submit the same type again (same or edited payload) → 202."""
-    user = require_control(request)
+    user = request[USER]
     task_id = request.match_info["id"]
     body = await read_json(request, Retry, empty_ok=True)
     if body.payload is not None and deeper_than(body.payload, MAX_JSON_DEPTH):
@@ -188,7 +187,7 @@ async def retry(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     """``POST /api/tasks/{id}/cancel``: cancel a queued task (409 once it has started)."""
-    user = require_control(request)
+    user = request[USER]
     task_id = request.match_info["id"]
     record = await request.app[STORE].cancel(task_id)
     await audit.record(request.app[REDIS], request.app[KEYS], "task.cancel", f"task {task_id}", user.subject)

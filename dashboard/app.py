@@ -1,9 +1,10 @@
 """``create_app(settings)``: the operator dashboard — pages, JSON API, live stream, security edge.
 
-Routes are one table (:data:`ROUTES`) so tests can enumerate them: every route but login,
-health and static answers 401 without a session or bearer token (:mod:`dashboard.guard`). The
-health and ``/api/`` rows come from :data:`dashboard.routes.API`, which also generates
-``/api/openapi.json``.
+Routes are one table (:data:`ROUTES`, from :data:`dashboard.routes.PAGES` and
+:data:`dashboard.routes.API`) so tests can enumerate them; each row declares its scope, which
+:mod:`dashboard.guard` enforces before the handler runs (every route but the public ones —
+login, health, static — answers 401 without a session or bearer token). The health and
+``/api/`` rows also generate ``/api/openapi.json``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from dashboard import auth, metrics, pages, pages_deploys, stream
-from dashboard.guard import guard, security_headers
+from dashboard import auth, metrics, pages, stream
+from dashboard.guard import make_guard, security_headers
 from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
-from dashboard.routes import API
+from dashboard.routes import API, METRICS_TOKEN_ROUTES, PAGES, SCOPES
 from shared.errors import ConfigError
 from shared.keys import Keys
 from shared.redis import WaitingPool, async_client
@@ -31,24 +32,9 @@ from shared.web import REDIS_METRICS, error_middleware, json_parser_errors, setu
 HERE = Path(__file__).resolve().parent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-#: (method, path, handler): the whole router.
-ROUTES: list[tuple[str, str, Handler]] = [
-    ("GET", "/login", auth.login_form),
-    ("POST", "/login", auth.login),
-    ("POST", "/logout", auth.logout),
-    ("GET", "/", pages.overview),
-    ("GET", "/workers", pages.workers),
-    ("GET", "/workers/{id}", pages.worker),
-    ("GET", "/queues", pages.queues),
-    ("GET", "/queues/{name}", pages.queue),
-    ("GET", "/tasks", pages.tasks),
-    ("GET", "/tasks/{id}", pages.task),
-    ("GET", "/audit", pages.audit_page),
-    ("GET", "/deploys", pages_deploys.deploys),
-    ("GET", "/deploys/{id}", pages_deploys.deploy),
-    ("GET", "/ws", stream.ws_handler),
-    *((ep.method, ep.path, ep.handler) for ep in API),  # health and the JSON API, documented
-]
+#: (method, path, handler): the whole router but /metrics and the static files (each row's scope
+#: is in :data:`dashboard.routes.SCOPES`).
+ROUTES: list[tuple[str, str, Handler]] = [(ep.method, ep.path, ep.handler) for ep in [*PAGES, *API]]
 
 
 def check_bind(settings: Settings) -> None:
@@ -76,7 +62,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the dashboard app for ``settings``."""
-    app = web.Application(middlewares=[metrics.observe, error_middleware, guard], client_max_size=64 * 1024)
+    app = web.Application(
+        middlewares=[metrics.observe, error_middleware, make_guard(SCOPES, METRICS_TOKEN_ROUTES)],
+        client_max_size=64 * 1024,
+    )
     app[SETTINGS] = settings
     metrics.setup(app)
     setup_redis_metrics(app, app[metrics.REGISTRY], "dashboard", settings)  # opsdeck_redis_up and its probe

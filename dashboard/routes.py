@@ -1,9 +1,11 @@
-"""The dashboard's JSON API as one table: the router (through :data:`dashboard.app.ROUTES`) and
-``GET /api/openapi.json`` both read :data:`API`.
+"""The dashboard's routes as one table: the router (through :data:`dashboard.app.ROUTES`), its
+authorization (:data:`SCOPES`, enforced by :mod:`dashboard.guard`) and ``GET /api/openapi.json``
+(:data:`API` only) read it.
 
-Every route but health needs a session or a bearer token with a dashboard role (checked by
-:mod:`dashboard.guard`); the ``operator`` routes refuse viewers and, like every state change,
-cross-origin requests and sessions without the CSRF token.
+Each row's ``scope`` is the only statement of who may call the route: ``None`` declares it public
+(login, health, static files), ``viewer`` needs a session or a bearer token with any dashboard
+role, ``operator`` refuses viewers, ``admin`` refuses operators too. Every state change also
+refuses cross-origin requests and sessions without the CSRF token (whatever the scope).
 """
 
 from __future__ import annotations
@@ -14,7 +16,18 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from dashboard import api_deploys, api_queues, api_tasks, api_workers, history, pages, schemas, stream
+from dashboard import (
+    api_deploys,
+    api_queues,
+    api_tasks,
+    api_workers,
+    auth,
+    history,
+    pages,
+    pages_deploys,
+    schemas,
+    stream,
+)
 from dashboard.auth import COOKIE, CSRF_HEADER
 from shared.control import CommandRecord
 from shared.deploy.models import ID_PATTERN, Action
@@ -152,3 +165,38 @@ def build_openapi() -> dict[str, Any]:
         error_descriptions=DESCRIPTIONS,
         security_schemes=SECURITY_SCHEMES,
     )
+
+
+#: The pages, the login form and the live stream (not in the OpenAPI document: HTML, a WebSocket).
+PAGES: list[Endpoint] = [
+    Endpoint("GET", "/login", auth.login_form, "The login page", scope=None),
+    Endpoint("POST", "/login", auth.login, "Log in with the password or a token", scope=None),
+    Endpoint("POST", "/logout", auth.logout, "End the session", scope="viewer"),
+    Endpoint("GET", "/", pages.overview, "Overview", scope="viewer"),
+    Endpoint("GET", "/workers", pages.workers, "Workers", scope="viewer"),
+    Endpoint("GET", "/workers/{id}", pages.worker, "One worker", scope="viewer"),
+    Endpoint("GET", "/queues", pages.queues, "Queues", scope="viewer"),
+    Endpoint("GET", "/queues/{name}", pages.queue, "One queue", scope="viewer"),
+    Endpoint("GET", "/tasks", pages.tasks, "Tasks", scope="viewer"),
+    Endpoint("GET", "/tasks/{id}", pages.task, "One task", scope="viewer"),
+    Endpoint("GET", "/audit", pages.audit_page, "The audit log", scope="viewer"),
+    Endpoint("GET", "/deploys", pages_deploys.deploys, "Deploys", scope="viewer"),
+    Endpoint("GET", "/deploys/{id}", pages_deploys.deploy, "One deploy", scope="viewer"),
+    Endpoint("GET", "/ws", stream.ws_handler, "The live stream (same-origin WebSocket)", scope="viewer"),
+]  # fmt: skip
+#: The scope of the routes the app registers by other means: ``/metrics`` (by
+#: :func:`dashboard.metrics.setup`; ``METRICS_TOKEN`` stands in for an admin token there, see
+#: :data:`METRICS_TOKEN_ROUTES`) and the static files (``add_static``, resource ``/static``).
+ELSEWHERE: dict[tuple[str, str], str | None] = {("GET", "/metrics"): "admin", ("GET", "/static"): None}
+#: Routes a Prometheus scraper calls: ``METRICS_TOKEN`` as bearer is enough, and every refusal
+#: is a 401 (a scrape credential has no role to lack).
+METRICS_TOKEN_ROUTES = frozenset({("GET", "/metrics")})
+#: (method, path) → declared scope of every route of the app (HEAD goes as GET).
+SCOPES: dict[tuple[str, str], str | None] = {
+    **{(ep.method, ep.path): ep.scope for ep in [*PAGES, *API]},
+    **ELSEWHERE,
+}
+#: Paths whose every route is public (the static files are public under their prefix).
+PUBLIC_PATHS = frozenset(
+    path for (_, path), scope in SCOPES.items() if scope is None and path != "/static"
+) - {path for (_, path), scope in SCOPES.items() if scope is not None}
