@@ -40,31 +40,31 @@ from shared.errors import Conflict, NotFound, OpsdeckError
 from shared.jsondepth import check_depth
 from shared.ratelimit import RateLimited
 from shared.tasks import TaskStatus
+from shared.turns import TurnState, TurnStore
 from shared.web import redis_refusal
 
 #: How long a WebSocket turn waits for its suggestion before the socket says "pending".
 WS_WAIT_SECONDS = 30.0
 
 
+def turns_of(app: web.Application) -> TurnStore:
+    """The chat turn store of this app (its key names and TASK_TTL)."""
+    return TurnStore(app[STORE].keys, app[SETTINGS].task_ttl)
+
+
 async def submit_turn(app: web.Application, body: ChatRequest, subject: str, cid: str) -> dict[str, Any]:
     """Number the turn and enqueue its coach task; the 202 body."""
     store = app[STORE]
-    counter = store.keys.chat_turns(body.session_id)
-    async with (
-        asyncio.timeout(app[SETTINGS].redis_timeout + 0.4),
-        app[REDIS].pipeline(transaction=False) as pipe,
-    ):
-        pipe.incr(counter)
-        pipe.expire(counter, app[SETTINGS].task_ttl)
-        turn, _ = await pipe.execute()
-    payload = {**body.model_dump(), "turn_number": int(turn)}
+    async with asyncio.timeout(app[SETTINGS].redis_timeout + 0.4):
+        turn = await turns_of(app).number(app[REDIS], body.session_id)
+    payload = {**body.model_dump(), "turn_number": turn}
     submitted = await store.submit(COACH, payload, CHAT_PRIORITY, subject=subject, correlation_id=cid)
     return {
         "id": submitted.task_id,
         "status": TaskStatus.QUEUED.value,
         "status_url": status_url(submitted.task_id),
         "session_id": body.session_id,
-        "turn_number": int(turn),
+        "turn_number": turn,
     }
 
 
@@ -104,14 +104,12 @@ async def submit_feedback(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     body = await read_json(request, FeedbackPayload)
     store = request.app[STORE]
-    async with redis_deadline(request), request.app[REDIS].pipeline(transaction=False) as pipe:
-        pipe.hexists(store.keys.chat_turn(body.session_id, body.turn_number), "arm")
-        pipe.get(store.keys.chat_turns(body.session_id))
-        answered, counter = await pipe.execute()
-    if not answered:
+    async with redis_deadline(request):
+        state = await turns_of(request.app).state(request.app[REDIS], body.session_id, body.turn_number)
+    if state is not TurnState.DECIDED:
         turn = f"turn {body.turn_number} of session {body.session_id}"
         loc = [{"loc": ["body", "turn_number"], "msg": "unknown turn"}]
-        if body.turn_number <= int(counter or 0):
+        if state is TurnState.PENDING:
             raise Conflict(f"{turn} has no suggestion yet; rate it once it is answered", fields=loc)
         raise NotFound(f"{turn} is unknown (or expired)", fields=loc)
     submitted = await store.submit(

@@ -166,7 +166,8 @@ class RedisLinUCB:
         """Choose an arm for context ``x`` in one round trip (ValueError on a bad shape, NaN, Inf).
 
         ``bandit_decide.lua`` counts the decision, scores every arm, chooses and counts the pull.
-        With ``record`` (a hash key, e.g. the chat turn's) it also stores ``arm``, ``propensity``,
+        With ``record`` (a hash key: the chat turn's, passed only by
+        :meth:`shared.turns.TurnStore.decide`) it also stores ``arm``, ``propensity``,
         ``exploration``, ``x`` (packed float64) and ``decision`` (its number) there, expiring
         after ``record_ttl`` seconds when positive, so feedback can use the stored context.
         """

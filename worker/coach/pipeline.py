@@ -1,9 +1,8 @@
 """One chat turn (features → select → generate → guard → store) and one rating, as the actors run them.
 
-**A turn** lives in the hash ``Keys.chat_turn(session_id, turn_number)`` (expires after TASK_TTL).
-The first task to handle a turn claims it (``HSETNX task``). ``select`` then lets the shared
-LinUCB decide in one round trip that also stores ``arm``, ``propensity``, ``exploration``, the
-packed context ``x`` and the decision number in that hash; ``store`` adds the suggestion. A
+**A turn** is the record :class:`~shared.turns.TurnStore` owns (expires after TASK_TTL).
+The first task to handle a turn claims it. ``select`` then lets the shared LinUCB decide in one
+round trip that also stores the decision with the turn; ``store`` adds the suggestion. A
 redelivered task (same id) finds its own claim: it reuses a stored decision instead of deciding
 again (the pull counts once) and returns a stored suggestion as is, so the task is idempotent.
 Another task for a turn already claimed fails with :class:`TurnTaken` (never retried).
@@ -25,12 +24,12 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import orjson
 import redis
 
 from shared.coaching import CoachPayload, FeedbackPayload, rating_key
 from shared.keys import Keys
 from shared.settings import Settings
+from shared.turns import TurnState, TurnStore
 from worker.bandit.features import features
 from worker.bandit.linucb import reward_from_rating
 from worker.bandit.redis_state import RedisLinUCB
@@ -111,6 +110,7 @@ class CoachPipeline:
         self.client = client
         self.keys = keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
         self.ttl = settings.task_ttl
+        self.turns = TurnStore(keys, settings.task_ttl)
         self.bandit = bandit or RedisLinUCB(
             client, keys=keys, alpha=settings.bandit_alpha, warmup=settings.bandit_warmup
         )
@@ -120,30 +120,20 @@ class CoachPipeline:
     # -- a chat turn -------------------------------------------------------------------------
     def run_turn(self, payload: CoachPayload, task_id: str) -> dict[str, Any]:
         """Answer one turn (idempotent by task id and by turn); the result is the task's result."""
-        turn_key = self.keys.chat_turn(payload.session_id, payload.turn_number)
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hsetnx(turn_key, "task", task_id)
-            pipe.expire(turn_key, self.ttl)
-            pipe.hgetall(turn_key)
-            _, _, raw = pipe.execute()
-        record = {k.decode(): v for k, v in raw.items()}
-        owner = record["task"].decode()
-        if owner != task_id:
-            raise TurnTaken(
-                f"turn {payload.turn_number} of session {payload.session_id} belongs to task {owner}"
-            )
-        if "result" in record:  # a redelivery of a turn already answered
-            return dict(orjson.loads(record["result"]))
+        session_id, turn_number = payload.session_id, payload.turn_number
+        claim = self.turns.claim(self.client, session_id, turn_number, task_id)
+        if claim.owner != task_id:
+            raise TurnTaken(f"turn {turn_number} of session {session_id} belongs to task {claim.owner}")
+        if claim.result is not None:  # a redelivery of a turn already answered
+            return claim.result
 
         with node("features"):
             x = features(payload.message, payload.turn_number - 1)
         with node("select"):
-            if "arm" in record:  # decided before a crash: never count the pull twice
-                arm = record["arm"].decode()
-                exploration = record["exploration"] == b"1"
-                propensity = float(record["propensity"])
+            if claim.decision is not None:  # decided before a crash: never count the pull twice
+                arm, exploration, propensity = claim.decision
             else:
-                decision = self.bandit.decide(x, record=turn_key, record_ttl=self.ttl)
+                decision = self.turns.decide(self.bandit, x, session_id, turn_number)
                 arm, exploration, propensity = decision.arm, decision.exploration, decision.propensity
                 metrics.DECISIONS.labels(arm, "true" if exploration else "false").inc()
                 for name, score in decision.ucb_scores.items():
@@ -167,34 +157,20 @@ class CoachPipeline:
             "propensity": propensity,
             "suggestion": suggestion.as_dict(),
         }
-        with node("store"), self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                turn_key,
-                mapping={
-                    "result": orjson.dumps(result),
-                    "source": suggestion.source,
-                    "answered_at": time.time_ns() // 1_000_000,
-                },
-            )
-            pipe.expire(turn_key, self.ttl)
-            pipe.zadd(self.keys.chat_active_sessions, {payload.session_id: time.time_ns() // 1_000_000})
-            pipe.execute()
+        with node("store"):
+            self.turns.answer(self.client, session_id, turn_number, result, suggestion.source)
         return result
 
     # -- a rating ----------------------------------------------------------------------------
     def rate(self, payload: FeedbackPayload) -> dict[str, Any]:
         """Apply a rating once, with the turn's stored arm and context."""
-        turn_key = self.keys.chat_turn(payload.session_id, payload.turn_number)
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hmget(turn_key, ["arm", "x"])
-            pipe.get(self.keys.chat_turns(payload.session_id))
-            (arm_raw, x_raw), counter = pipe.execute()
-        if arm_raw is None or x_raw is None:
-            if payload.turn_number <= int(counter or 0):
-                raise TurnPending(f"turn {payload.turn_number} of {payload.session_id} is not answered yet")
+        context = self.turns.rating_context(self.client, payload.session_id, payload.turn_number)
+        if context.state is TurnState.PENDING:
+            raise TurnPending(f"turn {payload.turn_number} of {payload.session_id} is not answered yet")
+        if context.arm is None or context.x is None:
             raise UnknownTurn(f"turn {payload.turn_number} of session {payload.session_id} is unknown")
-        arm = arm_raw.decode()
-        x = np.frombuffer(x_raw, dtype="<f8").astype(np.float64)
+        arm = context.arm
+        x = np.frombuffer(context.x, dtype="<f8").astype(np.float64)
         reward = reward_from_rating(payload.rating)
         key = rating_key(payload.session_id, payload.turn_number)
         applied = self.bandit.update(arm, x, reward, key=key)
@@ -202,7 +178,7 @@ class CoachPipeline:
             metrics.FEEDBACK.labels(arm).inc()
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.hmget(self.bandit.state_key, [f"{arm}:reward_sum", f"{arm}:updates"])
-                pipe.hsetnx(turn_key, "rating", payload.rating)
+                self.turns.mark_rated(pipe, payload.session_id, payload.turn_number, payload.rating)
                 (rsum, updates), _ = pipe.execute()
             if rsum and updates and int(updates):
                 metrics.REWARD.labels(arm).set(struct.unpack("<d", rsum)[0] / int(updates))
