@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
 from dashboard.keys import KEYS, REDIS, SETTINGS, USER
-from shared import queues
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.transport import queues
 from shared.web import json_response, parse_query, read_json
 
 #: Most delayed messages and dead letters listed per queue.

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from shared.keys import Keys
-from shared.queues import decode_queue_stats, known_queues, queue_stats_commands
+from shared.transport.queues import decode_queue_stats, known_queues, queue_stats_commands
 
 #: Minutes of per-minute rollups in every live snapshot (throughput and error-rate charts).
 LIVE_MINUTES = 15

@@ -1,13 +1,15 @@
 """Every Redis key and channel name Opsdeck uses, in one place.
 
 Opsdeck's own keys live under ``KEY_PREFIX`` (default ``opsdeck:``) so two deployments can
-share one Redis; Dramatiq's keys live under its namespace (default ``dramatiq``) and are
-named here too because the coordinator enqueues without Dramatiq's broker object.
+share one Redis; Dramatiq's keys live under its namespace (default ``dramatiq``): the transport
+names them (:mod:`shared.transport.redis_keys`) and ``Keys`` hands them on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from shared.transport.redis_keys import BrokerKeys
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,30 +166,35 @@ class Keys:
         """String (expires with the session): a dashboard session ended by logout."""
         return f"{self.prefix}dashboard:revoked:{session_id}"
 
-    # -- Dramatiq's own keys (see dramatiq/brokers/redis/dispatch.lua) ------------------------
+    # -- the broker's own keys (named by the transport: shared.transport.redis_keys) -----------
+    @property
+    def broker(self) -> BrokerKeys:
+        """Dramatiq's key names under this deployment's namespace."""
+        return BrokerKeys(self.dramatiq_namespace)
+
     def queue(self, queue_name: str) -> str:
         """List: ids of ready messages of a Dramatiq queue."""
-        return f"{self.dramatiq_namespace}:{queue_name}"
+        return self.broker.queue(queue_name)
 
     def queue_messages(self, queue_name: str) -> str:
         """Hash: message id → encoded message of a Dramatiq queue."""
-        return f"{self.dramatiq_namespace}:{queue_name}.msgs"
+        return self.broker.queue_messages(queue_name)
 
     def delay_queue(self, queue_name: str) -> str:
         """List: ids of delayed messages (retries with backoff) of a Dramatiq queue."""
-        return f"{self.dramatiq_namespace}:{queue_name}.DQ"
+        return self.broker.delay_queue(queue_name)
 
     def dead_letters(self, queue_name: str) -> str:
         """Sorted set: dead-lettered message ids of a Dramatiq queue."""
-        return f"{self.dramatiq_namespace}:{queue_name}.XQ"
+        return self.broker.dead_letters(queue_name)
 
     def dead_letter_messages(self, queue_name: str) -> str:
         """Hash: message id → encoded message of a Dramatiq queue's dead letters."""
-        return f"{self.dramatiq_namespace}:{queue_name}.XQ.msgs"
+        return self.broker.dead_letter_messages(queue_name)
 
     def delay_queue_messages(self, queue_name: str) -> str:
         """Hash: message id → encoded message of a Dramatiq queue's delayed messages."""
-        return f"{self.dramatiq_namespace}:{queue_name}.DQ.msgs"
+        return self.broker.delay_queue_messages(queue_name)
 
     @property
     def queue_wakeups(self) -> str:
@@ -197,12 +204,12 @@ class Keys:
 
     def dramatiq_acks(self, broker_id: str, queue_name: str) -> str:
         """Set: ids of messages a Dramatiq broker (process) fetched from a queue and not acked yet."""
-        return f"{self.dramatiq_namespace}:__acks__.{broker_id}.{queue_name}"
+        return self.broker.acks(broker_id, queue_name)
 
     @property
     def broker_heartbeats(self) -> str:
         """Sorted set: Dramatiq broker ids scored by their last dispatch call (ms)."""
-        return f"{self.dramatiq_namespace}:__heartbeats__"
+        return self.broker.heartbeats
 
     # -- coaching bandit (LinUCB) -----------------------------------------------------------
     def bandit_state(self, name: str = "coach") -> str:

@@ -20,7 +20,6 @@ import os
 import signal
 import socket
 import time
-from importlib.resources import files
 from types import FrameType
 from typing import Any
 
@@ -37,6 +36,7 @@ from shared.stats import Heartbeat, ProcessStats, WorkerState
 from shared.store import script_source
 from shared.task_types import all_queues, task_types
 from shared.tasks import TaskStatus
+from shared.transport.maintenance import Maintenance, depth_commands, depths
 from worker.control import CommandIntake
 from worker.metrics import (
     ACTIVE_SESSION_WINDOW,
@@ -71,8 +71,9 @@ class Agent:
         self.me.cpu_percent(None)
         self._stop_requested = False
         self._shutting_down = False
-        dispatch = (files("dramatiq.brokers") / "redis" / "dispatch.lua").read_text()
-        self._dispatch = client.register_script(dispatch)
+        self.maintenance = Maintenance(
+            client, self.keys.broker, f"agent-{self.id}", settings.broker_heartbeat_timeout
+        )
         self._release = client.register_script(script_source("lease_release"))
         self.metrics_dir = prepare_multiproc_dir(settings.opsdeck_var_dir.resolve() / "metrics" / self.id)
         self.snapshot: dict[str, Any] = {"worker": self.id, "up": 1, "queues": {}, "redis_up": 0}
@@ -242,16 +243,10 @@ class Agent:
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(self.keys.chat_active_sessions, "-inf", since - 1)
             pipe.zcard(self.keys.chat_active_sessions)
-            for queue in queues:
-                pipe.llen(self.keys.queue(queue))
-                pipe.llen(self.keys.delay_queue(queue))
-                pipe.zcard(self.keys.dead_letters(queue))
+            depth_commands(pipe, self.keys.broker, queues)
             _, active, *replies = pipe.execute()
         self.snapshot["active_sessions"] = active
-        self.snapshot["queues"] = {
-            q: {"ready": replies[3 * i], "delayed": replies[3 * i + 1], "dead": replies[3 * i + 2]}
-            for i, q in enumerate(queues)
-        }
+        self.snapshot["queues"] = depths(replies, queues)
 
     def _read_reports(self) -> None:
         """Each process's pause report (cheap: one field per process, every tick)."""
@@ -349,16 +344,8 @@ class Agent:
 
     def _run_maintenance(self) -> None:
         """Run Dramatiq's maintenance on every queue: requeue unacked messages of dead brokers."""
-        now_ms = int(time.time() * 1000)
-        timeout_ms = int(self.settings.broker_heartbeat_timeout * 1000)
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for queue in all_queues():
-                    for name in (queue, f"{queue}.DQ"):
-                        # "noop" is no dispatch command: the call only runs maintenance (do_maintenance=1).
-                        args = ["noop", now_ms, name, f"agent-{self.id}", timeout_ms, 7 * 86_400_000, 1, 1000]
-                        self._dispatch(keys=[self.settings.dramatiq_namespace], args=args, client=pipe)
-                pipe.execute()
+            self.maintenance.run(all_queues())
         except redis.RedisError as exc:
             log.warning("queue maintenance skipped (%s)", type(exc).__name__)
 

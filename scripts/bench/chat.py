@@ -10,7 +10,7 @@ Two modes run in the same run, the agent restarted between them: ``polling`` (id
 poll their queue every ``WORKER_IDLE_WAIT_MS`` = 100 ms, the coach P0/P1 ones every
 ``COACH_IDLE_WAIT_MS`` = 20 ms — Opsdeck before wake-ups, ``WORKER_IDLE_WAKEUP=0``) and
 ``wakeups`` (the default: idle consumers block on the queue wake-up channel, see
-``worker/wakeup.py``). For each mode, first the *idle* CPU of the agent's process tree and of
+``shared/transport/wakeup.py``). For each mode, first the *idle* CPU of the agent's process tree and of
 redis-server over ``--idle-seconds`` with no traffic at all, then the chat latency phase.
 
 One JSON document goes to stdout, progress to stderr. Run from the project root::

@@ -9,7 +9,7 @@
 -- to the timeline, counts in the record's and the process's "duplicates", and returns
 -- "duplicate". The record keeps exactly one end per attempt series.
 --
--- When asked to, it also acks the Dramatiq message (what dispatch.lua "ack" does), so the final
+-- When asked to, it also acks the Dramatiq message (what Dramatiq's "ack" does), so the final
 -- status and the ack are one atomic step and one round trip; a duplicate is acked whatever asked.
 --
 -- The same call sent again after a lost reply (a connection reset) finds its attempt among the

@@ -1,5 +1,6 @@
 -- Submit a batch of tasks. For each: idempotency check, task record, indexes, lifecycle event
--- and the Dramatiq enqueue (exactly what dramatiq/brokers/redis/dispatch.lua "enqueue" writes).
+-- and the Dramatiq enqueue (exactly what Dramatiq's Redis broker writes for "enqueue"; the
+-- transport's contract test, shared/transport/contract.py, keeps the two equal).
 -- One call carries every submission the coordinator received while its previous call was in
 -- flight, so a loaded coordinator pays one round trip (and one reply) for many requests.
 --

@@ -36,6 +36,7 @@ from shared.logging import bind_contextvars, clear_contextvars, get_logger
 from shared.settings import Settings
 from shared.store import MAX_TRACEBACK_CHARS, encode_result, script_source
 from shared.tasks import TaskStatus
+from shared.transport.redis_keys import canonical_queue
 from worker.metrics import record_attempt, record_duplicate
 
 log = get_logger(__name__)
@@ -105,7 +106,7 @@ class TaskStore(Middleware):
             [
                 message.message_id, now_ms, self.worker_label, self.settings.task_ttl,
                 self.settings.task_events_maxlen, self.keys.tasks_status_prefix,
-                message.message_timestamp * 1000, message.actor_name, message.queue_name.removesuffix(".DQ"),
+                message.message_timestamp * 1000, message.actor_name, canonical_queue(message.queue_name),
                 options.get("priority", ""), orjson.dumps(payload), options.get("correlation_id", ""),
                 attempt, self.lease_ms, message.options.get("retries", 0),
             ],
@@ -131,7 +132,7 @@ class TaskStore(Middleware):
         fresh = message.copy()
         fresh.options.pop("redis_message_id", None)
         fresh.options.pop("eta", None)
-        broker.enqueue(fresh.copy(queue_name=message.queue_name.removesuffix(".DQ")), delay=delay_ms)
+        broker.enqueue(fresh.copy(queue_name=canonical_queue(message.queue_name)), delay=delay_ms)
         log.info("delivery deferred: another attempt holds the lease", defer_ms=delay_ms)
 
     def renew_leases(self) -> None:

@@ -1,5 +1,5 @@
 """The installed Dramatiq speaks the private Redis protocol Opsdeck's transport was written for
-(worker/dramatiq_contract.py states it: dispatch.lua's digest, the private names, the message
+(shared/transport/contract.py states it: dispatch.lua's digest, the private names, the message
 encoding, the key shapes); a Dramatiq that differs fails here, loudly, not in production."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from shared.keys import Keys
-from worker import dramatiq_contract as contract
+from shared.transport import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,8 @@ def test_a_changed_dispatch_script_is_caught_and_the_report_says_what_to_recheck
     assert any("dead letters" in w for w in whats)  # names the key shape that moved
     message = contract.report(found)
     assert "dispatch.lua sha256" in message
-    for path in ("worker/broker.py", "worker/agent.py", "shared/keys.py", "shared/lua/submit.lua"):
+    for path in ("shared/transport/redis_broker.py", "shared/transport/maintenance.py",
+                 "shared/transport/redis_keys.py", "shared/lua/submit.lua"):  # fmt: skip
         assert path in message
 
 
@@ -56,7 +57,7 @@ def test_pyproject_pins_dramatiq_to_the_contract_series() -> None:
     major, minor = (int(p) for p in contract.DRAMATIQ_SERIES.split("."))
     assert dramatiq.specifier == SpecifierSet(f">={major}.{minor},<{major}.{minor + 1}"), (
         f"pyproject.toml asks for dramatiq{dramatiq.specifier}; the transport is written for "
-        f"{contract.DRAMATIQ_SERIES}.x (worker/dramatiq_contract.py): change both together"
+        f"{contract.DRAMATIQ_SERIES}.x (shared/transport/contract.py): change both together"
     )
     assert "redis" in dramatiq.extras
 
@@ -74,7 +75,7 @@ def test_opsdeck_key_names_have_the_shapes_dispatch_lua_builds() -> None:
 
 
 def test_the_worker_broker_builds_on_the_contract_names() -> None:
-    from worker import broker
+    from shared.transport import redis_broker as broker
 
     assert broker.OpsdeckBroker.__mro__[1] is contract.RedisBroker
     assert broker._NotingConsumer.__mro__[1] is contract._RedisConsumer

@@ -2,7 +2,7 @@
 
 Reads are split into "queue the commands on a pipeline" and "decode the replies" so a caller can
 batch many queues (and other reads) into one round trip. Changes go through Lua scripts in
-``shared/lua/`` so a concurrent worker or operator never sees half a move.
+``shared/transport/lua/`` so a concurrent worker or operator never sees half a move.
 """
 
 from __future__ import annotations
@@ -10,13 +10,21 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
 import orjson
 
 from shared.keys import Keys
-from shared.store import script_source
 from shared.tasks import all_queues
+
+
+@cache
+def script_source(name: str) -> str:
+    """The text of ``shared/transport/lua/<name>.lua`` (the scripts that move Dramatiq messages)."""
+    return (files("shared.transport") / "lua" / f"{name}.lua").read_text()
+
 
 #: Commands :func:`queue_stats_commands` queues per Dramatiq queue.
 COMMANDS_PER_QUEUE = 4

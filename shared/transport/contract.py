@@ -1,15 +1,16 @@
 """What Opsdeck relies on of Dramatiq's *private* Redis protocol, imported and pinned in one place.
 
 Opsdeck writes and reads Dramatiq's Redis data itself (``shared/lua/submit.lua`` builds messages,
-``finish.lua`` acks, ``dead_letter_retry.lua`` / ``queue_purge.lua`` / ``cancel.lua`` move them,
-``shared/keys.py`` names Dramatiq's keys, ``worker/broker.py`` overrides ``RedisBroker._dispatch``
-and subclasses ``_RedisConsumer``, ``worker/agent.py`` calls ``dispatch.lua`` with its eight
-positional arguments). None of that is Dramatiq's public API, so ``pyproject.toml`` pins Dramatiq
-to the minor series below and this module states, for that series, exactly what the code was
-written against: the digest of ``dispatch.lua``, the digests of the private Python code Opsdeck
-re-implements or subclasses, the dispatch arguments, the message's field order and encoding, and
-the key shapes. :func:`breaches` compares all of it with the installed Dramatiq;
-``tests/worker/test_dramatiq_contract.py`` fails loudly on any difference.
+``finish.lua`` acks, ``shared/transport/lua/`` and ``cancel.lua`` move them,
+``shared/transport/redis_keys.py`` names Dramatiq's keys, ``shared/transport/redis_broker.py``
+overrides ``RedisBroker._dispatch`` and subclasses ``_RedisConsumer``,
+``shared/transport/maintenance.py`` calls ``dispatch.lua`` with its eight positional arguments).
+None of that is Dramatiq's public API, so ``pyproject.toml`` pins Dramatiq to the minor series
+below and this module states, for that series, exactly what the code was written against: the
+digest of ``dispatch.lua``, the digests of the private Python code Opsdeck re-implements or
+subclasses, the dispatch arguments, the message's field order and encoding, and the key shapes.
+:func:`breaches` compares all of it with the installed Dramatiq;
+``tests/shared/test_transport_contract.py`` fails loudly on any difference.
 
 When Dramatiq is upgraded: read the diff of what a breach names, re-check the transport code
 listed in :data:`TRANSPORT_CODE` against it, then update the constants here (and only here).
@@ -123,12 +124,11 @@ SOURCE_SHA256 = {
 
 #: What to re-check when a breach is reported: every place that knows Dramatiq's wire format.
 TRANSPORT_CODE = (
-    "worker/broker.py (OpsdeckBroker._dispatch, do_enqueue, do_ack, _NotingConsumer)",
-    "worker/agent.py (_run_maintenance: dispatch.lua's positional arguments)",
-    "worker/middleware/taskstore.py (.DQ suffix, re-enqueue), worker/middleware/heartbeat.py",
-    "shared/keys.py (__acks__, __heartbeats__, .msgs, .DQ, .XQ key names)",
-    "shared/lua/submit.lua (the message JSON and the enqueue), finish.lua (the ack),"
-    " dead_letter_retry.lua, queue_purge.lua, cancel.lua",
+    "shared/transport/redis_broker.py (OpsdeckBroker._dispatch, do_enqueue, do_ack, _NotingConsumer)",
+    "shared/transport/maintenance.py (dispatch.lua's positional arguments)",
+    "shared/transport/redis_keys.py (__acks__, __heartbeats__, .msgs, .DQ, .XQ key names)",
+    "shared/transport/queues.py and shared/transport/lua/ (dead letters, purge)",
+    "shared/lua/submit.lua (the message JSON and the enqueue), finish.lua (the ack), cancel.lua",
 )
 
 _OBJECTS: dict[str, Any] = {
@@ -284,6 +284,6 @@ def report(found: list[Breach]) -> str:
         *(f"  - {b}" for b in found),
         "Read Dramatiq's diff for these, re-check the transport code against it:",
         *(f"  - {path}" for path in TRANSPORT_CODE),
-        "then update the constants in worker/dramatiq_contract.py (and the pin in pyproject.toml).",
+        "then update the constants in shared/transport/contract.py (and the pin in pyproject.toml).",
     ]
     return "\n".join(lines)
