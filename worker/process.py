@@ -25,14 +25,41 @@ from shared.errors import ConfigError
 from shared.keys import Keys
 from shared.logging import setup_logging
 from shared.sentry import init_sentry
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 from shared.tasks import all_queues
 from worker.actors import register_actors
-from worker.broker import build_broker
+from worker.broker import OpsdeckBroker, build_broker
 from worker.queue_pause import QueuePauses
 from worker.supervisor import RECYCLE_EXIT, START_PAUSED_ENV
 
 log = logging.getLogger("worker.process")
+
+
+class Signals:
+    """What the process's signals asked for: stop (TERM, INT) and pause/resume (USR1, USR2)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.want_paused = os.environ.get(START_PAUSED_ENV) == "1"
+        self._parent = os.getppid()
+
+    def on_stop(self, signum: int, frame: FrameType | None) -> None:
+        """First TERM/INT: drain; a second one: exit now (unless it is the agent's death repeated)."""
+        if self.stop.is_set():
+            if os.getppid() != self._parent:
+                # the agent died: the kernel sends the parent-death signal once per exiting thread
+                # of the agent, which is no second request to stop; keep draining
+                return
+            log.warning("second stop signal: exiting now")
+            os._exit(1)
+        self.stop.set()
+        self.wake.set()
+
+    def on_pause(self, signum: int, frame: FrameType | None) -> None:
+        """USR1 pauses consumption, USR2 resumes it."""
+        self.want_paused = signum == signal.SIGUSR1
+        self.wake.set()
 
 
 def main() -> None:
@@ -42,29 +69,9 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"worker process: {exc}")
     setup_logging(settings.log_level, json=settings.production, process=f"proc-{os.getpid()}")
-    stop = threading.Event()
-    wake = threading.Event()
-    want_paused = [os.environ.get(START_PAUSED_ENV) == "1"]
-
-    parent = os.getppid()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            if os.getppid() != parent:
-                # the agent died: the kernel sends the parent-death signal once per exiting thread
-                # of the agent, which is no second request to stop; keep draining
-                return
-            log.warning("second stop signal: exiting now")
-            os._exit(1)
-        stop.set()
-        wake.set()
-
-    def on_pause(signum: int, frame: FrameType | None) -> None:
-        want_paused[0] = signum == signal.SIGUSR1
-        wake.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = Signals()
+    signal.signal(signal.SIGTERM, signals.on_stop)
+    signal.signal(signal.SIGINT, signals.on_stop)
 
     # Before the broker: the Dramatiq integration hooks broker construction.
     init_sentry(settings, component="worker", integrations=[DramatiqIntegration()])
@@ -76,21 +83,33 @@ def main() -> None:
         broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_idle_wait_ms
     )
     # Ready for pause/resume signals only now (the agent started us with them ignored).
-    signal.signal(signal.SIGUSR1, on_pause)
-    signal.signal(signal.SIGUSR2, on_pause)
+    signal.signal(signal.SIGUSR1, signals.on_pause)
+    signal.signal(signal.SIGUSR2, signals.on_pause)
     worker.start()
     log.info("consuming %s with %d threads", ", ".join(all_queues()), settings.worker_threads)
+    exit_code = _supervise(worker, broker, settings, signals)
+    log.info("stopping: draining in-flight work (up to %.0fs)", settings.shutdown_timeout)
+    worker.stop(timeout=int(settings.shutdown_timeout * 1000))
+    broker.close()
+    log.info("stopped")
+    sys.exit(exit_code)
+
+
+def _supervise(worker: dramatiq.Worker, broker: OpsdeckBroker, settings: Settings, signals: Signals) -> int:
+    """Apply pause/resume and per-queue pauses, report them, and watch for a lost Redis, until a
+    stop signal; returns the exit code (RECYCLE_EXIT: restart me, Redis came back)."""
     keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
     queue_pauses = QueuePauses(broker.client, keys, worker)
     report_key = keys.worker_process(settings.worker_id, os.getpid())
     paused: bool | None = None
     exit_code = 0
-    while not stop.is_set():
-        if want_paused[0] != paused:
-            if paused is not None or want_paused[0]:
-                (worker.pause if want_paused[0] else worker.resume)()
-                log.info("paused: not taking new messages" if want_paused[0] else "running")
-            paused = want_paused[0]
+    while not signals.stop.is_set():
+        want = signals.want_paused
+        if want != paused:
+            if paused is not None or want:
+                (worker.pause if want else worker.resume)()
+                log.info("paused: not taking new messages" if want else "running")
+            paused = want
             if not paused:
                 queue_pauses.reapply()
         with contextlib.suppress(redis.RedisError):  # the agent re-signals until this matches
@@ -98,16 +117,12 @@ def main() -> None:
         if broker.connection_lost.is_set() and _redis_answers(broker.client):
             log.warning("Redis was unreachable and is back: restarting this process (see OpsdeckBroker)")
             exit_code = RECYCLE_EXIT
-            stop.set()
+            signals.stop.set()
         if not paused:
             queue_pauses.refresh()
-        wake.wait(1.0)
-        wake.clear()
-    log.info("stopping: draining in-flight work (up to %.0fs)", settings.shutdown_timeout)
-    worker.stop(timeout=int(settings.shutdown_timeout * 1000))
-    broker.close()
-    log.info("stopped")
-    sys.exit(exit_code)
+        signals.wake.wait(1.0)
+        signals.wake.clear()
+    return exit_code
 
 
 def _redis_answers(client: redis.Redis) -> bool:

@@ -91,34 +91,11 @@ class Run:
                 side.append(asyncio.create_task(self.chaos.run(deadline)))
             if self.plan.profile.memory_samples and self.stack is not None:
                 side.append(asyncio.create_task(self.sample_memory(started, deadline)))
-            stage_end = started
             try:
-                for seconds, users in self.plan.stages:
-                    stage_end = min(deadline, stage_end + seconds)
-                    while len(active) < users:
-                        user = User(http, self.base, self.token, f"{self.nonce}-{len(tasks)}", self.recorder)
-                        active.append(user)
-                        tasks.append(asyncio.create_task(user.run(deadline)))
-                    while len(active) > users:
-                        active.pop().stop.set()
-                    log(f"{users} users until t+{stage_end - started:.0f}s")
-                    while time.monotonic() < stage_end and self.recorder.total < MAX_REQUESTS:  # noqa: ASYNC110
-                        await asyncio.sleep(min(0.2, max(0.0, stage_end - time.monotonic())))
-                    if self.recorder.total >= MAX_REQUESTS:
-                        log(f"stopping early: {MAX_REQUESTS} requests")
-                        break
+                await self._drive_stages(http, started, deadline, active, tasks)
             finally:
                 ended = time.monotonic()
-                for user in active:
-                    user.stop.set()
-                if tasks:
-                    _, pending = await asyncio.wait(tasks, timeout=drain)
-                    for task in pending:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                for task in side:
-                    task.cancel()
-                await asyncio.gather(*side, return_exceptions=True)
+                await _wind_down(active, tasks, side, drain)
         elapsed = ended - started
         if self.stack is None:
             return elapsed, None
@@ -126,6 +103,31 @@ class Run:
         if self.timeline:
             memory["timeline_total_rss_mb"] = self.timeline
         return elapsed, memory
+
+    async def _drive_stages(
+        self,
+        http: aiohttp.ClientSession,
+        started: float,
+        deadline: float,
+        active: list[User],
+        tasks: list[asyncio.Task[None]],
+    ) -> None:
+        """Grow or shrink the users to each stage's count, stage by stage (bounded by MAX_REQUESTS)."""
+        stage_end = started
+        for seconds, users in self.plan.stages:
+            stage_end = min(deadline, stage_end + seconds)
+            while len(active) < users:
+                user = User(http, self.base, self.token, f"{self.nonce}-{len(tasks)}", self.recorder)
+                active.append(user)
+                tasks.append(asyncio.create_task(user.run(deadline)))
+            while len(active) > users:
+                active.pop().stop.set()
+            log(f"{users} users until t+{stage_end - started:.0f}s")
+            while time.monotonic() < stage_end and self.recorder.total < MAX_REQUESTS:  # noqa: ASYNC110
+                await asyncio.sleep(min(0.2, max(0.0, stage_end - time.monotonic())))
+            if self.recorder.total >= MAX_REQUESTS:
+                log(f"stopping early: {MAX_REQUESTS} requests")
+                return
 
     async def sample_memory(self, started: float, deadline: float) -> None:
         """Total RSS of the stack at regular times (soak)."""
@@ -137,6 +139,22 @@ class Run:
                 {"t_s": round(time.monotonic() - started, 1), "rss_mb": round(total / 2**20, 1)}
             )
             await asyncio.sleep(every)
+
+
+async def _wind_down(
+    active: list[User], tasks: list[asyncio.Task[None]], side: list[asyncio.Task[Any]], drain: float
+) -> None:
+    """Stop every user (waiting up to ``drain`` s for their last requests), then the side tasks."""
+    for user in active:
+        user.stop.set()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=drain)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in side:
+        task.cancel()
+    await asyncio.gather(*side, return_exceptions=True)
 
 
 def _token_for_url() -> str:
@@ -153,6 +171,29 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_stack(stack: Stack | None, previous_sigterm: Any) -> None:
+    """Stop the private stack with stop signals ignored, then restore their handlers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        if stack is not None:
+            killed = stack.stop()
+            if killed:
+                log(f"had to SIGKILL {killed}")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _refusal(url: str | None, the_plan: Plan) -> str | None:
+    """Why ``--url`` cannot be used with this plan (None: it can)."""
+    if url and the_plan.profile.chaos:
+        return "chaos needs its own stack (a fault proxy in front of Redis); drop --url"
+    if url and not url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+        return "--url must be a 127.0.0.1 address (load stays on this machine)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``opsdeck load`` command."""
     try:
@@ -160,12 +201,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"opsdeck load: {exc}", file=sys.stderr)
         return 2
-    if args.url and the_plan.profile.chaos:
-        print("opsdeck load: chaos needs its own stack (a fault proxy in front of Redis); drop --url",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
-        print("opsdeck load: --url must be a 127.0.0.1 address (load stays on this machine)", file=sys.stderr)
+    refusal = _refusal(args.url, the_plan)
+    if refusal:
+        print(f"opsdeck load: {refusal}", file=sys.stderr)
         return 2
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     stack: Stack | None = None
@@ -193,16 +231,7 @@ def run(args: argparse.Namespace) -> int:
         print("opsdeck load: interrupted; stopping", file=sys.stderr, flush=True)
         return 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            if stack is not None:
-                killed = stack.stop()
-                if killed:
-                    log(f"had to SIGKILL {killed}")
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, previous)
+        _stop_stack(stack, previous)
     meta = {
         "profile": the_plan.profile.name,
         "description": the_plan.profile.description,
