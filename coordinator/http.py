@@ -16,17 +16,16 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-import sentry_sdk
 from aiohttp import hdrs, web
 from multidict import istr
 from pydantic import BaseModel, ValidationError
 
 from coordinator.keys import LIMITER, PRINCIPAL, RATE_METRICS, SETTINGS
 from shared.auth import Principal, Verifier
-from shared.errors import AuthError, OpsdeckError, ScopeError, ValidationFailed, pydantic_fields
+from shared.errors import AuthError, ScopeError, ValidationFailed, pydantic_fields
 from shared.ids import random_hex
 from shared.jsondepth import check_depth
-from shared.logging import CORRELATION_ID, bind_contextvars
+from shared.logging import CORRELATION_ID
 from shared.metrics import HttpMetrics, cancelled_status
 from shared.ratelimit import RateLimited
 from shared.settings import Settings
@@ -34,10 +33,9 @@ from shared.web import (
     MAX_BODY_BYTES,
     REDIS_DOWN,
     error_response,
+    exception_response,
     json_response,
-    opsdeck_error_response,
     parse_query,
-    redis_error_response,
 )
 
 log = logging.getLogger(__name__)
@@ -145,10 +143,6 @@ def correlation_id(request: web.Request) -> str:
     return CORRELATION_ID.get()
 
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-               415: "unsupported_media_type"}  # fmt: skip
-
-
 def waiting(request: web.Request) -> bool:
     """True when the request asks to wait (``?wait=S`` with S > 0): a long-poll."""
     value = request.query.get("wait")
@@ -201,21 +195,10 @@ def edge(
             status = cancelled_status(request.headers)
             observe(method or request.method, path, status, perf_counter() - started)
             raise
-        except OpsdeckError as exc:
-            response = opsdeck_error_response(exc)
-            if isinstance(exc, RateLimited):
-                response.headers["Retry-After"] = str(exc.retry_after)
-                request.app[RATE_METRICS].count(exc.route_class)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code = _HTTP_CODES.get(exc.status, "http_error")
-            message = exc.reason if exc.status != 413 else f"body exceeds {MAX_BODY_BYTES} bytes"
-            response = error_response(exc.status, code, message)
-            if "Allow" in exc.headers:  # 405 must say what is allowed (RFC 9110)
-                response.headers["Allow"] = exc.headers["Allow"]
         except Exception as exc:  # CancelledError is no Exception: it goes on up
-            response = redis_error_response(request, exc) or _internal_error(request, path)
+            if isinstance(exc, RateLimited):
+                request.app[RATE_METRICS].count(exc.route_class)
+            response = exception_response(request, exc, path)
         response.headers[X_REQUEST_ID] = cid
         if long_polls and waiting(request):
             observe_long(method or request.method, path, response.status, perf_counter() - started)
@@ -239,14 +222,6 @@ def rate_limited(handler: Handler, route_class: str) -> Handler:
         return await handler(request)
 
     return limited
-
-
-def _internal_error(request: web.Request, path: str) -> web.Response:
-    """A 500 for the exception being handled, logged with its traceback and sent to Sentry."""
-    bind_contextvars(route=path)
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    sentry_sdk.capture_exception()
-    return error_response(500, "internal_error", "internal error; see the server log")
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
+import sentry_sdk
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from shared.aio import cancel_and_wait
 from shared.errors import OpsdeckError, ValidationFailed, pydantic_fields
 from shared.jsondepth import check_depth
+from shared.logging import bind_contextvars
 from shared.metrics import RedisMetrics
 from shared.redis import PoolExhausted, async_client, check_redis
 from shared.settings import Settings
@@ -218,33 +220,50 @@ def redis_error_response(request: web.Request, exc: BaseException) -> web.Respon
 
 
 def opsdeck_error_response(exc: OpsdeckError) -> web.Response:
-    """The answer to an Opsdeck error (a 503 says when to try again)."""
+    """The answer to an Opsdeck error (a 503 or a 429 says when to try again)."""
     response = error_response(exc.status, exc.code, exc.message, exc.fields)
-    if exc.status == 503:
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    elif exc.status == 503:
         response.headers["Retry-After"] = str(UNAVAILABLE.retry_after)
     return response
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """JSON errors for the Opsdeck error tree, HTTP errors and Redis failures (:func:`redis_refusal`)."""
-    try:
-        return await handler(request)
-    except OpsdeckError as exc:
+def exception_response(request: web.Request, exc: Exception, route: str) -> web.Response:
+    """The one mapping of an exception to an answer, for both apps' edges: the Opsdeck error tree
+    (its status and code; ``Retry-After`` on a 503 or a 429), HTTP errors (their code; 405 with
+    ``Allow``), Redis failures (:func:`redis_error_response`), and anything else a 500 that is
+    logged with its traceback and sent to Sentry, tagged with ``route``. An HTTP answer below 400
+    (a redirect) is raised again for aiohttp to send."""
+    if isinstance(exc, OpsdeckError):
         return opsdeck_error_response(exc)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
-        response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+            raise exc
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 413 else f"body exceeds {MAX_BODY_BYTES} bytes"
+        response = error_response(exc.status, code, message)
         if "Allow" in exc.headers:  # 405 must say what is allowed (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    answer = redis_error_response(request, exc)
+    if answer is not None:
+        return answer
+    bind_contextvars(route=route)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    sentry_sdk.capture_exception()
+    return error_response(500, "internal_error", "internal error; see the server log")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The dashboard's edge: :func:`exception_response` for whatever its handlers raise."""
+    try:
+        return await handler(request)
     except Exception as exc:  # CancelledError is no Exception: it goes on up
-        answer = redis_error_response(request, exc)
-        if answer is not None:
-            return answer
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal error; see the server log")
+        route = request.match_info.route.resource
+        return exception_response(request, exc, route.canonical if route is not None else "unmatched")
 
 
 # -- Redis metrics and probe -------------------------------------------------------------------
