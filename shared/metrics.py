@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,6 +30,22 @@ PROBE_INTERVAL = 5.0
 SWITCHING_PROTOCOLS = 101
 #: Status recorded for a request whose client went away before it was answered (nginx's).
 CLIENT_CLOSED = 499
+
+
+def exposition_handler(
+    registry: web.AppKey[CollectorRegistry],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The ``/metrics`` view of a web app: the Prometheus text of its ``registry``. Both apps
+    declare the route in their route tables, whose edge checks ``METRICS_TOKEN`` or an admin
+    token before this runs."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        """Prometheus exposition (``METRICS_TOKEN`` as bearer, or an admin token)."""
+        return web.Response(
+            body=generate_latest(request.app[registry]), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    return metrics
 
 
 def cancelled_status(headers: Mapping[str, str]) -> int:

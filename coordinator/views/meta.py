@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator.http import json_response
 from coordinator.keys import REGISTRY
+from shared.metrics import exposition_handler
 
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition; needs ``METRICS_TOKEN`` as bearer, or an admin token
-    (:func:`coordinator.http.metrics_guard`)."""
-    body = generate_latest(request.app[REGISTRY])
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+#: Prometheus exposition; needs ``METRICS_TOKEN`` as bearer, or an admin token
+#: (:func:`coordinator.http.metrics_guard`).
+metrics = exposition_handler(REGISTRY)
 
 
 async def openapi(request: web.Request) -> web.Response:
