@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.cli import main
+from shared.devtools.cli import main
 
 if __name__ == "__main__":
     main(["analyze", *sys.argv[1:]])

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from shared.auth import mint
-from shared.embedded_redis import EmbeddedRedis
+from shared.devtools.embedded_redis import EmbeddedRedis
 from shared.procutil import isolated_env
 from shared.settings import Settings
 from tests.helpers import Processes

@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from shared.embedded_redis import EmbeddedRedis  # noqa: E402
+from shared.devtools.embedded_redis import EmbeddedRedis  # noqa: E402
 from worker.bandit.features import DIM  # noqa: E402
 from worker.bandit.linucb import ARMS, LinUCB  # noqa: E402
 from worker.bandit.redis_state import RedisLinUCB, compare, recompute  # noqa: E402

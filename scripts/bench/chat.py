@@ -43,9 +43,9 @@ import psutil  # noqa: E402
 import redis  # noqa: E402
 
 from shared.auth import mint  # noqa: E402
-from shared.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from shared.devtools.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from shared.devtools.load.traffic import MESSAGES  # noqa: E402
 from shared.keys import Keys  # noqa: E402
-from shared.load.traffic import MESSAGES  # noqa: E402
 from shared.procutil import isolated_env, python_module, spawn, stop_all  # noqa: E402
 
 

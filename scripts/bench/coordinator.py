@@ -74,7 +74,7 @@ import psutil  # noqa: E402
 import redis  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from shared.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from shared.devtools.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from shared.procutil import spawn, terminate  # noqa: E402
 
 BODY = orjson.dumps({"type": "echo", "payload": {"n": 1}, "priority": "P2"})

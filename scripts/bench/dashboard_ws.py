@@ -43,7 +43,7 @@ import redis  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from shared.auth import mint  # noqa: E402
-from shared.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from shared.devtools.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.procutil import python_module, spawn, terminate  # noqa: E402
 

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from shared.embedded_redis import EmbeddedRedis  # noqa: E402
+from shared.devtools.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.procutil import python_module, spawn, terminate  # noqa: E402
 from shared.tasks import EchoPayload, Priority, TaskType, register  # noqa: E402
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from coordinator.app import create_app
-from shared.embedded_redis import EmbeddedRedis
+from shared.devtools.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 

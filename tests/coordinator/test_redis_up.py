@@ -13,7 +13,7 @@ import pytest
 
 from coordinator.app import create_app as coordinator_app
 from dashboard.app import create_app as dashboard_app
-from shared.embedded_redis import EmbeddedRedis
+from shared.devtools.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 

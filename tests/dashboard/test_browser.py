@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from shared.settings import Settings
 from shared.tasks import ECHO, SLEEP, Priority
 from shared.taskstore import TaskStore

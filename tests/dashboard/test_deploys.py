@@ -148,7 +148,7 @@ def test_deploy_page_in_a_real_browser(services, dash_settings, procs, env_facto
     pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
 
-    from shared.embedded_redis import free_port
+    from shared.devtools.embedded_redis import free_port
     from tests.dashboard.test_browser import ensure_chromium, log_in
 
     ensure_chromium()

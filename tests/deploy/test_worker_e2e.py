@@ -88,7 +88,7 @@ def test_cli_deploy_watch_follows_the_rollout(procs, env_factory, tmp_path, rcli
     import subprocess
     import sys
 
-    from shared.embedded_redis import free_port
+    from shared.devtools.embedded_redis import free_port
 
     env = env_factory(**agent_env(fakes, tmp_path, deploy_env, 0.2))
     port = free_port()
@@ -98,13 +98,13 @@ def test_cli_deploy_watch_follows_the_rollout(procs, env_factory, tmp_path, rcli
     cli_env = {**env, "OPSDECK_URL": f"http://127.0.0.1:{port}"}
     wait_for(lambda: live(port), what="coordinator up")
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "deploy", "api", "--version", "v9", "--watch"],
+        [sys.executable, "-m", "shared.devtools.cli", "deploy", "api", "--version", "v9", "--watch"],
         env=cli_env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("deploy ") and "queued" in lines[0]
     assert "succeeded" in lines[-1] and "[x]1% [x]5% [x]25% [x]100%" in lines[-1]
-    unknown = subprocess.run([sys.executable, "-m", "shared.cli", "deploy", "ghost"], env=cli_env,
+    unknown = subprocess.run([sys.executable, "-m", "shared.devtools.cli", "deploy", "ghost"], env=cli_env,
                              capture_output=True, text=True, timeout=30)  # fmt: skip
     assert unknown.returncode == 1 and "body.service: unknown service" in unknown.stderr

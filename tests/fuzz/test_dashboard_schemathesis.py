@@ -17,7 +17,7 @@ import asyncio
 
 import pytest
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from shared.tasks import FAIL
 from tests import requests_free_http as http
 from tests.dashboard.conftest import KEYS, fake_heartbeat

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from tests import requests_free_http as http
 from tests.fuzz.runner import run_schemathesis
 from tests.helpers import wait_for

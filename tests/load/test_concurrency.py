@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from tests.helpers import Processes, read_log, wait_for
 
 #: Requests fired at once, split over the three kinds.

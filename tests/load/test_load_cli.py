@@ -34,7 +34,7 @@ def run_load(
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "load", *args], cwd=ROOT, env=load_env(tmp_path, **env),
+        [sys.executable, "-m", "shared.devtools.cli", "load", *args], cwd=ROOT, env=load_env(tmp_path, **env),
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     return result, time.monotonic() - started
@@ -115,7 +115,7 @@ def test_quick_profile_report_thresholds_and_cleanup(tmp_path, profile, duration
 
 def test_ctrl_c_stops_everything(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "load", "sustained", "--duration", "600"],
+        [sys.executable, "-m", "shared.devtools.cli", "load", "sustained", "--duration", "600"],
         cwd=ROOT, env=load_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
@@ -137,7 +137,7 @@ def test_ctrl_c_stops_everything(tmp_path):
 
 
 def test_failed_threshold_exits_non_zero(tmp_path):
-    from shared.embedded_redis import free_port
+    from shared.devtools.embedded_redis import free_port
 
     report_path = tmp_path / "report.json"
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every request fails

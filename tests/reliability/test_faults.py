@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from coordinator.app import create_app
-from shared.embedded_redis import EmbeddedRedis
+from shared.devtools.embedded_redis import EmbeddedRedis
+from shared.devtools.load.faultproxy import FaultProxy
 from shared.keys import Keys
-from shared.load.faultproxy import FaultProxy
 from tests.helpers import read_log, wait_for
 from tests.worker.test_end_to_end import heartbeat, wait_running
 

@@ -15,7 +15,7 @@ import pytest
 import sentry_sdk
 from pydantic import SecretStr
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from shared.sentry import init_sentry
 from tests.helpers import task_fields, wait_for
 from tests.worker.test_end_to_end import KEYS, start_agent, wait_running

@@ -85,8 +85,8 @@ def test_production_requires_redis_url(tmp_path):
 def test_token_prints_one_jwt_for_the_servers_secret(tmp_path):
     env = clean_env(tmp_path, JWT_SECRET=SECRET)
     result = run(
-        [sys.executable, "-m", "shared.cli", "token", "--scope", "tasks:write", "--scope", "tasks:read",
-         "--ttl", "120", "--sub", "ci"], env,
+        [sys.executable, "-m", "shared.devtools.cli", "token", "--scope", "tasks:write",
+         "--scope", "tasks:read", "--ttl", "120", "--sub", "ci"], env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -100,18 +100,20 @@ def test_token_prints_one_jwt_for_the_servers_secret(tmp_path):
 
 def test_token_in_development_uses_the_generated_secret(tmp_path):
     env = clean_env(tmp_path)
-    first = run([sys.executable, "-m", "shared.cli", "token", "--scope", "admin"], env)
+    first = run([sys.executable, "-m", "shared.devtools.cli", "token", "--scope", "admin"], env)
     assert first.returncode == 0, first.stderr
     secret = (tmp_path / "var" / "jwt_secret").read_bytes().strip()
     assert len(secret) >= 32
     assert oct((tmp_path / "var" / "jwt_secret").stat().st_mode & 0o777) == "0o600"
     assert Verifier(secret).verify(first.stdout.strip()).has("tasks:write")
-    second = run([sys.executable, "-m", "shared.cli", "token", "--scope", "admin"], env)
+    second = run([sys.executable, "-m", "shared.devtools.cli", "token", "--scope", "admin"], env)
     assert Verifier(secret).verify(second.stdout.strip())
 
 
 def test_token_rejects_unknown_scope(tmp_path):
-    result = run([sys.executable, "-m", "shared.cli", "token", "--scope", "root"], clean_env(tmp_path))
+    result = run(
+        [sys.executable, "-m", "shared.devtools.cli", "token", "--scope", "root"], clean_env(tmp_path)
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert "invalid choice: 'root'" in result.stderr
@@ -119,7 +121,7 @@ def test_token_rejects_unknown_scope(tmp_path):
 
 def test_token_in_production_without_secret_fails_clearly(tmp_path):
     env = clean_env(tmp_path, OPSDECK_ENV="production", REDIS_URL="redis://127.0.0.1:1/0")
-    result = run([sys.executable, "-m", "shared.cli", "token", "--scope", "admin"], env)
+    result = run([sys.executable, "-m", "shared.devtools.cli", "token", "--scope", "admin"], env)
     assert result.returncode != 0
     assert result.stdout == ""
     assert "JWT_SECRET is required in production" in result.stderr

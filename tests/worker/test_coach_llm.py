@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from worker.coach import metrics
 from worker.coach.breaker import BreakerState, CircuitBreaker
 from worker.coach.cache import TTLCache

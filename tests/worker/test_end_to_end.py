@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import redis
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from shared.keys import Keys
 from shared.stats import Heartbeat
 from tests.helpers import read_log, task_fields, wait_for

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from tests.helpers import task_fields, wait_for
 from tests.worker.test_end_to_end import KEYS, heartbeat, start_agent, wait_running
 

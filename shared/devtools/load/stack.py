@@ -24,9 +24,9 @@ import psutil
 import redis
 
 from shared.auth import mint
-from shared.embedded_redis import EmbeddedRedis, free_port
+from shared.devtools.embedded_redis import EmbeddedRedis, free_port
+from shared.devtools.load.faultproxy import FaultProxy
 from shared.keys import Keys
-from shared.load.faultproxy import FaultProxy
 from shared.procutil import isolated_env, python_module, spawn, stop_all
 
 #: Environment of the stack's processes (beyond Redis, secret, ports and directory).
@@ -38,7 +38,7 @@ STACK_ENV = {
     "SHUTDOWN_TIMEOUT": "10",
     "PYTHONUNBUFFERED": "1",
 }
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class Stack:

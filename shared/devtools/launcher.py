@@ -43,7 +43,7 @@ from typing import IO
 import psutil
 
 from shared.auth import mint
-from shared.embedded_redis import EmbeddedRedis
+from shared.devtools.embedded_redis import EmbeddedRedis
 from shared.procutil import become_subreaper, reap_orphans, spawn, stop_all
 from shared.settings import Settings
 

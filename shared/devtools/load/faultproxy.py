@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 
 
 class FaultProxy:

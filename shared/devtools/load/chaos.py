@@ -16,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from shared.load.stack import Stack
+from shared.devtools.load.stack import Stack
 
 #: Share of the time under an injected fault.
 FAULT_RATIO = 0.3

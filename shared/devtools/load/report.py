@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from shared.load.traffic import Recorder
+from shared.devtools.load.traffic import Recorder
 
 MAX_ERROR_RATE = 0.05
 MAX_CHAT_E2E_P95_S = 10.0

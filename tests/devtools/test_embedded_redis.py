@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from shared.embedded_redis import EmbeddedRedis
+from shared.devtools.embedded_redis import EmbeddedRedis
 from tests.helpers import wait_for
 
 

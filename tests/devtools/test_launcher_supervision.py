@@ -19,9 +19,9 @@ import psutil
 import pytest
 import redis
 
-from shared.embedded_redis import EmbeddedRedis, free_port
+from shared.devtools.embedded_redis import EmbeddedRedis, free_port
+from shared.devtools.launcher import GIVE_UP_AFTER, restart_delay
 from shared.keys import Keys
-from shared.launcher import GIVE_UP_AFTER, restart_delay
 from shared.stats import Heartbeat
 from tests import requests_free_http as http
 from tests.conftest import ROOT
@@ -52,7 +52,7 @@ class Stack:
         }
         self.cwd = cwd
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "up", "--procfile", str(procfile)],
+            [sys.executable, "-m", "shared.devtools.cli", "up", "--procfile", str(procfile)],
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None

@@ -9,7 +9,7 @@ import time
 
 from pydantic import SecretStr
 
-from shared.analyze import analyze
+from shared.devtools.analyze import analyze
 from shared.keys import Keys
 from shared.redis import sync_client
 from shared.stats import Heartbeat
@@ -102,7 +102,7 @@ def test_security_findings_in_production(settings):
             "log_level": "DEBUG",
         }
     )
-    from shared.analyze import Report, check_security
+    from shared.devtools.analyze import Report, check_security
 
     report = Report()
     check_security(unsafe, report)
@@ -125,7 +125,7 @@ def test_cli_json_and_min_score_exit_code(redis_url, tmp_path, rclient):
         "OPSDECK_VAR_DIR": str(tmp_path),
     }
     ok = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "analyze", "--json"],
+        [sys.executable, "-m", "shared.devtools.cli", "analyze", "--json"],
         env=env,
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from shared.embedded_redis import free_port
+from shared.devtools.embedded_redis import free_port
 from tests import requests_free_http as http
 from tests.conftest import ROOT
 from tests.helpers import wait_for
@@ -33,7 +33,7 @@ def test_up_runs_the_stack_and_stops_everything(tmp_path, stop_signal):
         "WORKER_METRICS_PORT": str(free_port()),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up", "--procfile", str(ROOT / "Procfile")],
+        [sys.executable, "-m", "shared.devtools.cli", "up", "--procfile", str(ROOT / "Procfile")],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     stdout = proc.stdout

@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from shared.load import report as reports
-from shared.load.chaos import Chaos
-from shared.load.profiles import PROFILES, Plan, plan
-from shared.load.stack import STACK_ENV, Stack
-from shared.load.traffic import Recorder, User
+from shared.devtools.load import report as reports
+from shared.devtools.load.chaos import Chaos
+from shared.devtools.load.profiles import PROFILES, Plan, plan
+from shared.devtools.load.stack import STACK_ENV, Stack
+from shared.devtools.load.traffic import Recorder, User
 
 #: Requests after which a run stops early, whatever its duration.
 MAX_REQUESTS = 20_000_000

@@ -26,19 +26,19 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from shared.deploy.client import run
+    from shared.devtools.deploy_client import run
 
     return run(load_settings(), args.service, args.version, args.watch)
 
 
 def _up(args: argparse.Namespace) -> int:
-    from shared.launcher import up
+    from shared.devtools.launcher import up
 
     return up(load_settings(), args.procfile)
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from shared.analyze import analyze, render_text
+    from shared.devtools.analyze import analyze, render_text
     from shared.redis import sync_client
 
     settings = load_settings()
@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     ana.add_argument("--json", action="store_true", help="print the report as JSON")
     ana.add_argument("--min-score", type=int, help="exit 1 when the overall score is below this")
     ana.set_defaults(func=_analyze)
-    from shared.load.runner import add_parser as add_load_parser
+    from shared.devtools.load.runner import add_parser as add_load_parser
 
     add_load_parser(sub)
     return p
