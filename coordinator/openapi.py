@@ -7,7 +7,7 @@ from typing import Any
 
 from coordinator.routes import ENDPOINTS, RATE_CLASSES
 from shared.openapi import ERRORS, Endpoint, build_document, input_errors
-from shared.tasks import task_types
+from shared.task_types import task_types
 
 
 def error_codes(ep: Endpoint) -> list[int]:

@@ -15,7 +15,8 @@ from dashboard import audit
 from dashboard.keys import KEYS, REDIS, STORE, USER
 from shared.errors import NotFound, ValidationFailed, pydantic_fields
 from shared.jsondepth import MAX_JSON_DEPTH, TOO_DEEP, deeper_than, too_deep
-from shared.tasks import Priority, TaskStatus, get_task_type
+from shared.task_types import get_task_type
+from shared.tasks import Priority, TaskStatus
 from shared.web import json_response, parse_query, read_json, truncate
 
 #: Largest page of ``GET /api/tasks``.

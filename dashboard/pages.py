@@ -19,7 +19,8 @@ from dashboard.auth import User
 from dashboard.guard import current_user
 from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS
 from shared import __version__
-from shared.tasks import Priority, TaskStatus, task_types
+from shared.task_types import task_types
+from shared.tasks import Priority, TaskStatus
 from shared.web import truncate
 
 #: Characters of JSON shown in a page before it is cut.

@@ -33,7 +33,7 @@ from shared.control import CommandRecord
 from shared.deploy.models import ID_PATTERN, Action
 from shared.openapi import BEARER, ERRORS, Endpoint, build_document, input_errors
 from shared.schemas import DeployList, DeployRecord, ServiceList, TaskPage, TaskRecord
-from shared.tasks import all_queues
+from shared.task_types import all_queues
 from shared.web import json_response
 
 #: Routes that answer without touching Redis (no 503).

@@ -38,14 +38,19 @@ _INCLUDE = "--! include "
 
 
 @cache
-def script_source(name: str) -> str:
-    """The text of ``shared/lua/<name>.lua``, with each ``--! include <other>`` line replaced by
-    the text of ``<other>.lua``."""
-    text = (files("shared") / "lua" / f"{name}.lua").read_text()
+def lua_source(package: str, name: str) -> str:
+    """The text of ``<package>/lua/<name>.lua``, with each ``--! include <other>`` line replaced by
+    the text of ``<other>.lua`` from the same directory (every Lua script is loaded this way)."""
+    text = (files(package) / "lua" / f"{name}.lua").read_text()
     return "".join(
-        script_source(line.removeprefix(_INCLUDE).strip()) if line.startswith(_INCLUDE) else line
+        lua_source(package, line.removeprefix(_INCLUDE).strip()) if line.startswith(_INCLUDE) else line
         for line in text.splitlines(keepends=True)
     )
+
+
+def script_source(name: str) -> str:
+    """The text of ``shared/lua/<name>.lua`` (the scripts of the shared stores), includes inlined."""
+    return lua_source("shared", name)
 
 
 @cache

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -194,35 +194,3 @@ class TaskSubmission(BaseModel):
         pattern=r"^[\x21-\x7e]+$",
         description="Same key (per token subject) returns the first task and enqueues nothing.",
     )
-
-
-# -- the allow-list lives in shared.task_types; these names are kept for their importers ---------
-#: Names forwarded to :mod:`shared.task_types` (which imports this module, hence not imported here).
-_FORWARDED = {
-    "TASK_TYPES": "BY_NAME",
-    "register": "register",
-    "get_task_type": "get_task_type",
-    "task_types": "task_types",
-    "all_queues": "all_queues",
-}
-
-if TYPE_CHECKING:
-    from shared.task_types import all_queues as all_queues
-    from shared.task_types import get_task_type as get_task_type
-    from shared.task_types import register as register
-    from shared.task_types import task_types as task_types
-
-    TASK_TYPES: Mapping[str, TaskType]
-
-
-def __getattr__(name: str) -> object:
-    """``TASK_TYPES``, ``register``, ``get_task_type``, ``task_types`` and ``all_queues`` of the
-    one explicit allow-list, :data:`shared.task_types.REGISTRY` (the same whatever was imported)."""
-    target = _FORWARDED.get(name)
-    if target is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from shared import task_types as explicit
-
-    value = getattr(explicit, target)
-    globals()[name] = value
-    return value

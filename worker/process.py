@@ -26,7 +26,7 @@ from shared.keys import Keys
 from shared.logging import setup_logging
 from shared.sentry import init_sentry
 from shared.settings import Settings, load_settings
-from shared.tasks import all_queues
+from shared.task_types import all_queues
 from worker.actors import register_actors
 from worker.broker import OpsdeckBroker, build_broker
 from worker.queue_pause import QueuePauses

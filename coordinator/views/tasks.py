@@ -15,9 +15,9 @@ from coordinator.http import (
 )
 from coordinator.keys import PRINCIPAL, STORE
 from coordinator.schemas import TaskListQuery
+from coordinator.submission import parse_submission
 from shared.errors import NotFound
 from shared.logging import CORRELATION_ID
-from shared.submission import parse_submission
 from shared.tasks import TaskStatus
 
 #: Length of a task id (a UUID) — anything else is a 404 without touching Redis.

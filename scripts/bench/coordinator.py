@@ -124,7 +124,8 @@ def enqueue_app(redis_url: str, var_dir: Path) -> web.Application:
 
     from shared.redis import async_client
     from shared.settings import Settings
-    from shared.tasks import Priority, get_task_type
+    from shared.task_types import get_task_type
+    from shared.tasks import Priority
     from shared.taskstore import TaskStore
 
     settings = Settings(

@@ -44,7 +44,8 @@ import redis  # noqa: E402
 
 from shared.devtools.embedded_redis import EmbeddedRedis  # noqa: E402
 from shared.procutil import python_module, spawn, terminate  # noqa: E402
-from shared.tasks import EchoPayload, Priority, TaskType, register  # noqa: E402
+from shared.task_types import register  # noqa: E402
+from shared.tasks import EchoPayload, Priority, TaskType  # noqa: E402
 
 NOOP = register(TaskType("bench_noop", EchoPayload, "Benchmark no-op.", queue_group="bench"))
 QUEUE = "bench.p2"

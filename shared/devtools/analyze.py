@@ -20,7 +20,7 @@ import redis
 from shared.keys import Keys
 from shared.settings import MIN_SECRET_BYTES, Settings
 from shared.stats import Heartbeat
-from shared.tasks import all_queues
+from shared.task_types import all_queues
 
 Severity = Literal["info", "warning", "critical"]
 #: Points a finding takes off its area's score.

@@ -4,7 +4,7 @@
 -- max(TAT, now) + interval - now <= burst * interval (= `limit`); admitting it moves the TAT on by
 -- one interval. So a full bucket admits exactly `burst` requests at once, then one per interval.
 -- The key expires when the bucket would be full again (TAT reached): idle subjects cost nothing.
--- shared.store.script_source inlines this file where a script says "--! include ratelimit_lib".
+-- shared.store.lua_source inlines this file where a script says "--! include ratelimit_lib".
 
 -- Redis server time in µs (exact in a double: ~2^51 today). The clock of every coordinator
 -- process is irrelevant: all of them share this one.

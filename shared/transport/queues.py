@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from shared.keys import Keys
-from shared.tasks import all_queues
+from shared.task_types import all_queues
 
 
 @cache

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from coordinator.app import create_app
 from coordinator.openapi import build_openapi
-from shared.tasks import TaskSubmission, task_types
+from shared.task_types import task_types
+from shared.tasks import TaskSubmission
 
 
 def router_routes(app):

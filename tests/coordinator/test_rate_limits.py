@@ -21,7 +21,8 @@ from shared.keys import Keys
 from shared.ratelimit import ROUTE_CLASSES, RateLimited
 from shared.redis import async_client
 from shared.settings import Settings
-from shared.tasks import Priority, get_task_type
+from shared.task_types import get_task_type
+from shared.tasks import Priority
 from shared.taskstore import TaskStore
 from tests.conftest import SECRET
 

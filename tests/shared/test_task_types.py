@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from shared.procutil import isolated_env
-from shared.task_types import INTERNAL_TASK_TYPES, REGISTRY, TASK_TYPES
-from shared.tasks import ECHO, EchoPayload, Priority, TaskRegistry, TaskType, all_queues, task_types
+from shared.task_types import INTERNAL_TASK_TYPES, REGISTRY, TASK_TYPES, all_queues, task_types
+from shared.tasks import ECHO, EchoPayload, Priority, TaskRegistry, TaskType
 from tests.conftest import ROOT
 
 EXPECTED = ["coach", "deploy", "echo", "fail", "feedback", "sleep"]
@@ -20,7 +20,7 @@ QUEUES = [f"{g}.p{p}" for p in range(4) for g in ("default", "coach", "deploy")]
 PROBE = """
 import json, sys
 first = __import__(sys.argv[1], fromlist=["_"])
-from shared import tasks
+from shared import task_types as tasks
 before = (sorted(tasks.task_types()), tasks.all_queues())
 if sys.argv[2]:
     from shared.settings import Settings
@@ -50,7 +50,7 @@ def test_the_allow_list_is_the_explicit_list():
 
 
 @pytest.mark.parametrize(
-    "module", ["shared.tasks", "shared.settings", "shared.submission", "worker.agent", "worker.metrics"]
+    "module", ["shared.tasks", "shared.settings", "coordinator.submission", "worker.agent", "worker.metrics"]
 )
 def test_validating_settings_registers_nothing(module, tmp_path):
     services = tmp_path / "services.yaml"

@@ -10,8 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.store import script_source
 from shared.turns import DECISION_FIELDS, TurnState, TurnStore, turn_state
+from worker.bandit.scripts import script_source
 
 KEYS = Keys("opsdeck:", "dramatiq")
 

@@ -15,10 +15,10 @@ import pytest
 import redis
 
 from shared.keys import Keys
-from shared.store import script_source
 from worker.bandit.features import DIM
 from worker.bandit.linucb import ARMS, BanditState, LinUCB, apply_update
 from worker.bandit.redis_state import Rating, RedisLinUCB, compare, pack, recompute, unpack
+from worker.bandit.scripts import script_source
 
 KEYS = Keys()
 PER_WORKER = 5000

@@ -10,7 +10,7 @@ import sys
 from prometheus_client import generate_latest
 
 from shared.procutil import isolated_env
-from shared.tasks import task_types
+from shared.task_types import task_types
 from tests.conftest import ROOT
 from tests.worker.test_metrics import sample
 from worker.metrics import AgentCollector, build_registry

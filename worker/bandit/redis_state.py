@@ -33,7 +33,6 @@ import redis
 
 from shared.fastscript import FastScript
 from shared.keys import Keys
-from shared.store import script_source
 from worker.bandit.features import DIM, check_context
 from worker.bandit.linucb import (
     ALPHA,
@@ -52,6 +51,7 @@ from worker.bandit.linucb import (
     inverse_and_theta,
     summarise,
 )
+from worker.bandit.scripts import script_source
 
 #: Default cap of the rating log stream (approximate trimming); 0 keeps every rating.
 LOG_MAXLEN = 1_000_000

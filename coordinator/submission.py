@@ -5,7 +5,7 @@ nesting bound, :mod:`shared.jsondepth`) and a few dict lookups: exact types, kno
 registered task type, a priority class and the idempotency key's pattern. Whatever those
 checks do not accept is handed to :class:`~shared.tasks.TaskSubmission` (the model the OpenAPI
 document shows), so every error names its field exactly as pydantic does; the fast checks
-accept nothing the model would refuse (``tests/shared/test_submission.py`` holds both to the
+accept nothing the model would refuse (``tests/coordinator/test_submission.py`` holds both to the
 same corpus of bodies). The payload is then validated by its type's model and kept as JSON.
 """
 
@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from shared.errors import BadRequest, ValidationFailed, pydantic_fields
 from shared.jsondepth import SHORTEST_TOO_DEEP, check_depth
-from shared.tasks import TASK_TYPES, Priority, TaskSubmission, TaskType, task_types
+from shared.task_types import BY_NAME, task_types
+from shared.tasks import Priority, TaskSubmission, TaskType
 
 #: The keys a submission may have.
 KEYS = frozenset(TaskSubmission.model_fields)
@@ -60,7 +61,7 @@ def parse_submission(body: bytes) -> Submission:
     priority = data.get("priority", _DEFAULT_PRIORITY)
     payload = data.get("payload", _MISSING)
     key = data.get("idempotency_key")
-    task_type = TASK_TYPES.get(name) if type(name) is str else None
+    task_type = BY_NAME.get(name) if type(name) is str else None
     if (
         task_type is None
         or type(priority) is not str
@@ -83,7 +84,7 @@ def _parse_with_model(data: dict[str, Any]) -> Submission:
         model = TaskSubmission.model_validate(data)
     except ValidationError as exc:
         raise ValidationFailed("request body is invalid", fields=pydantic_fields(exc, "body")) from None
-    task_type = TASK_TYPES.get(model.type)
+    task_type = BY_NAME.get(model.type)
     if task_type is None:
         known = ", ".join(sorted(task_types()))
         raise ValidationFailed(

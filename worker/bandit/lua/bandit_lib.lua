@@ -1,5 +1,6 @@
 -- Helpers shared by bandit_decide.lua and bandit_update.lua: Redis Lua has no modules, so
--- shared.store.script_source inlines this file where a script says "--! include bandit_lib".
+-- shared.store.lua_source (through
+-- worker.bandit.scripts) inlines this file where a script says "--! include bandit_lib".
 
 -- n little-endian float64 values from a packed blob (as numpy's "<f8" bytes).
 local function doubles(blob, n)

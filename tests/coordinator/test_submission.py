@@ -10,10 +10,11 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from shared import submission
+from coordinator import submission
+from coordinator.submission import Submission, parse_submission
 from shared.errors import BadRequest, OpsdeckError, ValidationFailed, pydantic_fields
-from shared.submission import Submission, parse_submission
-from shared.tasks import ECHO, EchoPayload, SleepPayload, TaskSubmission, accepts_any_object, get_task_type
+from shared.task_types import get_task_type
+from shared.tasks import ECHO, EchoPayload, SleepPayload, TaskSubmission, accepts_any_object
 
 
 def reference(body: bytes) -> tuple[str, Any]:
