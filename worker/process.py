@@ -27,6 +27,7 @@ from shared.logging import setup_logging
 from shared.sentry import init_sentry
 from shared.settings import Settings, load_settings
 from shared.task_types import all_queues
+from shared.transport.redis_broker import pause_consumers, resume_consumers
 from worker.actors import register_actors
 from worker.broker import OpsdeckBroker, build_broker
 from worker.queue_pause import QueuePauses
@@ -99,7 +100,7 @@ def _supervise(worker: dramatiq.Worker, broker: OpsdeckBroker, settings: Setting
     """Apply pause/resume and per-queue pauses, report them, and watch for a lost Redis, until a
     stop signal; returns the exit code (RECYCLE_EXIT: restart me, Redis came back)."""
     keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
-    queue_pauses = QueuePauses(broker.client, keys, worker)
+    queue_pauses = QueuePauses(broker, keys, worker)
     report_key = keys.worker_process(settings.worker_id, os.getpid())
     paused: bool | None = None
     exit_code = 0
@@ -107,7 +108,7 @@ def _supervise(worker: dramatiq.Worker, broker: OpsdeckBroker, settings: Setting
         want = signals.want_paused
         if want != paused:
             if paused is not None or want:
-                (worker.pause if want else worker.resume)()
+                _pause(worker, broker) if want else _resume(worker, broker)
                 log.info("paused: not taking new messages" if want else "running")
             paused = want
             if not paused:
@@ -123,6 +124,18 @@ def _supervise(worker: dramatiq.Worker, broker: OpsdeckBroker, settings: Setting
         signals.wake.wait(1.0)
         signals.wake.clear()
     return exit_code
+
+
+def _pause(worker: dramatiq.Worker, broker: OpsdeckBroker) -> None:
+    """Pause the whole process: consumers first, waiting ones woken (Dramatiq's ``Worker.pause``
+    would otherwise wait for each waiting consumer's next wake-up), then the worker threads."""
+    pause_consumers(broker, worker.consumers.values())
+    worker.pause()
+
+
+def _resume(worker: dramatiq.Worker, broker: OpsdeckBroker) -> None:
+    resume_consumers(broker, worker.consumers.values())
+    worker.resume()
 
 
 def _redis_answers(client: redis.Redis) -> bool:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import dramatiq
 import redis
 
 from shared.keys import Keys
+from shared.transport.redis_broker import OpsdeckBroker, pause_consumers, resume_consumers
 
 log = logging.getLogger("worker.queue_pause")
 
@@ -15,8 +17,9 @@ log = logging.getLogger("worker.queue_pause")
 class QueuePauses:
     """Polled by the process's main loop: pauses and resumes the consumer of each listed queue."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, worker: dramatiq.Worker) -> None:
-        self.client = client
+    def __init__(self, broker: OpsdeckBroker, keys: Keys, worker: dramatiq.Worker) -> None:
+        self.broker = broker
+        self.client = broker.client
         self.keys = keys
         self.worker = worker
         self.paused: set[str] = set()
@@ -27,17 +30,18 @@ class QueuePauses:
             wanted = {q.decode() for q in self.client.smembers(self.keys.paused_queues)}
         except redis.RedisError:
             return
-        for queue in wanted - self.paused:
-            consumer = self.worker.consumers.get(queue)
-            if consumer is not None:
-                consumer.pause()
-                log.info("queue %s paused", queue)
-        for queue in self.paused - wanted:
-            consumer = self.worker.consumers.get(queue)
-            if consumer is not None:
-                consumer.resume()
-                log.info("queue %s resumed", queue)
+        pause = self._consumers(wanted - self.paused)
+        resume = self._consumers(self.paused - wanted)
+        pause_consumers(self.broker, pause)
+        resume_consumers(self.broker, resume)
+        for consumer in pause:
+            log.info("queue %s paused", consumer.queue_name)
+        for consumer in resume:
+            log.info("queue %s resumed", consumer.queue_name)
         self.paused = wanted
+
+    def _consumers(self, queues: set[str]) -> list[Any]:
+        return [c for q in sorted(queues) if (c := self.worker.consumers.get(q)) is not None]
 
     def reapply(self) -> None:
         """After a whole-worker resume (which resumes every consumer), pause the listed queues again."""

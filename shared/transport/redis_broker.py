@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import dramatiq
@@ -21,6 +23,10 @@ from dramatiq.middleware import Middleware, MiddlewareError
 from shared.fastscript import FastScript
 from shared.transport.contract import RedisBroker, _RedisConsumer, current_millis, dispatch_script
 from shared.transport.wakeup import Wakeups
+
+#: Seconds a consumer of a held (paused) queue sleeps before its empty answer; a guard against a
+#: busy loop, its thread normally stops at the first one.
+HELD_SLEEP = 0.01
 
 #: Chance (per million dispatch calls) that a call also runs Dramatiq's queue maintenance;
 #: the agent also runs it on a clock, so this only matters for agents that died.
@@ -186,10 +192,15 @@ class _NotingConsumer(_RedisConsumer):
 
     def __next__(self) -> Any:
         wakeups = self.broker.wakeups
+        if wakeups is not None and wakeups.held(self.queue_name):
+            time.sleep(HELD_SLEEP)  # paused: an empty answer makes the thread stop consuming
+            return None
         live = wakeups is not None and wakeups.live
         fetches = not self.message_cache and self.outstanding_message_count < self.prefetch
         if self._idle_empty and fetches and live:
             wakeups.wait(self.queue_name)
+            if wakeups.held(self.queue_name):
+                return None
         self._fetching = fetches and live
         try:
             message = super().__next__()  # type: ignore[no-untyped-call]
@@ -200,6 +211,25 @@ class _NotingConsumer(_RedisConsumer):
             self._fetching = False
         self._idle_empty = message is None and fetches
         return message
+
+
+def pause_consumers(broker: OpsdeckBroker, consumers: Iterable[Any]) -> None:
+    """Pause Dramatiq consumer threads now, those waiting for a wake-up included: each stops taking
+    messages at once, not when the next message would wake it (and run)."""
+    consumers = list(consumers)
+    for consumer in consumers:
+        consumer.pause()
+    if broker.wakeups is not None:
+        broker.wakeups.hold(consumer.queue_name for consumer in consumers)
+
+
+def resume_consumers(broker: OpsdeckBroker, consumers: Iterable[Any]) -> None:
+    """Resume consumer threads paused by :func:`pause_consumers`."""
+    consumers = list(consumers)
+    if broker.wakeups is not None:
+        broker.wakeups.release(consumer.queue_name for consumer in consumers)
+    for consumer in consumers:
+        consumer.resume()
 
 
 class WakeupsLifecycle(Middleware):

@@ -15,6 +15,11 @@ Nothing is lost if a wake-up is: messages stay in their queue, the consumer's ne
 ``WORKER_IDLE_MAX_WAIT_MS`` later) finds them. Messages that come back without a publish (Dramatiq's
 maintenance requeueing a dead process's messages) wait for that poll. While the subscription is
 down, consumers poll as Dramatiq's do (:attr:`Wakeups.live` is False).
+
+A paused consumer thread only notices its pause when a fetch comes back empty; one waiting a
+minute for a wake-up would notice it only when the next message wakes it, and would run that
+message. So pausing *holds* the queue here (:meth:`Wakeups.hold`): its waiting consumer is woken
+at once and, while held, does not fetch (see ``shared.transport.redis_broker.pause_consumers``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 
 import redis
 
@@ -41,6 +47,7 @@ class Wakeups:
         #: True while the subscription is up (consumers may wait; else they poll).
         self.live = False
         self._events: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        self._held: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,6 +75,25 @@ class Wakeups:
         woken = event.wait(self.max_wait)
         event.clear()
         return woken
+
+    def hold(self, queues: Iterable[str]) -> None:
+        """Mark ``queues`` paused and wake their waiting consumers (call once their threads are
+        paused: an empty answer is what makes a paused consumer thread stop)."""
+        queues = list(queues)
+        with self._lock:
+            self._held.update(queues)
+            events = [self._events[queue] for queue in queues]
+        for event in events:
+            event.set()
+
+    def release(self, queues: Iterable[str]) -> None:
+        """Unmark ``queues`` (call before their consumer threads resume)."""
+        with self._lock:
+            self._held.difference_update(queues)
+
+    def held(self, queue: str) -> bool:
+        """True while ``queue`` is paused here: its consumer must not fetch."""
+        return queue in self._held
 
     def poke_all(self) -> None:
         """Wake every waiting consumer (the subscription broke, or the worker stops)."""

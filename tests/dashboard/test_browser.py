@@ -97,7 +97,7 @@ def test_operator_in_a_real_browser(procs, env_factory, tmp_path, rclient, redis
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    start_agent(procs, env_factory, tmp_path, WORKER_PROCESSES=1, SHUTDOWN_TIMEOUT=10)
+    _, agent_log = start_agent(procs, env_factory, tmp_path, WORKER_PROCESSES=1, SHUTDOWN_TIMEOUT=10)
     wait_running(rclient, "agent")
     port = free_port()
     procs.start(
@@ -152,7 +152,8 @@ def test_operator_in_a_real_browser(procs, env_factory, tmp_path, rclient, redis
         page.click(f"{row} button:has-text('pause')")
         page.click("#confirm-ok")
         page.wait_for_selector(f"{row} td:has-text('paused')")
-        time.sleep(1.5)  # worker processes look at the paused set once a second
+        # the worker process applies it within a second or so (later on a loaded machine): wait for its word
+        wait_for(lambda: "queue default.p2 paused" in agent_log.read_text(), timeout=30, what="queue paused")
         submit(redis_url, ECHO, {}, 25)
         page.wait_for_function("s => document.querySelector(s)?.textContent === '25'", arg=f"{row} .ready")
         page.screenshot(path=str(SHOTS / "queue-filled.png"), full_page=True)

@@ -115,9 +115,13 @@ async def test_same_idempotency_key_issues_one_command(rclient):
     assert rclient.xlen(KEYS.worker_commands("agent")) == 1
 
 
-async def test_paused_queue_is_not_consumed(procs, env_factory, tmp_path, rclient, api, auth):
-    start_agent(procs, env_factory, tmp_path)
+@pytest.mark.parametrize("max_wait_ms", [1000, 60_000])
+async def test_paused_queue_is_not_consumed(procs, env_factory, tmp_path, rclient, api, auth, max_wait_ms):
+    """Also when idle consumers wait a minute for a wake-up: a pause must reach a waiting consumer
+    at once, not after its wait (else the first message published wakes it and it runs)."""
+    start_agent(procs, env_factory, tmp_path, WORKER_IDLE_MAX_WAIT_MS=max_wait_ms)
     wait_running(rclient, "agent")
+    await asyncio.sleep(2.0)  # every consumer found its queue empty and now waits
     rclient.sadd(KEYS.paused_queues, "default.p2")
     await asyncio.sleep(1.5)  # processes look at the set once a second
     held = await submit(api, auth, priority="P2")
