@@ -8,8 +8,17 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from coordinator.appkeys import (
+    HTTP_METRICS,
+    LIMITER,
+    RATE_METRICS,
+    REDIS,
+    REGISTRY,
+    SETTINGS,
+    STORE,
+    VERIFIER,
+)
 from coordinator.http import MAX_BODY_BYTES, Guard, Handler, add_fallbacks, bearer_guard, edge, rate_limited
-from coordinator.keys import HTTP_METRICS, LIMITER, RATE_METRICS, REDIS, REGISTRY, SETTINGS, STORE, VERIFIER
 from coordinator.routes import ENDPOINTS, GUARDS, RATE_CLASSES, add_routes
 from coordinator.waiter import waiter_ctx
 from shared.auth import Verifier

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from multidict import istr
 from pydantic import BaseModel, ValidationError
 
-from coordinator.keys import LIMITER, PRINCIPAL, RATE_METRICS, SETTINGS
+from coordinator.appkeys import LIMITER, PRINCIPAL, RATE_METRICS, SETTINGS
 from shared.auth import Principal, Verifier
 from shared.errors import AuthError, ScopeError, ValidationFailed, pydantic_fields
 from shared.ids import random_hex

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
 
-from coordinator.keys import REDIS, SETTINGS
+from coordinator.appkeys import REDIS, SETTINGS
 from shared.aio import cancel_and_wait
 from shared.keys import Keys
 from shared.redis import async_client

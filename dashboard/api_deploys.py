@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
-from dashboard.keys import KEYS, REDIS, SETTINGS, STORE, USER
+from dashboard.appkeys import KEYS, REDIS, SETTINGS, STORE, USER
 from shared.deploy.actions import ACTIONS, apply_action, service_summaries
 from shared.deploy.store import MAX_LIMIT, DeployStore, checked_id
 from shared.errors import NotFound

@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
-from dashboard.keys import KEYS, REDIS, SETTINGS, USER
+from dashboard.appkeys import KEYS, REDIS, SETTINGS, USER
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.transport import queues
 from shared.web import json_response, parse_query, read_json

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from dashboard import audit
-from dashboard.keys import KEYS, REDIS, STORE, USER
+from dashboard.appkeys import KEYS, REDIS, STORE, USER
 from shared.errors import NotFound, ValidationFailed, pydantic_fields
 from shared.jsondepth import MAX_JSON_DEPTH, TOO_DEEP, deeper_than, too_deep
 from shared.task_types import get_task_type

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
-from dashboard.keys import KEYS, REDIS, USER
+from dashboard.appkeys import KEYS, REDIS, USER
 from dashboard.snapshot import shape_worker
 from shared.control import MAX_PROCESSES, Action, decode_record, issue_async, new_command
 from shared.errors import NotFound, ValidationFailed

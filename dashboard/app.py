@@ -19,8 +19,8 @@ import jinja2
 from aiohttp import web
 
 from dashboard import auth, metrics, pages, stream
+from dashboard.appkeys import KEYS, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
 from dashboard.guard import make_guard, security_headers
-from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
 from dashboard.routes import API, METRICS_TOKEN_ROUTES, PAGES, SCOPES
 from shared.errors import ConfigError
 from shared.keys import Keys

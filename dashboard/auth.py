@@ -25,7 +25,7 @@ import aiohttp_jinja2
 import jwt
 from aiohttp import web
 
-from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS, USER
+from dashboard.appkeys import KEYS, REDIS, SESSIONS, SETTINGS, USER
 from shared.auth import Principal, Verifier
 from shared.errors import AuthError
 

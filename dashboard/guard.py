@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from dashboard.appkeys import SESSIONS, SETTINGS, USER
 from dashboard.auth import CSRF_HEADER, User, authenticate, revoked
-from dashboard.keys import SESSIONS, SETTINGS, USER
 from shared.errors import AuthError, ScopeError
 from shared.web import Handler
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from dashboard.keys import KEYS, REDIS
+from dashboard.appkeys import KEYS, REDIS
 from dashboard.snapshot import ROLLUP_FIELDS
 from shared.web import json_response, parse_query
 

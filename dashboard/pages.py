@@ -15,9 +15,9 @@ from dashboard import audit
 from dashboard.api_queues import MAX_LIST, checked_queue_name, queue_detail_data
 from dashboard.api_tasks import TaskQuery, failure_groups, search, task_detail_data
 from dashboard.api_workers import worker_detail_data
+from dashboard.appkeys import KEYS, REDIS, SESSIONS, SETTINGS
 from dashboard.auth import User
 from dashboard.guard import current_user
-from dashboard.keys import KEYS, REDIS, SESSIONS, SETTINGS
 from shared import __version__
 from shared.task_types import task_types
 from shared.tasks import Priority, TaskStatus

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from dashboard.appkeys import KEYS, POLLER, REDIS, SETTINGS, SOCKETS
 from dashboard.guard import same_origin
-from dashboard.keys import KEYS, POLLER, REDIS, SETTINGS, SOCKETS
 from dashboard.snapshot import SnapshotReader, alerts
 from shared.aio import cancel_and_wait
 from shared.web import RateLimitedWarning, redis_refusal

@@ -31,7 +31,7 @@ from shared.transport.redis_broker import (
 )
 from shared.transport.wakeup import Wakeups
 from worker.middleware.heartbeat import BrokerHeartbeat
-from worker.middleware.taskstore import TaskStore
+from worker.middleware.lifecycle import TaskLifecycle
 
 __all__ = ["MessageEncoder", "OpsdeckBroker", "TaskRecordBackend", "build_broker"]
 
@@ -40,18 +40,18 @@ class TaskRecordBackend(ResultBackend):
     """A result backend that keeps nothing: results are in the task record, not here."""
 
     def store_result(self, message: Any, result: Any, ttl: int) -> None:
-        """Nothing to do (the TaskStore already wrote the result)."""
+        """Nothing to do (the TaskLifecycle already wrote the result)."""
 
     def store_exception(self, message: Any, exception: Exception, ttl: int) -> None:
-        """Nothing to do (the TaskStore already wrote the error)."""
+        """Nothing to do (the TaskLifecycle already wrote the error)."""
 
 
 def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
-    """A RedisBroker whose first middleware is the TaskStore (see its docstring for why)."""
+    """A RedisBroker whose first middleware is the TaskLifecycle (see its docstring for why)."""
     keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
     dramatiq.set_encoder(MessageEncoder())  # process-wide, as Dramatiq's encoder is
     client = sync_client(settings, retries=1)
-    store = TaskStore(client, settings, worker_id=worker_id)
+    store = TaskLifecycle(client, settings, worker_id=worker_id)
     middleware = [
         store,
         AgeLimit(),
@@ -61,7 +61,7 @@ def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
         Callbacks(),
         Pipelines(),
         Retries(max_retries=settings.task_max_retries),
-        # Results live in the task record (the TaskStore writes them); this backend stores
+        # Results live in the task record (the TaskLifecycle writes them); this backend stores
         # nothing, and its presence keeps Dramatiq from warning about every returned value.
         Results(backend=TaskRecordBackend(), store_results=True),  # type: ignore[no-untyped-call]
         BrokerHeartbeat(

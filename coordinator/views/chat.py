@@ -21,6 +21,7 @@ import orjson
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
+from coordinator.appkeys import LIMITER, PRINCIPAL, RATE_METRICS, REDIS, SETTINGS, STORE
 from coordinator.http import (
     MAX_BODY_BYTES,
     correlation_id,
@@ -30,7 +31,6 @@ from coordinator.http import (
     read_json,
     redis_deadline,
 )
-from coordinator.keys import LIMITER, PRINCIPAL, RATE_METRICS, REDIS, SETTINGS, STORE
 from coordinator.schemas import ChatQuery, ChatRequest
 from coordinator.views.tasks import status_url
 from coordinator.waiter import WAITER

@@ -11,8 +11,8 @@ import contextlib
 
 from aiohttp import web
 
+from coordinator.appkeys import PRINCIPAL, REDIS, SETTINGS, STORE
 from coordinator.http import correlation_id, json_response, parse_query, read_json, redis_deadline
-from coordinator.keys import PRINCIPAL, REDIS, SETTINGS, STORE
 from coordinator.schemas import DeployCreate, DeployListQuery
 from shared.deploy.actions import apply_action, service_summaries
 from shared.deploy.config import active_services

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from coordinator.appkeys import REDIS, SETTINGS
 from coordinator.http import REDIS_DOWN, json_response
-from coordinator.keys import REDIS, SETTINGS
 from shared import __version__
 from shared.keys import Keys
 from shared.redis import check_redis

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from coordinator.appkeys import REGISTRY
 from coordinator.http import json_response
-from coordinator.keys import REGISTRY
 from shared.metrics import exposition_handler
 
 #: Prometheus exposition; needs ``METRICS_TOKEN`` as bearer, or an admin token

@@ -6,6 +6,7 @@ from aiohttp import web
 from aiohttp.hdrs import CONTENT_TYPE, LOCATION
 from multidict import CIMultiDict
 
+from coordinator.appkeys import PRINCIPAL, STORE
 from coordinator.http import (
     JSON_TYPE,
     json_response,
@@ -13,7 +14,6 @@ from coordinator.http import (
     read_body,
     redis_deadline,
 )
-from coordinator.keys import PRINCIPAL, STORE
 from coordinator.schemas import TaskListQuery
 from coordinator.submission import parse_submission
 from shared.errors import NotFound

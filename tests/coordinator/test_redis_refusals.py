@@ -19,7 +19,7 @@ import redis
 
 from coordinator.app import create_app as coordinator_app
 from dashboard.app import create_app as dashboard_app
-from dashboard.keys import POLLER
+from dashboard.appkeys import POLLER
 from shared.devtools.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from shared.procutil import spawn, terminate
 

@@ -8,7 +8,7 @@ import asyncio
 from aiohttp import WSCloseCode, WSMsgType
 
 from dashboard.app import create_app
-from dashboard.keys import POLLER
+from dashboard.appkeys import POLLER
 from dashboard.stream import Client
 from tests.dashboard.conftest import KEYS, fake_heartbeat, login
 

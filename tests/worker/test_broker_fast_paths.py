@@ -81,7 +81,7 @@ def test_signals_reach_every_overriding_middleware_in_order(settings, caplog):
     broker.add_middleware(Recorder("c", calls))
     calls.clear()
     with caplog.at_level(logging.CRITICAL):
-        broker.middleware.remove(next(m for m in broker.middleware if type(m).__name__ == "TaskStore"))
+        broker.middleware.remove(next(m for m in broker.middleware if type(m).__name__ == "TaskLifecycle"))
         broker.emit_before("process_message", None)
     assert calls == ["before a", "before b", "before c"]
     assert "Unexpected failure in before_process_message" in caplog.text

@@ -1,5 +1,5 @@
 """A store script sent again after a lost reply (a reset connection: the call ran, its answer
-never came back, ``TaskStore._write`` retries) changes nothing the second time: one attempt, one
+never came back, ``TaskLifecycle._write`` retries) changes nothing the second time: one attempt, one
 ``running`` and one ``succeeded`` event, counters moved once. Found by ``make soak``'s fault
 proxy, where a reset during ``finish`` recorded a task's end twice."""
 
@@ -17,7 +17,7 @@ from shared.tasks import ECHO, Priority
 from shared.taskstore import TaskStore as Submitter
 from worker.actors.builtin import declare
 from worker.broker import build_broker
-from worker.middleware.taskstore import TaskStore
+from worker.middleware.lifecycle import TaskLifecycle
 
 KEYS = Keys()
 
@@ -34,7 +34,7 @@ def sent_twice(script: Any) -> Any:
 
 def test_a_resent_start_or_finish_records_the_attempt_once(settings, rclient):
     broker = build_broker(settings, worker_id="resend")
-    store = next(m for m in broker.middleware if isinstance(m, TaskStore))
+    store = next(m for m in broker.middleware if isinstance(m, TaskLifecycle))
     store._start = sent_twice(store._start)
     store._finish = sent_twice(store._finish)
     declare(broker, settings, ECHO, lambda payload: payload)

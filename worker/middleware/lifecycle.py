@@ -1,4 +1,4 @@
-"""TaskStore middleware: every status transition of every task, written by one middleware.
+"""TaskLifecycle middleware: every status transition of every task, written by one middleware.
 
 It must be the *first* middleware of the broker: Dramatiq runs ``after_*`` hooks in reverse
 order, so ours runs after ``Retries`` has decided between retrying and dead-lettering, and
@@ -6,7 +6,7 @@ the final status is durable in Redis before the message is acked (a kill between
 re-runs the message, and the ``start`` script then skips a task that already ended).
 
 Each running attempt holds a *lease* (``Keys.task_lease``) that its process renews on the broker
-heartbeat's clock (:meth:`TaskStore.renew_leases`). A delivery of a task whose current attempt's
+heartbeat's clock (:meth:`TaskLifecycle.renew_leases`). A delivery of a task whose current attempt's
 lease is alive — Dramatiq's maintenance redelivers the messages of a process that stalled past
 ``BROKER_HEARTBEAT_TIMEOUT`` — is deferred (re-enqueued with a delay, then acked), not run. An
 attempt whose process stalled past the lease is taken over; when the stalled one ends anyway,
@@ -55,7 +55,7 @@ WRITE_RETRY_WINDOW = 60.0
 DEFER_MARGIN_MS = 250
 
 
-class TaskStore(Middleware):
+class TaskLifecycle(Middleware):
     """Records queued → running → succeeded | failed | retrying | dead | canceled in Redis."""
 
     def __init__(self, client: redis.Redis, settings: Settings, *, worker_id: str) -> None:
