@@ -8,9 +8,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
-from dashboard.appkeys import KEYS, REDIS, SETTINGS, USER
+from dashboard.appkeys import KEYS, QUEUES, REDIS, USER
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.transport import queues
+from shared.transport.queues import known_queues
 from shared.web import json_response, parse_query, read_json
 
 #: Most delayed messages and dead letters listed per queue.
@@ -35,18 +35,14 @@ async def queue_rows(request: web.Request) -> list[dict[str, Any]]:
     """Every known queue's counters (one pipelined round trip after the paused set)."""
     client, keys = request.app[REDIS], request.app[KEYS]
     paused = {q.decode() for q in await client.smembers(keys.paused_queues)}
-    names = queues.known_queues(paused)
-    async with client.pipeline(transaction=False) as pipe:
-        queues.queue_stats_commands(pipe, keys, names)
-        replies = await pipe.execute()
-    return queues.decode_queue_stats(replies, names, paused)
+    return await request.app[QUEUES].stats(known_queues(paused), paused)
 
 
 async def checked_queue_name(request: web.Request) -> str:
     """The route's queue name; 404 unless it is a known queue."""
     name = request.match_info["name"]
     paused = {q.decode() for q in await request.app[REDIS].smembers(request.app[KEYS].paused_queues)}
-    if name not in queues.known_queues(paused):
+    if name not in known_queues(paused):
         raise NotFound(f"unknown queue {name!r}")
     return name
 
@@ -58,12 +54,12 @@ async def queue_stats(request: web.Request) -> web.Response:
 
 async def queue_detail_data(request: web.Request, name: str, limit: int) -> dict[str, Any]:
     """One queue's counters, its delayed messages (with ETA) and its newest dead letters."""
-    client, keys = request.app[REDIS], request.app[KEYS]
+    admin = request.app[QUEUES]
     row = next(r for r in await queue_rows(request) if r["name"] == name)
     return {
         **row,
-        "delayed_messages": await queues.delayed_messages(client, keys, name, limit),
-        "dead_letters": await queues.dead_letters(client, keys, name, limit),
+        "delayed_messages": await admin.delayed_messages(name, limit),
+        "dead_letters": await admin.dead_letters(name, limit),
     }
 
 
@@ -105,7 +101,7 @@ async def purge(request: web.Request) -> web.Response:
             fields=[{"loc": ["body", "confirm"], "msg": f"expected {name!r}"}],
         )
     client, keys = request.app[REDIS], request.app[KEYS]
-    dropped = await queues.purge_queue(client, keys, name, request.app[SETTINGS].task_events_maxlen)
+    dropped = await request.app[QUEUES].purge(name)
     await audit.record(
         client, keys, "queue.purge", f"queue {name}", user.subject, reason=f"{dropped} dropped"
     )
@@ -121,9 +117,7 @@ async def retry_dead(request: web.Request) -> web.Response:
     message_id = request.match_info.get("message_id")
     client, keys = request.app[REDIS], request.app[KEYS]
     ids = [message_id] if message_id else None
-    outcome = await queues.retry_dead_letters(
-        client, keys, name, ids, request.app[SETTINGS].task_events_maxlen, by=user.subject
-    )
+    outcome = await request.app[QUEUES].retry_dead_letters(name, ids, by=user.subject)
     if message_id and outcome.refused:
         raise Conflict(f"dead letter {message_id} not retried: {outcome.refused[0]['reason']}")
     if message_id and not outcome.requeued:

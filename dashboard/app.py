@@ -19,7 +19,7 @@ import jinja2
 from aiohttp import web
 
 from dashboard import auth, metrics, pages, stream
-from dashboard.appkeys import KEYS, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
+from dashboard.appkeys import KEYS, QUEUES, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
 from dashboard.guard import make_guard, security_headers
 from dashboard.routes import API, METRICS_TOKEN_ROUTES, PAGES, SCOPES
 from shared.errors import ConfigError
@@ -27,6 +27,7 @@ from shared.keys import Keys
 from shared.redis import WaitingPool, async_client
 from shared.settings import Settings
 from shared.taskstore import TaskStore
+from shared.transport import queue_admin
 from shared.web import REDIS_METRICS, error_middleware, json_parser_errors, setup_redis_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -55,6 +56,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     assert isinstance(client.connection_pool, WaitingPool)
     app[REDIS_METRICS].pool = client.connection_pool
     app[STORE] = TaskStore(client, app[SETTINGS])
+    app[QUEUES] = queue_admin(app[SETTINGS], client, app[KEYS])
     yield
     await app[STORE].aclose()
     await client.aclose()

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from shared.keys import Keys
-from shared.transport.queues import decode_queue_stats, known_queues, queue_stats_commands
+from shared.transport.api import QueueAdmin
+from shared.transport.queues import known_queues
 
 #: Minutes of per-minute rollups in every live snapshot (throughput and error-rate charts).
 LIVE_MINUTES = 15
@@ -92,8 +93,9 @@ def shape_worker(raw: dict[str, Any]) -> dict[str, Any]:
 class SnapshotReader:
     """Reads the live state; remembers sparklines and the queues seen in heartbeats."""
 
-    def __init__(self, keys: Keys) -> None:
+    def __init__(self, keys: Keys, admin: QueueAdmin) -> None:
         self.keys = keys
+        self.admin = admin
         self.sparks: dict[str, deque[tuple[float, float, float]]] = {}
         self._seen_queues: set[str] = set()
         self.round_trips = 0
@@ -108,15 +110,14 @@ class SnapshotReader:
         async with client.pipeline(transaction=False) as pipe:
             pipe.zrange(keys.workers, 0, -1, withscores=True)
             pipe.smembers(keys.paused_queues)
-            queue_stats_commands(pipe, keys, queues)
+            stats_end = 2 + self.admin.stats_commands(pipe, queues)
             for m in minutes:
                 pipe.hmget(keys.stats_minute(m), ROLLUP_FIELDS)
             replies = await pipe.execute()
         self.round_trips += 1
         registry = [(m.decode(), score) for m, score in replies[0]]
         paused = {q.decode() for q in replies[1]}
-        stats_end = 2 + len(queues) * 4
-        queue_rows = decode_queue_stats(replies[2:stats_end], queues, paused)
+        queue_rows = await self.admin.stats_from(replies[2:stats_end], queues, paused)
         throughput = [rollup_point(m, r) for m, r in zip(minutes, replies[stats_end:], strict=True)]
         workers = await self.read_workers(client, registry)
         self._seen_queues = paused | {q for w in workers if w.get("queues") for q in w["queues"]}

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from dashboard.appkeys import KEYS, POLLER, REDIS, SETTINGS, SOCKETS
+from dashboard.appkeys import KEYS, POLLER, QUEUES, REDIS, SETTINGS, SOCKETS
 from dashboard.guard import same_origin
 from dashboard.snapshot import SnapshotReader, alerts
 from shared.aio import cancel_and_wait
@@ -213,7 +213,7 @@ async def poller_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[POLLER] = poller = Poller(
         app[REDIS],
-        SnapshotReader(app[KEYS]),
+        SnapshotReader(app[KEYS], app[QUEUES]),
         settings.dashboard_stream_interval,
         settings.dashboard_probe_interval,
     )

@@ -36,7 +36,7 @@ from shared.stats import Heartbeat, ProcessStats, WorkerState
 from shared.store import script_source
 from shared.task_types import all_queues, task_types
 from shared.tasks import TaskStatus
-from shared.transport.maintenance import Maintenance, depth_commands, depths
+from shared.transport import broker_upkeep
 from worker.control import CommandIntake
 from worker.metrics import (
     ACTIVE_SESSION_WINDOW,
@@ -71,9 +71,7 @@ class Agent:
         self.me.cpu_percent(None)
         self._stop_requested = False
         self._shutting_down = False
-        self.maintenance = Maintenance(
-            client, self.keys.broker, f"agent-{self.id}", settings.broker_heartbeat_timeout
-        )
+        self.upkeep = broker_upkeep(settings, client, self.keys, f"agent-{self.id}")
         self._release = client.register_script(script_source("lease_release"))
         self.metrics_dir = prepare_multiproc_dir(settings.opsdeck_var_dir.resolve() / "metrics" / self.id)
         self.snapshot: dict[str, Any] = {"worker": self.id, "up": 1, "queues": {}, "redis_up": 0}
@@ -243,10 +241,9 @@ class Agent:
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(self.keys.chat_active_sessions, "-inf", since - 1)
             pipe.zcard(self.keys.chat_active_sessions)
-            depth_commands(pipe, self.keys.broker, queues)
-            _, active, *replies = pipe.execute()
+            _, active = pipe.execute()
         self.snapshot["active_sessions"] = active
-        self.snapshot["queues"] = depths(replies, queues)
+        self.snapshot["queues"] = self.upkeep.depths(queues)
 
     def _read_reports(self) -> None:
         """Each process's pause report (cheap: one field per process, every tick)."""
@@ -345,7 +342,7 @@ class Agent:
     def _run_maintenance(self) -> None:
         """Run Dramatiq's maintenance on every queue: requeue unacked messages of dead brokers."""
         try:
-            self.maintenance.run(all_queues())
+            self.upkeep.maintain(all_queues())
         except redis.RedisError as exc:
             log.warning("queue maintenance skipped (%s)", type(exc).__name__)
 

@@ -1,8 +1,10 @@
 """The message transport: everything that knows the broker's wire format, behind one interface.
 
 Opsdeck's rooms never touch the broker's own keys, scripts or private classes; they call this
-package. Today there is one implementation, Dramatiq's Redis broker; the names say what each part
-does, so a second broker (RabbitMQ) can stand behind the same calls:
+package. The interfaces, named for what they do, are in :mod:`shared.transport.api`
+(:class:`~shared.transport.api.QueueAdmin` for the dashboard, :class:`~shared.transport.api.BrokerUpkeep`
+for the agent); :func:`queue_admin` and :func:`broker_upkeep` hand out the implementation that
+matches the settings. Today there is one, Dramatiq's Redis broker:
 
 - the broker's key names (queues, delay queues, dead letters, ack sets, heartbeats), for everyone
   through ``shared.keys.Keys``: :mod:`shared.transport.redis_keys`;
@@ -15,3 +17,28 @@ does, so a second broker (RabbitMQ) can stand behind the same calls:
   :mod:`shared.transport.queues`;
 - the Dramatiq version and private names all of this relies on: :mod:`shared.transport.contract`.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # shared.keys imports shared.transport.redis_keys: nothing at import time here
+    import redis
+
+    from shared.keys import Keys
+    from shared.settings import Settings
+    from shared.transport.api import BrokerUpkeep, QueueAdmin
+
+
+def queue_admin(settings: Settings, client: Any, keys: Keys) -> QueueAdmin:
+    """The dashboard's view of the broker's queues (``client``: the app's async Redis client)."""
+    from shared.transport.queues import RedisQueueAdmin
+
+    return RedisQueueAdmin(client, keys, settings.task_events_maxlen)
+
+
+def broker_upkeep(settings: Settings, client: redis.Redis, keys: Keys, caller: str) -> BrokerUpkeep:
+    """The agent's broker maintenance and depth reads, made under the broker id ``caller``."""
+    from shared.transport.maintenance import RedisUpkeep
+
+    return RedisUpkeep(client, keys.broker, caller, settings.broker_heartbeat_timeout)

@@ -1,4 +1,5 @@
-"""The agent's side of the transport: Dramatiq's queue maintenance on a clock, and queue depths.
+"""The agent's side of the Redis transport (:class:`shared.transport.api.BrokerUpkeep`):
+Dramatiq's queue maintenance on a clock, and queue depths.
 
 Dramatiq runs maintenance (requeue the unacked messages of brokers whose heartbeat is older than
 the timeout; drop expired dead letters) on a small share of its dispatch calls; a process that was
@@ -27,8 +28,8 @@ MAX_UNPACK = 1000
 DEPTH_COMMANDS = 3
 
 
-class Maintenance:
-    """Runs Dramatiq's maintenance for every queue in one pipelined round trip."""
+class RedisUpkeep:
+    """Runs Dramatiq's maintenance for every queue in one pipelined round trip; reads depths."""
 
     def __init__(self, client: redis.Redis, keys: BrokerKeys, caller: str, heartbeat_timeout: float) -> None:
         self.client = client
@@ -38,7 +39,13 @@ class Maintenance:
         self.timeout_ms = int(heartbeat_timeout * 1000)
         self._dispatch = client.register_script(dispatch_script())
 
-    def run(self, queues: Iterable[str]) -> None:
+    def depths(self, queues: list[str]) -> dict[str, dict[str, int]]:
+        """``{queue: {ready, delayed, dead}}`` in one pipelined round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            depth_commands(pipe, self.keys, queues)
+            return depths(pipe.execute(), queues)
+
+    def maintain(self, queues: Iterable[str]) -> None:
         """Requeue the unacked messages of dead brokers on every queue (raises RedisError)."""
         now_ms = int(time.time() * 1000)
         with self.client.pipeline(transaction=False) as pipe:

@@ -1,7 +1,7 @@
-"""Dramatiq queues as operators see them: depth, delayed, dead letters; retry, purge and pause.
+"""Dramatiq's Redis queues as operators see them: depth, delayed, dead letters; retry and purge.
 
-Reads are split into "queue the commands on a pipeline" and "decode the replies" so a caller can
-batch many queues (and other reads) into one round trip. Changes go through Lua scripts in
+:class:`RedisQueueAdmin` is the Redis broker's :class:`shared.transport.api.QueueAdmin`. Every
+queue's counters are one pipelined round trip. Changes go through Lua scripts in
 ``shared/transport/lua/`` so a concurrent worker or operator never sees half a move.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -18,6 +17,7 @@ import orjson
 
 from shared.keys import Keys
 from shared.task_types import all_queues
+from shared.transport.api import RetryOutcome
 
 
 @cache
@@ -63,7 +63,8 @@ def decode_queue_stats(replies: list[Any], queues: list[str], paused: set[str]) 
     """Rows ``{name, priority, ready, in_progress, delayed, dead, paused}`` from the replies."""
     rows = []
     for i, q in enumerate(queues):
-        ready, stored, delayed, dead = (int(r or 0) for r in replies[i * 4 : i * 4 + 4])
+        n = COMMANDS_PER_QUEUE
+        ready, stored, delayed, dead = (int(r or 0) for r in replies[i * n : i * n + n])
         rows.append(
             {
                 "name": q,
@@ -131,15 +132,6 @@ async def delayed_messages(client: Any, keys: Keys, queue: str, limit: int) -> l
     return sorted(out, key=lambda m: m["eta"] or 0)
 
 
-@dataclass
-class RetryOutcome:
-    """What a dead-letter retry did: how many messages it requeued, and which it refused and why
-    (a task that has since ended otherwise, or runs again already, would only be skipped)."""
-
-    requeued: int = 0
-    refused: list[dict[str, str]] = field(default_factory=list)
-
-
 async def retry_dead_letters(
     client: Any, keys: Keys, queue: str, ids: list[str] | None, events_maxlen: int, *, by: str
 ) -> RetryOutcome:
@@ -204,3 +196,40 @@ async def purge_queue(client: Any, keys: Keys, queue: str, events_maxlen: int) -
         if dropped < PURGE_BATCH:
             break
     return total
+
+
+class RedisQueueAdmin:
+    """:class:`shared.transport.api.QueueAdmin` of Dramatiq's Redis broker."""
+
+    def __init__(self, client: Any, keys: Keys, events_maxlen: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.events_maxlen = events_maxlen
+
+    async def stats(self, queues: list[str], paused: set[str]) -> list[dict[str, Any]]:
+        """Every queue's counters in one pipelined round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            self.stats_commands(pipe, queues)
+            replies = await pipe.execute()
+        return await self.stats_from(replies, queues, paused)
+
+    def stats_commands(self, pipe: Any, queues: list[str]) -> int:
+        queue_stats_commands(pipe, self.keys, queues)
+        return COMMANDS_PER_QUEUE * len(queues)
+
+    async def stats_from(
+        self, replies: list[Any], queues: list[str], paused: set[str]
+    ) -> list[dict[str, Any]]:
+        return decode_queue_stats(replies, queues, paused)
+
+    async def delayed_messages(self, queue: str, limit: int) -> list[dict[str, Any]]:
+        return await delayed_messages(self.client, self.keys, queue, limit)
+
+    async def dead_letters(self, queue: str, limit: int) -> list[dict[str, Any]]:
+        return await dead_letters(self.client, self.keys, queue, limit)
+
+    async def retry_dead_letters(self, queue: str, ids: list[str] | None, *, by: str) -> RetryOutcome:
+        return await retry_dead_letters(self.client, self.keys, queue, ids, self.events_maxlen, by=by)
+
+    async def purge(self, queue: str) -> int:
+        return await purge_queue(self.client, self.keys, queue, self.events_maxlen)
