@@ -136,7 +136,7 @@ async def waiter_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = async_client(settings, max_connections=2)
     block_ms = max(50, int(settings.redis_timeout * 1000 / 2))
-    keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    keys = settings.keys
     waiter = TaskWaiter(app[REDIS], keys, stream_client=client, block_ms=block_ms)
     app[WAITER] = waiter
     waiter.start()

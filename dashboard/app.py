@@ -23,7 +23,6 @@ from dashboard.appkeys import KEYS, QUEUES, REDIS, SESSIONS, SETTINGS, SOCKETS, 
 from dashboard.guard import make_guard, security_headers
 from dashboard.routes import API, METRICS_TOKEN_ROUTES, PAGES, SCOPES
 from shared.errors import ConfigError
-from shared.keys import Keys
 from shared.redis import WaitingPool, async_client
 from shared.settings import Settings
 from shared.taskstore import TaskStore
@@ -72,7 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics.setup(app)
     setup_redis_metrics(app, app[metrics.REGISTRY], "dashboard", settings)  # opsdeck_redis_up and its probe
     json_parser_errors(app)  # aiohttp's own 400s (oversize headers) in the JSON error shape
-    app[KEYS] = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    app[KEYS] = settings.keys
     app[SESSIONS] = auth.Sessions(settings.jwt_key, settings.dashboard_session_ttl, settings.production)
     app[SOCKETS] = weakref.WeakSet()
     aiohttp_jinja2.setup(

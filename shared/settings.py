@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.keys import Keys
 from shared.ratelimit import PRODUCTION_DEFAULTS, ROUTE_CLASSES, RateSpec, parse_rate
 
 #: Minimum length of ``JWT_SECRET`` in bytes (HS256 wants a key at least as long as its hash).
@@ -164,6 +165,12 @@ class Settings(BaseSettings):
         return value or None
 
     @property
+    def keys(self) -> Keys:
+        """The Redis key names of this deployment (``KEY_PREFIX``, ``DRAMATIQ_NAMESPACE``): the
+        process's one ``Keys``, the same object for every settings object of the same names."""
+        return _keys(self.key_prefix, self.dramatiq_namespace)
+
+    @property
     def production(self) -> bool:
         """True when ``OPSDECK_ENV=production``."""
         return self.opsdeck_env == "production"
@@ -214,6 +221,12 @@ class Settings(BaseSettings):
         if self.llm_base_url and not any(models):
             raise ConfigError("LLM_BASE_URL needs LLM_MODEL_FAST, LLM_MODEL_BALANCED or LLM_MODEL_CREATIVE")
         _ = self.jwt_key
+
+
+@cache
+def _keys(prefix: str, dramatiq_namespace: str) -> Keys:
+    """One ``Keys`` per prefix and namespace (a settings copy with other names gets its own)."""
+    return Keys(prefix, dramatiq_namespace)
 
 
 def dev_secret(var_dir: Path) -> bytes:

@@ -15,7 +15,6 @@ import redis.asyncio as aioredis
 from shared.batcher import SubmitBatcher, Submitted
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import uuid4_text
-from shared.keys import Keys
 from shared.ratelimit import SUBMIT_CLASS
 from shared.resp import CRLF, EMPTY, PREFIXES, BulkCache, bulk, prefix
 from shared.settings import Settings
@@ -44,7 +43,7 @@ class TaskStore:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self.keys = keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.keys = keys = settings.keys
         #: The submit class's bucket (submit.lua checks it for submissions asking for it), or None.
         self.submit_limit = limit = settings.rate_limits.get(SUBMIT_CLASS)
         header = [

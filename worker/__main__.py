@@ -6,7 +6,6 @@ import logging
 import signal
 import sys
 
-from shared.keys import Keys
 from shared.redis import sync_client
 from shared.startup import start
 from worker.agent import Agent, check_unique
@@ -16,7 +15,7 @@ def main() -> None:
     """Load settings, refuse bad ones in one line, supervise until SIGTERM/SIGINT."""
     settings = start("worker", component="worker-agent")
     client = sync_client(settings)
-    problem = check_unique(client, Keys(settings.key_prefix, settings.dramatiq_namespace), settings.worker_id)
+    problem = check_unique(client, settings.keys, settings.worker_id)
     if problem:
         sys.exit(f"worker: {problem}")
     agent = Agent(settings, client)

@@ -62,7 +62,7 @@ class Agent:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.client = client
-        self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.keys = settings.keys
         self.id = settings.worker_id
         self.started_at = time.time()
         self.retired = {"processed": 0, "failed": 0}

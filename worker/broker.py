@@ -20,7 +20,6 @@ from dramatiq.middleware import (
 )
 from dramatiq.results import ResultBackend, Results
 
-from shared.keys import Keys
 from shared.redis import sync_client
 from shared.settings import Settings
 from shared.transport.redis_broker import (
@@ -48,7 +47,7 @@ class TaskRecordBackend(ResultBackend):
 
 def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
     """A RedisBroker whose first middleware is the TaskLifecycle (see its docstring for why)."""
-    keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    keys = settings.keys
     dramatiq.set_encoder(MessageEncoder())  # process-wide, as Dramatiq's encoder is
     client = sync_client(settings, retries=1)
     store = TaskLifecycle(client, settings, worker_id=worker_id)

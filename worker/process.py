@@ -22,7 +22,6 @@ import redis
 from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 
 from shared.errors import ConfigError
-from shared.keys import Keys
 from shared.logging import setup_logging
 from shared.sentry import init_sentry
 from shared.settings import Settings, load_settings
@@ -99,7 +98,7 @@ def main() -> None:
 def _supervise(worker: dramatiq.Worker, broker: OpsdeckBroker, settings: Settings, signals: Signals) -> int:
     """Apply pause/resume and per-queue pauses, report them, and watch for a lost Redis, until a
     stop signal; returns the exit code (RECYCLE_EXIT: restart me, Redis came back)."""
-    keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    keys = settings.keys
     queue_pauses = QueuePauses(broker, keys, worker)
     report_key = keys.worker_process(settings.worker_id, os.getpid())
     paused: bool | None = None

@@ -17,7 +17,6 @@ from aiohttp import web
 from coordinator.appkeys import REDIS, SETTINGS
 from coordinator.http import REDIS_DOWN, json_response
 from shared import __version__
-from shared.keys import Keys
 from shared.redis import check_redis
 from shared.web import redis_refusal
 
@@ -51,7 +50,7 @@ async def _check_redis(request: web.Request) -> dict[str, Any]:
 
 async def _check_workers(request: web.Request) -> dict[str, Any]:
     settings = request.app[SETTINGS]
-    keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    keys = settings.keys
     fresh_after = (time.time() - 3 * settings.worker_poll_interval) * 1000
     started = time.perf_counter()
     try:

@@ -76,7 +76,7 @@ class DeployStore:
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.client = client
-        self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.keys = settings.keys
         self._create = client.register_script(CREATE)
         self._action = client.register_script(ACTION)
 

@@ -77,7 +77,7 @@ class Report:
 def analyze(settings: Settings, client: redis.Redis) -> Report:
     """Read everything needed in a few round trips and judge it."""
     report = Report()
-    keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    keys = settings.keys
     check_security(settings, report)
     started = time.perf_counter()
     try:

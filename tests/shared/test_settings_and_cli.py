@@ -10,6 +10,7 @@ import pytest
 
 from shared.auth import Verifier
 from shared.errors import ConfigError
+from shared.keys import Keys
 from shared.settings import Settings, load_settings
 from tests.conftest import ROOT, SECRET
 
@@ -35,6 +36,17 @@ def test_defaults(monkeypatch):
     assert s.worker_poll_interval == 5.0
     assert s.shutdown_timeout == 25.0
     assert s.opsdeck_env == "development"
+
+
+def test_keys_come_from_the_settings(monkeypatch):
+    monkeypatch.delenv("KEY_PREFIX", raising=False)
+    monkeypatch.delenv("DRAMATIQ_NAMESPACE", raising=False)
+    s = Settings()
+    assert s.keys == Keys() and s.keys is Settings().keys  # one Keys per process
+    other = Settings(key_prefix="other:", dramatiq_namespace="dq")  # type: ignore[arg-type]
+    assert other.keys == Keys("other:", "dq") and other.keys is not s.keys
+    copied = s.model_copy(update={"key_prefix": "copy:"})
+    assert copied.keys.prefix == "copy:"  # a copy with another prefix does not keep the old names
 
 
 def test_port_wins_over_coordinator_port(monkeypatch):

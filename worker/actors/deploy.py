@@ -11,7 +11,6 @@ from dramatiq import Broker
 from dramatiq.middleware import CurrentMessage
 
 from shared.deploy.models import DEPLOY, DEPLOY_STEP, DeployPayload, StepPayload
-from shared.keys import Keys
 from shared.redis import sync_client
 from shared.settings import Settings
 from shared.tasks import Priority, queue_name
@@ -28,7 +27,7 @@ def register(broker: Broker, settings: Settings) -> None:
     client = sync_client(settings, retries=1)
     if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
         broker.add_middleware(CurrentMessage())  # the deploy task's id is its deploy id
-    keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+    keys = settings.keys
     step_queue = queue_name(DEPLOY_STEP.queue_group, Priority.P1)
 
     def schedule(payload: dict[str, Any], delay: float) -> None:

@@ -27,7 +27,6 @@ import numpy as np
 import redis
 
 from shared.coaching import CoachPayload, FeedbackPayload, rating_key
-from shared.keys import Keys
 from shared.settings import Settings
 from shared.turns import TurnState, TurnStore
 from worker.bandit.features import features
@@ -108,7 +107,7 @@ class CoachPipeline:
         bandit: RedisLinUCB | None = None,
     ) -> None:
         self.client = client
-        self.keys = keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.keys = keys = settings.keys
         self.ttl = settings.task_ttl
         self.turns = TurnStore(keys, settings.task_ttl)
         self.bandit = bandit or RedisLinUCB(

@@ -21,7 +21,6 @@ import redis
 from shared.deploy.models import decode_deploy, encode_fields
 from shared.deploy.scripts import CLAIM, CREATE, RELEASE
 from shared.deploy.store import create_args
-from shared.keys import Keys
 from shared.settings import Settings
 
 
@@ -36,7 +35,7 @@ class DeployState:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.keys = settings.keys
         self._create = client.register_script(CREATE)
         self._claim = client.register_script(CLAIM)
         self._release = client.register_script(RELEASE)

@@ -31,7 +31,6 @@ from dramatiq.middleware import SkipMessage
 
 from shared.fastscript import FastScript
 from shared.ids import random_hex
-from shared.keys import Keys
 from shared.logging import bind_contextvars, clear_contextvars, get_logger
 from shared.settings import Settings
 from shared.store import MAX_TRACEBACK_CHARS, encode_result, script_source
@@ -61,7 +60,7 @@ class TaskLifecycle(Middleware):
     def __init__(self, client: redis.Redis, settings: Settings, *, worker_id: str) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
+        self.keys = settings.keys
         self.worker_label = f"{worker_id}/{os.getpid()}"
         self.counters_key = self.keys.worker_process(worker_id, os.getpid())
         self.leases_key = self.keys.worker_process_leases(worker_id, os.getpid())
