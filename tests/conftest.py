@@ -16,6 +16,7 @@ from shared.devtools.embedded_redis import EmbeddedRedis
 from shared.procutil import isolated_env
 from shared.settings import Settings
 from tests.helpers import Processes
+from tests.rabbitmq import RabbitCluster, RabbitNode, require_rabbitmq
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-" + "x" * 40
@@ -126,3 +127,46 @@ def procs() -> Iterator[Processes]:
 def python() -> str:
     """This interpreter."""
     return sys.executable
+
+
+# --- RabbitMQ (tests/rabbitmq.py): private nodes on free ports, own epmd, cookie and data; ----------
+# never the machine's broker on 5672. One node per session (5-8 s to start), a fresh vhost per test.
+
+
+@pytest.fixture(scope="session")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """One RabbitMQ node (management plugin on) for the whole session; installs it if missing."""
+    require_rabbitmq()
+    node = RabbitNode(tmp_path_factory.mktemp("rabbit")).start()
+    assert node.amqp_port != 5672
+    yield node
+    node.close(graceful=False)  # a graceful stop costs 6 s on 3.10; the data is thrown away
+
+
+@pytest.fixture
+def rabbit_vhost(rabbit: RabbitNode) -> Iterator[str]:
+    """A fresh vhost on the session node (full permissions for ``rabbit.user``), deleted after."""
+    name = rabbit.add_vhost()
+    yield name
+    rabbit.delete_vhost(name)
+
+
+@pytest.fixture
+def rabbit_url(rabbit: RabbitNode, rabbit_vhost: str) -> str:
+    """amqp:// URL (with credentials) of this test's own vhost."""
+    return rabbit.amqp_url_for(rabbit_vhost)
+
+
+@pytest.fixture
+def rabbit_management_url(rabbit: RabbitNode) -> str:
+    """Base URL of the session node's management API (basic auth ``rabbit.user``/``rabbit.password``)."""
+    return rabbit.management_url
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """Three clustered nodes for the session (soak tests); a test that stops a node starts it again."""
+    require_rabbitmq()
+    cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit-cluster")).start()
+    yield cluster
+    cluster.stop(graceful=False)
