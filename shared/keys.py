@@ -202,6 +202,18 @@ class Keys:
         script and by the workers' enqueues); idle consumers wait on it instead of polling."""
         return f"{self.prefix}queues:wake"
 
+    @property
+    def outbox(self) -> str:
+        """Stream (RabbitMQ transport): messages recorded with their task and not yet confirmed by
+        RabbitMQ; fields ``q`` (queue to publish to) and ``m`` (the message); consumer group ``relay``."""
+        return f"{self.prefix}outbox"
+
+    @property
+    def outbox_scheduled(self) -> str:
+        """Sorted set (RabbitMQ transport): delays too long to hold in RabbitMQ (JSON ``{q, m}``)
+        scored by the ms when the relay may publish them (see shared.transport.rabbitmq)."""
+        return f"{self.prefix}outbox:scheduled"
+
     def dramatiq_acks(self, broker_id: str, queue_name: str) -> str:
         """Set: ids of messages a Dramatiq broker (process) fetched from a queue and not acked yet."""
         return self.broker.acks(broker_id, queue_name)

@@ -13,7 +13,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -37,6 +37,16 @@ class Settings(BaseSettings):
 
     opsdeck_env: Literal["development", "production"] = "development"
     redis_url: str | None = None
+    #: The message broker: unset or ``redis://`` (= REDIS_URL) is Dramatiq's Redis broker;
+    #: ``amqp://`` (one URL, or several nodes' separated by commas) is RabbitMQ.
+    broker_url: str | None = None
+    rabbitmq_queue_type: Literal["quorum", "classic"] = "quorum"
+    rabbitmq_management_url: str | None = None
+    #: Longest delay (s) RabbitMQ holds for a worker; longer ones wait in Redis (keep it well
+    #: under the server's consumer_timeout, 30 min by default).
+    rabbitmq_max_hold: float = Field(default=600.0, ge=1.0, le=86_400.0)
+    #: Outbox entries read by a relay and unconfirmed this long (s) are taken over by another.
+    outbox_claim_after: float = Field(default=30.0, ge=1.0, le=3600.0)
     key_prefix: str = "opsdeck:"
     dramatiq_namespace: str = "dramatiq"
     jwt_secret: SecretStr | None = None
@@ -163,6 +173,37 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        from shared.transport.urls import is_rabbitmq, node_urls
+
+        if not value:
+            return None
+        if is_rabbitmq(value):
+            node_urls(value)  # each one an AMQP URL (ValueError names the bad one, redacted)
+        elif not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with amqp:// or amqps:// (RabbitMQ) or redis:// (the Redis broker)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_redis_broker(self) -> Settings:
+        """A ``redis://`` BROKER_URL must be the state store: the submit script writes the task and
+        its Dramatiq message in one atomic call, so both live in the one Redis."""
+        if self.broker_url and not self.rabbitmq and self.broker_url != self.effective_redis_url:
+            raise ValueError(
+                "BROKER_URL: a redis:// broker must be REDIS_URL itself"
+                " (unset it, or set amqp:// for RabbitMQ)"
+            )
+        return self
+
+    @property
+    def rabbitmq(self) -> bool:
+        """True when ``BROKER_URL`` names RabbitMQ."""
+        from shared.transport.urls import is_rabbitmq
+
+        return is_rabbitmq(self.broker_url)
 
     @property
     def keys(self) -> Keys:

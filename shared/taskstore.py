@@ -51,6 +51,7 @@ class TaskStore:
             keys.legacy_idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
             settings.task_events_maxlen, keys.queue_wakeups,
             limit.interval_us if limit else 0, limit.limit_us if limit else 0,
+            keys.outbox if settings.rabbitmq else "",
         ]  # fmt: skip
         self.batcher = SubmitBatcher(
             client, settings.redis_timeout, [str(v).encode() for v in header], SUBMIT_TASK_ARGS

@@ -9,7 +9,8 @@
 -- ARGV: 1 task key prefix, 2 tasks:all, 3 status index prefix, 4 type index prefix,
 --       5 old-form idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
 --       9 events maxlen, 10 wake-up channel, 11 µs per token of the submit rate limit ("0":
---       off), 12 its burst * µs per token, then per task (TASK_ARGS = 12 items,
+--       off), 12 its burst * µs per token, 13 the outbox stream ("" with the Redis broker: the
+--       message goes straight onto its Dramatiq queue), then per task (TASK_ARGS = 12 items,
 --       SUBMIT_TASK_ARGS in taskstore.py):
 --       task id, created (µs), idempotency key name ("" when none), queue, type, priority,
 --       payload json, correlation id, submitted by, idempotency key and request digest ("" when
@@ -29,17 +30,20 @@
 -- (a replay is a request like any other; a refused submission leaves no key behind).
 -- Once per queue that got a message, the queue's name is published on the wake-up channel, so
 -- idle consumers (which block on it instead of polling) fetch it at once.
+-- With RabbitMQ as the broker the message goes into the outbox stream instead (fields q and m),
+-- in the same atomic call; a relay publishes it (shared/transport/outbox.py).
 --! include ratelimit_lib
 
 local task_prefix, all_index, status_prefix, type_prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local legacy_prefix, events, namespace = ARGV[5], ARGV[6], ARGV[7]
 local ttl, maxlen, wake_channel = tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local rl_interval, rl_limit = tonumber(ARGV[11]), tonumber(ARGV[12])
+local outbox = ARGV[13]
 local rl_now = false
 local queued_index = status_prefix .. "queued"
 local out = {}
 local woken = {}
-local i = 13
+local i = 14
 while i <= #ARGV do
     local task_id, created, idem, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local task_type, priority, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
@@ -112,10 +116,14 @@ while i <= #ARGV do
             .. '","args":[' .. payload .. '],"kwargs":{},"options":{"redis_message_id":"' .. task_id
             .. '","correlation_id":' .. cjson.encode(cid) .. ',"priority":"' .. priority
             .. '"},"message_id":"' .. task_id .. '","message_timestamp":' .. ms .. '}'
-        -- the Dramatiq message id in Redis is the task id on first enqueue (unique, as required)
-        redis.call("hset", namespace .. ":" .. queue .. ".msgs", task_id, message)
-        redis.call("rpush", namespace .. ":" .. queue, task_id)
-        woken[queue] = true
+        if outbox ~= "" then
+            redis.call("xadd", outbox, "*", "q", queue, "m", message)
+        else
+            -- the Dramatiq message id in Redis is the task id on first enqueue (unique, as required)
+            redis.call("hset", namespace .. ":" .. queue .. ".msgs", task_id, message)
+            redis.call("rpush", namespace .. ":" .. queue, task_id)
+            woken[queue] = true
+        end
         out[#out + 1] = 1
         out[#out + 1] = task_id
     end
