@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from coordinator.appkeys import (
     RATE_METRICS,
     REDIS,
     REGISTRY,
+    RELAY,
     SETTINGS,
     STORE,
     VERIFIER,
@@ -52,6 +54,19 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
+async def _relay_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With RabbitMQ as the broker: this process's outbox relay (shared.transport.outbox)."""
+    from shared.aio import cancel_and_wait
+    from shared.transport.outbox import relay_for
+
+    client = async_client(app[SETTINGS], max_connections=4)  # its blocking reads wait on their own
+    app[RELAY] = relay = relay_for(app[SETTINGS], client)
+    task = asyncio.create_task(relay.run(), name="outbox-relay")
+    yield
+    await cancel_and_wait([task])
+    await client.aclose()
+
+
 async def _freeze_heap(app: web.Application) -> None:
     """Move everything built at start-up out of the garbage collector's sight: the app's
     long-lived objects (models, routes, clients) are never garbage, and collections that
@@ -72,6 +87,8 @@ def create_app(settings: Settings) -> web.Application:
     json_parser_errors(app)  # aiohttp's own 400s (oversize headers) in the JSON error shape
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(waiter_ctx)  # one task-end listener per process (chat ?wait)
+    if settings.rabbitmq:
+        app.cleanup_ctx.append(_relay_ctx)
     app.on_startup.append(_freeze_heap)
     app[RATE_METRICS] = RateLimitMetrics(registry, "coordinator", ROUTE_CLASSES)
     limits = settings.rate_limits

@@ -55,8 +55,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     assert isinstance(client.connection_pool, WaitingPool)
     app[REDIS_METRICS].pool = client.connection_pool
     app[STORE] = TaskStore(client, app[SETTINGS])
-    app[QUEUES] = queue_admin(app[SETTINGS], client, app[KEYS])
+    app[QUEUES] = admin = queue_admin(app[SETTINGS], client, app[KEYS])
     yield
+    aclose = getattr(admin, "aclose", None)  # the RabbitMQ admin keeps a connection
+    if aclose is not None:
+        await aclose()
     await app[STORE].aclose()
     await client.aclose()
 

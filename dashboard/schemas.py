@@ -105,10 +105,15 @@ class QueueRow(BaseModel):
     name: str
     priority: str = Field(description="P0..P3, or - for a queue without a priority suffix.")
     ready: int
-    in_progress: int
-    delayed: int
-    dead: int
+    in_progress: int | None = Field(
+        description="None when the broker cannot tell (RabbitMQ without its management API)."
+    )
+    delayed: int | None
+    dead: int | None
     paused: bool
+    counts: str = Field(
+        default="all", description="all, or ready-only (RabbitMQ without its management API)."
+    )
 
 
 class QueueStats(BaseModel):

@@ -71,17 +71,33 @@ def base_env(redis_url: str, var_dir: Path, **extra: Any) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(params=["redis"])
+def broker_url(request: pytest.FixtureRequest) -> str | None:
+    """``BROKER_URL`` of the test's processes: None (the Redis broker) unless the test asks for
+    RabbitMQ with ``@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)`` (a fresh
+    vhost of the session's own RabbitMQ node each time)."""
+    if request.param == "rabbitmq":
+        return str(request.getfixturevalue("rabbit_url"))
+    return None
+
+
+#: Both transports, for ``parametrize("broker_url", BROKERS, indirect=True)``.
+BROKERS = ["redis", "rabbitmq"]
+
+
 @pytest.fixture
-def env_factory(redis_url: str, tmp_path: Path) -> Callable[..., dict[str, str]]:
+def env_factory(redis_url: str, tmp_path: Path, broker_url: str | None) -> Callable[..., dict[str, str]]:
     """Build a subprocess environment, overriding any variable by keyword."""
-    return lambda **extra: base_env(redis_url, tmp_path / "var", **extra)
+    broker = {"BROKER_URL": broker_url} if broker_url else {}
+    return lambda **extra: base_env(redis_url, tmp_path / "var", **{**broker, **extra})
 
 
 @pytest.fixture
-def settings(redis_url: str, tmp_path: Path) -> Settings:
+def settings(redis_url: str, tmp_path: Path, broker_url: str | None) -> Settings:
     """Settings matching :func:`base_env` for in-process apps."""
     return Settings(
         redis_url=redis_url,
+        broker_url=broker_url,
         jwt_secret=SECRET,  # type: ignore[arg-type]
         opsdeck_var_dir=tmp_path / "var",
         worker_poll_interval=0.5,

@@ -29,6 +29,7 @@ import redis
 from shared import __version__
 from shared.auth import Verifier
 from shared.control import Command
+from shared.errors import Unavailable
 from shared.keys import Keys
 from shared.procutil import pid_alive
 from shared.settings import Settings
@@ -37,6 +38,7 @@ from shared.store import script_source
 from shared.task_types import all_queues, task_types
 from shared.tasks import TaskStatus
 from shared.transport import broker_upkeep
+from shared.transport.outbox import RelayThread
 from worker.control import CommandIntake
 from worker.metrics import (
     ACTIVE_SESSION_WINDOW,
@@ -72,6 +74,8 @@ class Agent:
         self._stop_requested = False
         self._shutting_down = False
         self.upkeep = broker_upkeep(settings, client, self.keys, f"agent-{self.id}")
+        #: With RabbitMQ as the broker, this host's outbox relay (shared.transport.outbox).
+        self.relay = RelayThread(settings) if settings.rabbitmq else None
         self._release = client.register_script(script_source("lease_release"))
         self.metrics_dir = prepare_multiproc_dir(settings.opsdeck_var_dir.resolve() / "metrics" / self.id)
         self.snapshot: dict[str, Any] = {"worker": self.id, "up": 1, "queues": {}, "redis_up": 0}
@@ -125,6 +129,8 @@ class Agent:
     def run(self) -> int:
         """Supervise until asked to stop; returns the exit code."""
         self._apply_desired_at_start()
+        if self.relay is not None:
+            self.relay.start()
         next_beat = 0.0
         while not self._stop_requested:
             alive_before = len(self.supervisor.alive())
@@ -143,6 +149,8 @@ class Agent:
         self._shutting_down = True
         self._publish()
         self.supervisor.stop_everything()
+        if self.relay is not None:
+            self.relay.stop()
         self._publish()
         with contextlib.suppress(redis.RedisError):
             self.client.zrem(self.keys.workers, self.id)
@@ -233,6 +241,8 @@ class Agent:
         except redis.RedisError as exc:
             self.snapshot["redis_up"] = 0
             log.warning("redis unavailable (%s); will retry", type(exc).__name__)
+        except Unavailable as exc:  # the broker (RabbitMQ) did not answer a depth read
+            log.warning("broker unavailable (%s); will retry", exc)
 
     def _read_queues(self) -> None:
         """Depths of every queue (ready, delayed, dead) and active chat sessions for the metrics."""
@@ -343,7 +353,7 @@ class Agent:
         """Run Dramatiq's maintenance on every queue: requeue unacked messages of dead brokers."""
         try:
             self.upkeep.maintain(all_queues())
-        except redis.RedisError as exc:
+        except (redis.RedisError, Unavailable) as exc:
             log.warning("queue maintenance skipped (%s)", type(exc).__name__)
 
     def _trim_indexes(self) -> None:

@@ -1,7 +1,8 @@
-"""Build the Dramatiq Redis broker with Opsdeck's middleware (import this before any actor).
+"""Build the worker's Dramatiq broker with Opsdeck's middleware (import this before any actor).
 
-The broker itself (its protocol, fast paths and consumer) is the transport's:
-:mod:`shared.transport.redis_broker`.
+``BROKER_URL`` decides which: Dramatiq's Redis broker (:mod:`shared.transport.redis_broker`: its
+protocol, fast paths and consumer) or its RabbitMQ broker (:mod:`shared.transport.rabbitmq`).
+The middleware is the same on both.
 """
 
 from __future__ import annotations
@@ -22,17 +23,22 @@ from dramatiq.results import ResultBackend, Results
 
 from shared.redis import sync_client
 from shared.settings import Settings
+from shared.transport.rabbitmq import LongDelays, OpsdeckRabbitBroker
 from shared.transport.redis_broker import (
     MAINTENANCE_CHANCE,
     MessageEncoder,
     OpsdeckBroker,
     WakeupsLifecycle,
 )
+from shared.transport.urls import node_urls
 from shared.transport.wakeup import Wakeups
 from worker.middleware.heartbeat import BrokerHeartbeat
 from worker.middleware.lifecycle import TaskLifecycle
 
-__all__ = ["MessageEncoder", "OpsdeckBroker", "TaskRecordBackend", "build_broker"]
+__all__ = ["MessageEncoder", "OpsdeckBroker", "TaskRecordBackend", "WorkerBroker", "build_broker"]
+
+#: Either broker a worker process runs.
+WorkerBroker = OpsdeckBroker | OpsdeckRabbitBroker
 
 
 class TaskRecordBackend(ResultBackend):
@@ -45,8 +51,9 @@ class TaskRecordBackend(ResultBackend):
         """Nothing to do (the TaskLifecycle already wrote the error)."""
 
 
-def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
-    """A RedisBroker whose first middleware is the TaskLifecycle (see its docstring for why)."""
+def build_broker(settings: Settings, *, worker_id: str) -> WorkerBroker:
+    """The broker of ``BROKER_URL``, whose first middleware is the TaskLifecycle (see its
+    docstring for why)."""
     keys = settings.keys
     dramatiq.set_encoder(MessageEncoder())  # process-wide, as Dramatiq's encoder is
     client = sync_client(settings, retries=1)
@@ -67,6 +74,16 @@ def build_broker(settings: Settings, *, worker_id: str) -> OpsdeckBroker:
             keys, interval=max(0.5, settings.broker_heartbeat_timeout / 5), on_beat=store.renew_leases
         ),
     ]
+    if settings.rabbitmq:
+        assert settings.broker_url is not None
+        long_delays = LongDelays(client, keys.outbox_scheduled, int(settings.rabbitmq_max_hold * 1000))
+        return OpsdeckRabbitBroker(
+            urls=node_urls(settings.broker_url),
+            queue_type=settings.rabbitmq_queue_type,
+            long_delays=long_delays,
+            client=client,
+            middleware=middleware,
+        )
     broker = OpsdeckBroker(
         store=store,
         client=client,

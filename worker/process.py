@@ -28,7 +28,7 @@ from shared.settings import Settings, load_settings
 from shared.task_types import all_queues
 from shared.transport.redis_broker import pause_consumers, resume_consumers
 from worker.actors import register_actors
-from worker.broker import OpsdeckBroker, build_broker
+from worker.broker import OpsdeckBroker, WorkerBroker, build_broker
 from worker.queue_pause import QueuePauses
 from worker.supervisor import RECYCLE_EXIT, START_PAUSED_ENV
 
@@ -95,7 +95,7 @@ def main() -> None:
     sys.exit(exit_code)
 
 
-def _supervise(worker: dramatiq.Worker, broker: OpsdeckBroker, settings: Settings, signals: Signals) -> int:
+def _supervise(worker: dramatiq.Worker, broker: WorkerBroker, settings: Settings, signals: Signals) -> int:
     """Apply pause/resume and per-queue pauses, report them, and watch for a lost Redis, until a
     stop signal; returns the exit code (RECYCLE_EXIT: restart me, Redis came back)."""
     keys = settings.keys
@@ -114,7 +114,11 @@ def _supervise(worker: dramatiq.Worker, broker: OpsdeckBroker, settings: Setting
                 queue_pauses.reapply()
         with contextlib.suppress(redis.RedisError):  # the agent re-signals until this matches
             broker.client.hset(report_key, "paused", int(paused))
-        if broker.connection_lost.is_set() and _redis_answers(broker.client):
+        if (
+            isinstance(broker, OpsdeckBroker)
+            and broker.connection_lost.is_set()
+            and _redis_answers(broker.client)
+        ):
             log.warning("Redis was unreachable and is back: restarting this process (see OpsdeckBroker)")
             exit_code = RECYCLE_EXIT
             signals.stop.set()
@@ -125,14 +129,14 @@ def _supervise(worker: dramatiq.Worker, broker: OpsdeckBroker, settings: Setting
     return exit_code
 
 
-def _pause(worker: dramatiq.Worker, broker: OpsdeckBroker) -> None:
+def _pause(worker: dramatiq.Worker, broker: WorkerBroker) -> None:
     """Pause the whole process: consumers first, waiting ones woken (Dramatiq's ``Worker.pause``
     would otherwise wait for each waiting consumer's next wake-up), then the worker threads."""
     pause_consumers(broker, worker.consumers.values())
     worker.pause()
 
 
-def _resume(worker: dramatiq.Worker, broker: OpsdeckBroker) -> None:
+def _resume(worker: dramatiq.Worker, broker: WorkerBroker) -> None:
     resume_consumers(broker, worker.consumers.values())
     worker.resume()
 

@@ -9,7 +9,7 @@ import dramatiq
 import redis
 
 from shared.keys import Keys
-from shared.transport.redis_broker import OpsdeckBroker, pause_consumers, resume_consumers
+from shared.transport.redis_broker import pause_consumers, resume_consumers
 
 log = logging.getLogger("worker.queue_pause")
 
@@ -17,7 +17,8 @@ log = logging.getLogger("worker.queue_pause")
 class QueuePauses:
     """Polled by the process's main loop: pauses and resumes the consumer of each listed queue."""
 
-    def __init__(self, broker: OpsdeckBroker, keys: Keys, worker: dramatiq.Worker) -> None:
+    def __init__(self, broker: Any, keys: Keys, worker: dramatiq.Worker) -> None:
+        """``broker``: either of Opsdeck's brokers (its ``client`` is the state store)."""
         self.broker = broker
         self.client = broker.client
         self.keys = keys

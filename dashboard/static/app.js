@@ -12,6 +12,9 @@
 
   // -- helpers ---------------------------------------------------------------------------------
   const $ = (sel, root = document) => root.querySelector(sel);
+  // A counter the broker cannot tell (RabbitMQ without its management API) is null: shown as "?".
+  function known(n) { return n === null || n === undefined ? "?" : n; }
+
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs)) {
@@ -138,8 +141,8 @@
     const rows = (state.queues || []).map((q) => {
       const link = el("a", { href: `/queues/${encodeURIComponent(q.name)}`, text: q.name });
       const tr = el("tr", { "data-queue": q.name }, el("td", {}, link), el("td", { text: q.priority }),
-        el("td", { class: "num ready", text: q.ready }), el("td", { class: "num", text: q.in_progress }),
-        el("td", { class: "num delayed", text: q.delayed }), el("td", { class: "num dead", text: q.dead }),
+        el("td", { class: "num ready", text: q.ready }), el("td", { class: "num", text: known(q.in_progress) }),
+        el("td", { class: "num delayed", text: known(q.delayed) }), el("td", { class: "num dead", text: known(q.dead) }),
         el("td", { class: q.paused ? "st st-paused" : "st st-running", text: q.paused ? "paused" : "active" }));
       if (page === "queues") {
         const td = el("td");

@@ -4,7 +4,9 @@ Opsdeck's rooms never touch the broker's own keys, scripts or private classes; t
 package. The interfaces, named for what they do, are in :mod:`shared.transport.api`
 (:class:`~shared.transport.api.QueueAdmin` for the dashboard, :class:`~shared.transport.api.BrokerUpkeep`
 for the agent); :func:`queue_admin` and :func:`broker_upkeep` hand out the implementation that
-matches the settings. Today there is one, Dramatiq's Redis broker:
+matches the settings: Dramatiq's Redis broker, or (``BROKER_URL=amqp://…``) its RabbitMQ broker
+(:mod:`shared.transport.rabbitmq`, :mod:`shared.transport.outbox`, :mod:`shared.transport.rabbit_admin`).
+The Redis side:
 
 - the broker's key names (queues, delay queues, dead letters, ack sets, heartbeats), for everyone
   through ``shared.keys.Keys``: :mod:`shared.transport.redis_keys`;
@@ -32,6 +34,17 @@ if TYPE_CHECKING:  # shared.keys imports shared.transport.redis_keys: nothing at
 
 def queue_admin(settings: Settings, client: Any, keys: Keys) -> QueueAdmin:
     """The dashboard's view of the broker's queues (``client``: the app's async Redis client)."""
+    if settings.rabbitmq:
+        from shared.transport.rabbit_admin import RabbitQueueAdmin
+        from shared.transport.urls import node_urls
+
+        return RabbitQueueAdmin(
+            client,
+            keys,
+            settings.task_events_maxlen,
+            urls=node_urls(settings.broker_url or ""),
+            management_url=settings.rabbitmq_management_url,
+        )
     from shared.transport.queues import RedisQueueAdmin
 
     return RedisQueueAdmin(client, keys, settings.task_events_maxlen)
@@ -39,6 +52,13 @@ def queue_admin(settings: Settings, client: Any, keys: Keys) -> QueueAdmin:
 
 def broker_upkeep(settings: Settings, client: redis.Redis, keys: Keys, caller: str) -> BrokerUpkeep:
     """The agent's broker maintenance and depth reads, made under the broker id ``caller``."""
+    if settings.rabbitmq:
+        from shared.transport.rabbit_admin import RabbitUpkeep
+        from shared.transport.urls import node_urls
+
+        return RabbitUpkeep(
+            node_urls(settings.broker_url or ""), management_url=settings.rabbitmq_management_url
+        )
     from shared.transport.maintenance import RedisUpkeep
 
     return RedisUpkeep(client, keys.broker, caller, settings.broker_heartbeat_timeout)

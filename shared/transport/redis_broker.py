@@ -213,21 +213,24 @@ class _NotingConsumer(_RedisConsumer):
         return message
 
 
-def pause_consumers(broker: OpsdeckBroker, consumers: Iterable[Any]) -> None:
+def pause_consumers(broker: Any, consumers: Iterable[Any]) -> None:
     """Pause Dramatiq consumer threads now, those waiting for a wake-up included: each stops taking
-    messages at once, not when the next message would wake it (and run)."""
+    messages at once, not when the next message would wake it (and run). ``broker``: either of
+    Opsdeck's brokers (the RabbitMQ one has no wake-ups)."""
     consumers = list(consumers)
     for consumer in consumers:
         consumer.pause()
-    if broker.wakeups is not None:
-        broker.wakeups.hold(consumer.queue_name for consumer in consumers)
+    wakeups: Wakeups | None = getattr(broker, "wakeups", None)
+    if wakeups is not None:
+        wakeups.hold(consumer.queue_name for consumer in consumers)
 
 
-def resume_consumers(broker: OpsdeckBroker, consumers: Iterable[Any]) -> None:
+def resume_consumers(broker: Any, consumers: Iterable[Any]) -> None:
     """Resume consumer threads paused by :func:`pause_consumers`."""
     consumers = list(consumers)
-    if broker.wakeups is not None:
-        broker.wakeups.release(consumer.queue_name for consumer in consumers)
+    wakeups: Wakeups | None = getattr(broker, "wakeups", None)
+    if wakeups is not None:
+        wakeups.release(consumer.queue_name for consumer in consumers)
     for consumer in consumers:
         consumer.resume()
 

@@ -34,7 +34,6 @@ class BrokerHeartbeat(Middleware):
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         """Start beating once the worker runs."""
-        assert isinstance(broker, RedisBroker)
         threading.Thread(target=self._beat, args=(broker,), name="broker-heartbeat", daemon=True).start()
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
@@ -42,10 +41,14 @@ class BrokerHeartbeat(Middleware):
         need the heartbeat and their leases renewed)."""
         self._stop.set()
 
-    def _beat(self, broker: RedisBroker) -> None:
+    def _beat(self, broker: Any) -> None:
+        redis_broker = isinstance(broker, RedisBroker)  # RabbitMQ needs no heartbeat: only the leases
         while not self._stop.wait(self.interval):
             try:
-                broker.client.zadd(self.keys.broker_heartbeats, {broker.broker_id: int(time.time() * 1000)})
+                if redis_broker:
+                    broker.client.zadd(
+                        self.keys.broker_heartbeats, {broker.broker_id: int(time.time() * 1000)}
+                    )
                 if self.on_beat is not None:
                     self.on_beat()
             except Exception as exc:  # Redis blip: try again next beat
