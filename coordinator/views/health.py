@@ -4,20 +4,28 @@ The Redis component is ``down`` when Redis cannot be reached or refuses commands
 restart, BUSY with a script, MASTERDOWN), ``degraded`` when it answers but has reached its
 ``maxmemory`` (with noeviction every write is refused: no task can be accepted), else ``ok``; its
 ``used_memory_bytes`` and ``maxmemory_bytes`` come from INFO memory (0 = no limit).
+
+The broker component: with the Redis broker it is the same Redis (``transport: redis``); with
+RabbitMQ (``transport: rabbitmq``) it is ``ok`` when this process's outbox relay has, or can open
+within ``REDIS_TIMEOUT``, a channel to one of the nodes, else ``down`` (submissions are still
+accepted: they wait in the outbox, whose ``entries`` and ``pending`` it shows). A broker that is
+down makes ``/health`` degraded, not unhealthy, and does not make ``/health/ready`` fail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 from aiohttp import web
 
-from coordinator.appkeys import REDIS, SETTINGS
+from coordinator.appkeys import REDIS, RELAY, SETTINGS
 from coordinator.http import REDIS_DOWN, json_response
 from shared import __version__
 from shared.redis import check_redis
+from shared.transport.outbox import outbox_depth
 from shared.web import redis_refusal
 
 
@@ -64,6 +72,25 @@ async def _check_workers(request: web.Request) -> dict[str, Any]:
     return {"status": "ok", "latency_ms": latency, "detail": f"{count} worker agent(s)"}
 
 
+async def _check_broker(request: web.Request, redis_c: dict[str, Any]) -> dict[str, Any]:
+    settings = request.app[SETTINGS]
+    if not settings.rabbitmq:
+        return {"status": redis_c["status"], "transport": "redis", "detail": "the state store's Redis"}
+    relay = request.app[RELAY]
+    found: dict[str, Any] = {"transport": "rabbitmq", "nodes": relay.state.nodes}
+    with contextlib.suppress(*REDIS_DOWN):
+        async with asyncio.timeout(settings.redis_timeout):
+            found["outbox"] = await outbox_depth(request.app[REDIS], settings.keys.outbox)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(settings.redis_timeout):
+            await relay.probe()
+    except Exception as exc:
+        detail = relay.state.last_error or f"{type(exc).__name__}: no node answered"
+        return {"status": "down", "latency_ms": None, "detail": detail, **found}
+    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 3), **found}
+
+
 async def live(request: web.Request) -> web.Response:
     """The process answers (no dependency is checked)."""
     return json_response({"status": "ok", "version": __version__, "components": {}})
@@ -80,17 +107,19 @@ async def ready(request: web.Request) -> web.Response:
         else {"status": "down", "latency_ms": None, "detail": "redis down"}
     )
     ok = redis_c["status"] != "down" and workers["status"] == "ok"
+    broker = await _check_broker(request, redis_c)
     body = {
         "status": "ready" if ok else "not_ready",
         "version": __version__,
-        "components": {"redis": redis_c, "workers": workers},
+        "components": {"redis": redis_c, "workers": workers, "broker": broker},
     }
     return json_response(body, status=200 if ok else 503)
 
 
 async def health(request: web.Request) -> web.Response:
     """Every component with status and latency: unhealthy (503) when no task can be accepted
-    (Redis down, or out of memory), degraded when no worker is up, else healthy."""
+    (Redis down, or out of memory), degraded when no worker is up or the broker is down, else
+    healthy."""
     components: dict[str, Any] = {}
     try:
         components["redis"] = await _check_redis(request)
@@ -99,11 +128,12 @@ async def health(request: web.Request) -> web.Response:
             if components["redis"]["status"] != "down"
             else {"status": "down", "latency_ms": None, "detail": "redis down"}
         )
+        components["broker"] = await _check_broker(request, components["redis"])
     except Exception as exc:  # a failing check degrades the report, never the endpoint
         components.setdefault("redis", {"status": "down", "latency_ms": None, "detail": type(exc).__name__})
     if components["redis"]["status"] != "ok":
         overall, status = "unhealthy", 503
-    elif components.get("workers", {}).get("status") != "ok":
+    elif any(components.get(c, {}).get("status") != "ok" for c in ("workers", "broker")):
         overall, status = "degraded", 200
     else:
         overall, status = "healthy", 200

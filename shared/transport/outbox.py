@@ -110,6 +110,7 @@ class OutboxRelay:
             True  # own pending entries may exist (a restart under the same name, a failed publish)
         )
         self._next_claim = 0.0
+        self._connecting = asyncio.Lock()
 
     async def run(self) -> None:
         """Relay until cancelled; failures are logged once per change and retried with backoff."""
@@ -199,9 +200,20 @@ class OutboxRelay:
         return reply[0][1] if reply else []
 
     # -- RabbitMQ side -----------------------------------------------------------------------------
+    async def probe(self) -> None:
+        """Make sure the relay has a channel to RabbitMQ (connect now if it has none); raises
+        when no node answers (for ``/health``: bound it with ``asyncio.timeout``)."""
+        await self._ensure_channel()
+
     async def _ensure_channel(self) -> AbstractChannel:
         if self._channel is not None and not self._channel.is_closed:
             return self._channel
+        async with self._connecting:  # the relay's loop and a health probe may both ask
+            if self._channel is not None and not self._channel.is_closed:
+                return self._channel
+            return await self._connect()
+
+    async def _connect(self) -> AbstractChannel:
         await self._drop_connection()
         url = self.urls[self._node % len(self.urls)]
         self._node += 1  # the next reconnect tries the next node
