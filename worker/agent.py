@@ -251,8 +251,11 @@ class Agent:
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(self.keys.chat_active_sessions, "-inf", since - 1)
             pipe.zcard(self.keys.chat_active_sessions)
-            _, active = pipe.execute()
+            pipe.xlen(self.keys.outbox)
+            _, active, outbox = pipe.execute()
         self.snapshot["active_sessions"] = active
+        if self.relay is not None:
+            self.snapshot["outbox"] = outbox
         self.snapshot["queues"] = self.upkeep.depths(queues)
 
     def _read_reports(self) -> None:

@@ -134,6 +134,13 @@ class AgentCollector:
         )
         sessions.add_metric([], float(snap.get("active_sessions", 0)))
         yield sessions
+        if "outbox" in snap:  # RabbitMQ as the broker
+            outbox = GaugeMetricFamily(
+                "opsdeck_outbox_entries",
+                "Submissions recorded in Redis and not yet confirmed by RabbitMQ (the relays' backlog).",
+            )
+            outbox.add_metric([], float(snap["outbox"]))
+            yield outbox
 
 
 #: Per-type counters served for every registered task type, at 0 until a process counts one.

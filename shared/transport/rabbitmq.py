@@ -24,6 +24,7 @@ Dramatiq's. Opsdeck adds three things:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -38,6 +39,11 @@ from dramatiq.message import Message
 from shared.transport.urls import is_rabbitmq, node_urls, redact
 
 __all__ = ["is_rabbitmq", "node_urls", "redact"]
+
+# pika logs every connection step at INFO and every channel the server closes (a passive declare
+# of a queue not declared yet) as a WARNING; Dramatiq and Opsdeck report what matters themselves.
+logging.getLogger("pika").setLevel(logging.WARNING)
+logging.getLogger("pika.channel").setLevel(logging.ERROR)
 
 #: Dramatiq's dead-letter TTL (ms), the same on both transports.
 DEAD_MESSAGE_TTL_MS = 7 * 86_400_000
