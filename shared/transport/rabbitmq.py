@@ -113,6 +113,7 @@ class OpsdeckRabbitBroker(RabbitmqBroker):
         #: Consumers are pushed to by RabbitMQ: no wake-ups (see shared.transport.wakeup).
         self.wakeups: None = None
         self.connection_lost = threading.Event()
+        self.connect_backoff = _ConnectBackoff()
 
     # -- declarations: one set of arguments, shared with the outbox relay ------------------------
     def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
@@ -145,16 +146,40 @@ class OpsdeckRabbitBroker(RabbitmqBroker):
         return _NotingRabbitConsumer
 
 
+#: Backoff of consumers that cannot connect (s): first, cap. Dramatiq itself retries every second,
+#: for every consumer (two dozen per process): with a broker down that is a log line per consumer
+#: per second; this stretches it to one per consumer per BACKOFF_CAP.
+BACKOFF_FIRST, BACKOFF_CAP = 0.5, 5.0
+
+
+class _ConnectBackoff:
+    """One backoff per broker, shared by its consumers: reset by the first connection that works."""
+
+    def __init__(self) -> None:
+        self._delay = 0.0
+        self._lock = threading.Lock()
+
+    def failed(self) -> float:
+        with self._lock:
+            self._delay = min(BACKOFF_CAP, max(BACKOFF_FIRST, self._delay * 2))
+            return self._delay
+
+    def succeeded(self) -> None:
+        self._delay = 0.0
+
+
 class _NotingRabbitConsumer(_RabbitmqConsumer):
-    """Dramatiq's RabbitMQ consumer, flagging its broker when the connection is lost."""
+    """Dramatiq's RabbitMQ consumer, flagging its broker when the connection is lost and backing
+    off while no node accepts a connection."""
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
         try:
             super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         except ConnectionClosed:
             broker.connection_lost.set()
-            time.sleep(0.5)  # Dramatiq restarts the consumer a second later anyway
+            time.sleep(broker.connect_backoff.failed())  # then Dramatiq's own second
             raise
+        broker.connect_backoff.succeeded()
 
     def __next__(self) -> Any:
         try:
