@@ -51,7 +51,7 @@ BATCH = 500
 #: How long one read blocks waiting for new entries (ms); also the clock of claims and releases.
 BLOCK_MS = 1000
 #: Backoff after a failure (s): first, cap.
-BACKOFF_FIRST, BACKOFF_CAP = 0.2, 10.0
+BACKOFF_FIRST, BACKOFF_CAP = 0.2, 5.0
 #: One stream entry as redis-py reads it: id and fields.
 Entry = tuple[bytes, dict[bytes, bytes]]
 #: Parked long delays moved to the outbox per release call.
