@@ -10,6 +10,21 @@ never reaches a line: a Dramatiq message in a record (Dramatiq logs "Failed to p
 <actor>(<args>) ...") is shown as its actor and message id, and the text of an exception raised
 while a task runs (``fail`` raises its payload's message; a validation error quotes its input) is
 left out — it is in the task record (``error``, ``traceback``), behind the API's auth.
+
+The correlation id is one variable: :data:`CORRELATION_ID` is structlog's own ContextVar for the
+``correlation_id`` key, got through its public ``bind_contextvars`` (the ``var`` of the Token it
+returns), not a second ContextVar forged with structlog's key prefix beside it. The worker binds
+it with ``bind_contextvars(correlation_id=...)``; the coordinator's edge sets it and its views
+read it as the variable, because the public functions cost the hot path (issue 15, measured
+2026-12-03 on the 2-vCPU dev VM): ``bind_contextvars`` at the edge and ``get_contextvars()`` in
+the view took 2.97 µs a request against 0.23 µs for ``set`` and ``get`` on the variable (best of
+5 × 200,000 in a request-like task context), about 3 % of the coordinator's 75-130 µs of server
+CPU a request, so ~0.02-0.03 off ``scripts/bench/coordinator.py``'s ratio. That benchmark could
+not resolve it on the loaded VM (load average 1-6; its rounds ranged 0.18-2.21); its ratios,
+``--quick`` alternating: forged variable (before) 0.723 0.422 0.844 0.433 0.650 0.786 0.859 0.990
+1.002 1.062 0.521 (median 0.786); public functions 0.618 0.522 1.068 0.949 1.082 0.691 (0.820);
+this variable 0.683 0.967 0.611 1.175 0.750 1.157 (0.859); full runs (12 rounds) 0.718 0.707,
+0.842 0.778, 0.657 0.740.
 """
 
 from __future__ import annotations
@@ -18,13 +33,13 @@ import logging
 import sys
 import traceback
 from collections.abc import MutableMapping
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from types import TracebackType
 from typing import Any
 
 import orjson
 import structlog
-from structlog.contextvars import STRUCTLOG_KEY_PREFIX, bind_contextvars, clear_contextvars, merge_contextvars
+from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 
 #: Keys whose values never reach a log line.
 SECRET_KEYS = frozenset(
@@ -32,11 +47,19 @@ SECRET_KEYS = frozenset(
 )
 REDACTED = "[redacted]"
 
-#: The correlation id in structlog's context: a ContextVar named with structlog's key prefix, which
-#: ``merge_contextvars`` (every log line) and ``get_contextvars`` (Sentry's tags) read like any
-#: bound key, and ``clear_contextvars`` clears. The coordinator's edge sets it once per request,
-#: one C call where ``bind_contextvars`` runs a Python loop.
-CORRELATION_ID: ContextVar[str] = ContextVar(f"{STRUCTLOG_KEY_PREFIX}correlation_id")
+
+def _structlog_variable(key: str) -> ContextVar[Any]:
+    """structlog's own ContextVar behind ``key``: the ``var`` of the Token that
+    ``bind_contextvars`` returns for it (bound in a throwaway Context, so nothing is bound here)."""
+    return Context().run(bind_contextvars, **{key: None})[key].var
+
+
+#: The correlation id: structlog's own variable for the ``correlation_id`` key (the one
+#: ``bind_contextvars(correlation_id=...)`` sets, as the worker's middleware does), so
+#: ``merge_contextvars`` (every log line), ``get_contextvars`` (Sentry's tags) and
+#: ``clear_contextvars`` see it like any bound key. The coordinator's edge sets and its views
+#: read it directly, one C call each (see the module docstring); unset, it holds ``...``.
+CORRELATION_ID: ContextVar[str] = _structlog_variable("correlation_id")
 
 
 def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
