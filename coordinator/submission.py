@@ -12,7 +12,7 @@ same corpus of bodies). The payload is then validated by its type's model and ke
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -21,6 +21,9 @@ from shared.errors import BadRequest, ValidationFailed, pydantic_fields
 from shared.jsondepth import SHORTEST_TOO_DEEP, check_depth
 from shared.task_types import BY_NAME, task_types
 from shared.tasks import Priority, TaskSubmission, TaskType
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 #: The keys a submission may have.
 KEYS = frozenset(TaskSubmission.model_fields)
@@ -43,9 +46,11 @@ class Submission(NamedTuple):
     idempotency_key: str | None
 
 
-def parse_submission(body: bytes) -> Submission:
+def parse_submission(body: bytes, settings: Settings | None = None) -> Submission:
     """Parse and validate a submission body: BadRequest (400) for malformed JSON, ValidationFailed
-    (422) naming the field for anything the model or the type's payload model refuses."""
+    (422) naming the field for anything the model or the type's payload model refuses. The payload
+    models validate with ``settings`` as their context (a ``deploy`` names a service of
+    ``settings.services``; without settings none is configured)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -70,15 +75,15 @@ def parse_submission(body: bytes) -> Submission:
         or (key is not None and (type(key) is not str or not _IDEMPOTENCY_KEY.fullmatch(key)))
         or not KEYS.issuperset(data)
     ):
-        return _parse_with_model(data)
+        return _parse_with_model(data, settings)
     try:
-        payload_json = task_type.encode_payload({} if payload is _MISSING else payload)
+        payload_json = task_type.encode_payload({} if payload is _MISSING else payload, settings)
     except ValidationError as exc:
         raise _payload_error(task_type, exc) from None
     return _make(Submission, (task_type, payload_json, priority, key))
 
 
-def _parse_with_model(data: dict[str, Any]) -> Submission:
+def _parse_with_model(data: dict[str, Any], settings: Settings | None) -> Submission:
     """The slow path: the model's verdict, with its error locations (``["body", field]``)."""
     try:
         model = TaskSubmission.model_validate(data)
@@ -92,7 +97,7 @@ def _parse_with_model(data: dict[str, Any]) -> Submission:
             fields=[{"loc": ["body", "type"], "msg": f"must be one of: {known}"}],
         )
     try:
-        payload_json = task_type.encode_payload(model.payload)
+        payload_json = task_type.encode_payload(model.payload, settings)
     except ValidationError as exc:
         raise _payload_error(task_type, exc) from None
     return Submission(task_type, payload_json, model.priority, model.idempotency_key)

@@ -45,6 +45,11 @@ async def deploy_rows(request: web.Request, service: str | None, limit: int) -> 
     return await deploy_store(request).list_deploys(service=service, limit=limit)
 
 
+async def service_rows(request: web.Request) -> list[dict[str, Any]]:
+    """The services of the dashboard's services file with their stable version and active deploy."""
+    return await service_summaries(deploy_store(request), request.app[SETTINGS].services)
+
+
 async def deploy_list(request: web.Request) -> web.Response:
     """``GET /api/deploys?service=&limit=``: deploy history, newest first."""
     query = parse_query(request, DeployQuery)
@@ -77,4 +82,4 @@ async def act(request: web.Request) -> web.Response:
 
 async def services(request: web.Request) -> web.Response:
     """``GET /api/services``: configured services with their stable version and active deploy."""
-    return json_response({"items": await service_summaries(deploy_store(request))})
+    return json_response({"items": await service_rows(request)})

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from dashboard import audit
-from dashboard.appkeys import KEYS, REDIS, STORE, USER
+from dashboard.appkeys import KEYS, REDIS, SETTINGS, STORE, USER
 from shared.errors import NotFound, ValidationFailed, pydantic_fields
 from shared.jsondepth import MAX_JSON_DEPTH, TOO_DEEP, deeper_than, too_deep
 from shared.task_types import get_task_type
@@ -166,7 +166,7 @@ async def retry(request: web.Request) -> web.Response:
         raise NotFound(f"task type {record.get('type')!r} is not registered here")
     payload = body.payload if body.payload is not None else await stored_payload(request, task_id)
     try:
-        task_type.payload_model.model_validate(payload)
+        task_type.payload_model.model_validate(payload, context=request.app[SETTINGS])
     except ValidationError as exc:
         raise ValidationFailed(
             "payload is invalid for its type", fields=pydantic_fields(exc, "payload")

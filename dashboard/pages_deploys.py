@@ -9,9 +9,8 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import ValidationError
 
-from dashboard.api_deploys import DeployQuery, checked_deploy_id, deploy_rows, deploy_store
+from dashboard.api_deploys import DeployQuery, checked_deploy_id, deploy_rows, deploy_store, service_rows
 from dashboard.pages import render
-from shared.deploy.actions import service_summaries
 
 #: Statuses in which each action's button is shown (the store stays the judge: 409 otherwise).
 ACTION_WHEN = {
@@ -40,7 +39,7 @@ async def deploys(request: web.Request) -> web.Response:
         query, error = DeployQuery(), "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
     context = {
         "items": await deploy_rows(request, query.service, query.limit),
-        "services": await service_summaries(deploy_store(request)),
+        "services": await service_rows(request),
         "service": query.service or "",
         "limit": query.limit,
         "error": error,

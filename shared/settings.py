@@ -11,14 +11,25 @@ import secrets
 import socket
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
 from shared.keys import Keys
 from shared.ratelimit import PRODUCTION_DEFAULTS, ROUTE_CLASSES, RateSpec, parse_rate
+
+if TYPE_CHECKING:  # shared.deploy imports the settings' users; the file is loaded at validation
+    from shared.deploy.config import ServicesFile
 
 #: Minimum length of ``JWT_SECRET`` in bytes (HS256 wants a key at least as long as its hash).
 MIN_SECRET_BYTES = 32
@@ -34,6 +45,8 @@ class Settings(BaseSettings):
     """Every knob of every Opsdeck process, read from the environment."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=False)
+    #: The services file, loaded by :meth:`_load_services` (read it as :attr:`services`).
+    _services: ServicesFile = PrivateAttr()
 
     opsdeck_env: Literal["development", "production"] = "development"
     redis_url: str | None = None
@@ -142,11 +155,26 @@ class Settings(BaseSettings):
 
     @field_validator("opsdeck_services", mode="before")
     @classmethod
-    def _load_services(cls, value: object) -> Path | None:
-        """Validate the services file at start and make it this process's catalog (see shared.deploy)."""
-        from shared.deploy.config import activate_services_file
+    def _services_path(cls, value: object) -> Path | None:
+        """Empty is unset; ``~`` is expanded (the file itself is read by :meth:`_load_services`)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return Path(str(value)).expanduser()
 
-        return activate_services_file(value)
+    @model_validator(mode="after")
+    def _load_services(self) -> Settings:
+        """Read and validate the services file now, so a bad one stops the process at start (a
+        ConfigError naming the service and the field), and keep it as :attr:`services`."""
+        from shared.deploy.config import ServicesFile, load_services
+
+        path = self.opsdeck_services
+        self._services = load_services(path) if path is not None else ServicesFile()
+        return self
+
+    @property
+    def services(self) -> ServicesFile:
+        """The services file (``OPSDECK_SERVICES``) as loaded with these settings; empty when unset."""
+        return self._services
 
     @field_validator("knowledge_base_path", mode="before")
     @classmethod

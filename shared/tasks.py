@@ -14,10 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 
 class Priority(enum.StrEnum):
@@ -94,13 +97,16 @@ class TaskType:
         """This type's queues, most urgent first."""
         return [queue_name(self.queue_group, p) for p in Priority]
 
-    def encode_payload(self, payload: dict[str, Any]) -> bytes:
+    def encode_payload(self, payload: dict[str, Any], context: Settings | None = None) -> bytes:
         """The payload as validated by the type's model, encoded as JSON (what the message and the
-        task record carry); pydantic's ValidationError when the model refuses it."""
+        task record carry); pydantic's ValidationError when the model refuses it. ``context``: the
+        process's settings, the models' validation context (``deploy`` checks its service against
+        ``settings.services``)."""
         model = self.payload_model
         if accepts_any_object(model):
             return orjson.dumps(payload)
-        return model.__pydantic_serializer__.to_json(model.__pydantic_validator__.validate_python(payload))
+        validated = model.__pydantic_validator__.validate_python(payload, context=context)
+        return model.__pydantic_serializer__.to_json(validated)
 
 
 class TaskRegistry:

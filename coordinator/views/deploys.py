@@ -15,7 +15,6 @@ from coordinator.appkeys import PRINCIPAL, REDIS, SETTINGS, STORE
 from coordinator.http import correlation_id, json_response, parse_query, read_json, redis_deadline
 from coordinator.schemas import DeployCreate, DeployListQuery
 from shared.deploy.actions import apply_action, service_summaries
-from shared.deploy.config import active_services
 from shared.deploy.models import DEPLOY
 from shared.deploy.store import DeployStore, checked_id
 from shared.errors import Conflict, NotFound, ValidationFailed
@@ -39,7 +38,7 @@ async def create_deploy(request: web.Request) -> web.Response:
     """Enqueue a deploy of a configured service and record it (409 while the service is busy)."""
     principal = request[PRINCIPAL]
     body = await read_json(request, DeployCreate)
-    services = active_services().services
+    services = request.app[SETTINGS].services.services
     config = services.get(body.service)
     if config is None:
         msg = (
@@ -131,5 +130,5 @@ async def rollback_deploy(request: web.Request) -> web.Response:
 async def list_services(request: web.Request) -> web.Response:
     """Configured services with their stable and current versions."""
     async with redis_deadline(request):
-        items = await service_summaries(_store(request))
+        items = await service_summaries(_store(request), request.app[SETTINGS].services)
     return json_response({"items": items})

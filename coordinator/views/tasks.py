@@ -6,7 +6,7 @@ from aiohttp import web
 from aiohttp.hdrs import CONTENT_TYPE, LOCATION
 from multidict import CIMultiDict
 
-from coordinator.appkeys import PRINCIPAL, STORE
+from coordinator.appkeys import PRINCIPAL, SETTINGS, STORE
 from coordinator.http import (
     JSON_TYPE,
     json_response,
@@ -37,7 +37,7 @@ async def submit_task(request: web.Request) -> web.Response:
     """Validate a task against its type's model and enqueue it (202; 200 for a replayed key)."""
     app = request.app
     principal = request[PRINCIPAL]
-    body = parse_submission(await read_body(request))
+    body = parse_submission(await read_body(request), app[SETTINGS])
     store = app[STORE]
     task_id, created = await store.submit_json(  # bounded by the batcher's deadline
         body.task_type,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.deploy.config import active_services
+from shared.deploy.config import ServicesFile
 from shared.deploy.models import DEPLOY_STEP, DeployStatus
 from shared.deploy.store import DeployStore
 from shared.errors import Conflict
@@ -49,9 +49,10 @@ async def apply_action(
     return record
 
 
-async def service_summaries(store: DeployStore) -> list[dict[str, Any]]:
-    """Configured services (``OPSDECK_SERVICES``) with their stable and current versions."""
-    services = active_services().services
+async def service_summaries(store: DeployStore, services_file: ServicesFile) -> list[dict[str, Any]]:
+    """The services of ``services_file`` (the settings' ``OPSDECK_SERVICES``) with their stable
+    and current versions."""
+    services = services_file.services
     state = await store.services(sorted(services))
     items: list[dict[str, Any]] = []
     for name in sorted(services):

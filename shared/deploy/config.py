@@ -5,8 +5,8 @@ never from a request, so the API cannot be used to make the worker call arbitrar
 Secrets are named by environment variable (``secret_env``, ``api_key_env``, ...), never inlined.
 
 Building :class:`shared.settings.Settings` loads and validates the file named by
-``OPSDECK_SERVICES`` and makes it this process's *active catalog* (one Settings per process):
-a bad file stops the process at start with one line naming the service and the field. With
+``OPSDECK_SERVICES`` into the settings (``settings.services``, passed down with them): a bad file
+stops the process at start with one line naming the service and the field. With
 ``OPSDECK_SERVICES`` unset the catalog is empty and every deploy is refused with 422
 "no services configured".
 """
@@ -227,27 +227,3 @@ def load_services(path: Path) -> ServicesFile:
         return ServicesFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_describe(exc)}") from None
-
-
-_active: ServicesFile = ServicesFile()
-
-
-def activate_services_file(value: object) -> Path | None:
-    """Load ``value`` (a path, or None/"" for none) and make it the active catalog."""
-    global _active
-    if value is None or (isinstance(value, str) and not value.strip()):
-        _active = ServicesFile()
-        return None
-    path = Path(str(value)).expanduser()
-    _active = load_services(path)
-    return path
-
-
-def active_services() -> ServicesFile:
-    """The catalog of this process (empty when OPSDECK_SERVICES is unset)."""
-    return _active
-
-
-def get_service(name: str) -> ServiceConfig | None:
-    """The active configuration of ``name``, or None."""
-    return _active.services.get(name)

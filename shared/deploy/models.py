@@ -16,9 +16,9 @@ import enum
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.deploy.config import SERVICE_NAME, active_services
+from shared.deploy.config import SERVICE_NAME, ServiceConfig, ServicesFile
 from shared.store import decode_hash, iso
 from shared.tasks import TaskType
 
@@ -56,6 +56,12 @@ TERMINAL_STATUSES = frozenset(
 Action = Literal["promote", "pause", "resume", "abort", "rollback"]
 
 
+def configured_services(context: object) -> dict[str, ServiceConfig]:
+    """The services of a payload's validation context (the settings: ``settings.services``), or none."""
+    services = getattr(context, "services", None)
+    return services.services if isinstance(services, ServicesFile) else {}
+
+
 class DeployPayload(BaseModel):
     """Payload of the ``deploy`` task: which service, optionally which version and strategy."""
 
@@ -70,8 +76,10 @@ class DeployPayload(BaseModel):
 
     @field_validator("service")
     @classmethod
-    def _known(cls, name: str) -> str:
-        services = active_services().services
+    def _known(cls, name: str, info: ValidationInfo) -> str:
+        """A service of the services file: the validation context is the process's settings
+        (``model_validate(..., context=settings)``); without them no service is configured."""
+        services = configured_services(info.context)
         if not services:
             raise ValueError("no services configured (OPSDECK_SERVICES is unset or empty)")
         if name not in services:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from shared.deploy.config import ServicesFile, activate_services_file, active_services
+from shared.deploy.config import ServicesFile
 from shared.deploy.store import DeployStore
+from shared.settings import Settings
 from tests.dashboard.conftest import KEYS
 
 SERVICES_YAML = """
@@ -30,14 +31,18 @@ services:
 
 
 @pytest.fixture
-def services(dash_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServicesFile]:
-    """A services file made active for the test (after the settings, which reset it)."""
+def dash_settings(dash_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The dashboard's settings with a services file (``OPSDECK_SERVICES``), loaded as at start."""
     monkeypatch.setenv("DASH_TEST_WEBHOOK_SECRET", "s3cret")
     path = tmp_path / "services.yaml"
     path.write_text(SERVICES_YAML)
-    activate_services_file(path)
-    yield active_services()
-    activate_services_file(None)
+    return Settings(**{**dash_settings.model_dump(), "opsdeck_services": path})
+
+
+@pytest.fixture
+def services(dash_settings: Settings) -> ServicesFile:
+    """The services file of the dashboard's settings."""
+    return dash_settings.services
 
 
 @pytest.fixture

@@ -108,6 +108,7 @@ class Driver:
 
         self.queue: deque[tuple[dict[str, Any], float]] = deque()
         self.sent: list[tuple[dict[str, Any], float]] = []
+        self.settings = settings
         self.state = DeployState(client, settings)
         self.rollout = Rollout(self.state, settings, self._schedule)
 
@@ -118,7 +119,8 @@ class Driver:
     def start(self, service: str, task_id: str, **payload: Any) -> str:
         from shared.deploy.models import DeployPayload
 
-        self.rollout.start(DeployPayload(service=service, **payload), task_id, "tester")
+        deploy = DeployPayload.model_validate({"service": service, **payload}, context=self.settings)
+        self.rollout.start(deploy, task_id, "tester")
         return task_id
 
     def run(self, limit: int = 200, until: Callable[[], bool] | None = None) -> None:

@@ -43,7 +43,7 @@ def register(broker: Broker, settings: Settings) -> None:
         task_id = message.message_id if message is not None else ""
         submitted_by = client.hget(keys.task(task_id), "submitted_by") if task_id else None
         trigger = submitted_by.decode() if submitted_by else "task"
-        return rollout.start(DeployPayload.model_validate(payload), task_id, trigger)
+        return rollout.start(DeployPayload.model_validate(payload, context=settings), task_id, trigger)
 
     def deploy_step(payload: dict[str, Any]) -> None:
         """Run one step of a rollout, or apply an operator action."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.deploy.config import ServiceConfig, get_service
+from shared.deploy.config import ServiceConfig
 from shared.deploy.models import TERMINAL_STATUSES, DeployPayload, DeployStatus, StepPayload
 from shared.deploy.store import new_record
 from shared.logging import get_logger
@@ -302,7 +302,7 @@ class Rollout:
         self.state.release(rec["service"], rec["id"])
 
     def _config(self, service: str) -> ServiceConfig:
-        config = get_service(service)
+        config = self.settings.services.services.get(service)
         if config is None:
             raise DeployError(f"service {service!r} is not in the services file")
         return config
