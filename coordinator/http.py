@@ -13,29 +13,29 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from multidict import istr
-from pydantic import BaseModel, ValidationError
 
 from coordinator.appkeys import LIMITER, PRINCIPAL, RATE_METRICS, SETTINGS
 from shared.auth import Principal, Verifier
-from shared.errors import AuthError, ScopeError, ValidationFailed, pydantic_fields
+from shared.errors import AuthError, ScopeError, pydantic_fields
 from shared.ids import random_hex
-from shared.jsondepth import check_depth
 from shared.logging import CORRELATION_ID
 from shared.metrics import HttpMetrics, cancelled_status
 from shared.ratelimit import RateLimited
 from shared.settings import Settings
 from shared.web import (
+    JSON_TYPE,
     MAX_BODY_BYTES,
     REDIS_DOWN,
     error_response,
     exception_response,
     json_response,
     parse_query,
+    read_body,
+    read_json,
 )
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,8 @@ log = logging.getLogger(__name__)
 #: Accepted shape of an incoming X-Request-ID (anything else is replaced by a fresh id).
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-JSON_TYPE = "application/json"
 X_REQUEST_ID = istr("X-Request-ID")
 perf_counter = time.perf_counter
-Model = TypeVar("Model", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Checks a request's credentials against its route's scope: the principal, or AuthError (401) /
 #: ScopeError (403). Built once per route by a :data:`GuardFactory` from the declared scope.
@@ -54,40 +52,6 @@ Guard = Callable[[web.Request], Principal]
 #: ``factory(settings, verifier, scope)``: the guard of a route declaring ``scope`` (None: any
 #: valid token); how the caller presents its credentials differs by route, the scope never does.
 GuardFactory = Callable[[Settings, Verifier, str | None], Guard]
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The raw body of a JSON request: 415 unless it is ``application/json``, 413 beyond
-    MAX_BODY_BYTES. A body the parser already holds whole (any small request) is taken as it
-    is, without aiohttp's read loop."""
-    # the exact header is the common case: only parse it (parameters, case) when it differs
-    if request.headers.get("Content-Type") != JSON_TYPE and request.content_type != JSON_TYPE:
-        raise web.HTTPUnsupportedMediaType(reason="Content-Type must be application/json")
-    content = request.content
-    if not content.is_eof():
-        return await request.read()  # 413 beyond the app's client_max_size (MAX_BODY_BYTES)
-    body = content.read_nowait()
-    if len(body) > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=len(body))
-    return body
-
-
-async def read_json(request: web.Request, model: type[Model]) -> Model:
-    """Parse and validate a JSON body in one pass (pydantic-core): 415, 413, 400 or 422 on bad
-    input (:func:`shared.web.read_json` is the dashboard's form)."""
-    body = await read_body(request)
-    check_depth(body)  # 422 past MAX_JSON_DEPTH, before pydantic parses (shared.jsondepth)
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        if first["type"] == "json_invalid":
-            raise web.HTTPBadRequest(reason=f"malformed JSON: {first['msg']}") from None
-        if first["type"] == "model_type" and not first["loc"]:
-            raise ValidationFailed(
-                "body must be a JSON object", fields=[{"loc": ["body"], "msg": "expected an object"}]
-            ) from None
-        raise ValidationFailed("request body is invalid", fields=pydantic_fields(exc, "body")) from None
 
 
 def bearer_guard(settings: Settings, verifier: Verifier, scope: str | None) -> Guard:
@@ -250,6 +214,7 @@ def redis_deadline(request: web.Request) -> asyncio.Timeout:
 
 
 __all__ = [
+    "JSON_TYPE",
     "MAX_BODY_BYTES",
     "REDIS_DOWN",
     "AuthError",
