@@ -71,6 +71,7 @@ def serve(kind: str, redis_url: str, threads: int) -> None:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker: dramatiq.Broker  # plain: Dramatiq's RedisBroker; opsdeck: the one build_broker picks
     if kind == "plain":
         broker = RedisBroker(url=redis_url)
         dramatiq.actor(actor_name=NOOP.actor_name, queue_name=QUEUE, broker=broker)(noop)
