@@ -43,7 +43,7 @@ def test_keys_come_from_the_settings(monkeypatch):
     monkeypatch.delenv("DRAMATIQ_NAMESPACE", raising=False)
     s = Settings()
     assert s.keys == Keys() and s.keys is Settings().keys  # one Keys per process
-    other = Settings(key_prefix="other:", dramatiq_namespace="dq")  # type: ignore[arg-type]
+    other = Settings(key_prefix="other:", dramatiq_namespace="dq")
     assert other.keys == Keys("other:", "dq") and other.keys is not s.keys
     copied = s.model_copy(update={"key_prefix": "copy:"})
     assert copied.keys.prefix == "copy:"  # a copy with another prefix does not keep the old names

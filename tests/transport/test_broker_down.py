@@ -26,8 +26,11 @@ async def test_a_broker_down_at_start_is_waited_for(
         start_agent(procs, env_factory, tmp_path, BROKER_URL=url)
         wait_running(rclient, "agent")
         settings = Settings(
-            redis_url=redis_url, broker_url=url, jwt_secret=SECRET, opsdeck_var_dir=tmp_path / "var"
-        )  # type: ignore[arg-type]
+            redis_url=redis_url,
+            broker_url=url,
+            jwt_secret=SECRET,  # type: ignore[arg-type]
+            opsdeck_var_dir=tmp_path / "var",
+        )
         api = await aiohttp_client(create_app(settings))
         ids = []
         for _ in range(3):

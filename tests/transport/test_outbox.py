@@ -58,10 +58,7 @@ async def submit(settings: Settings, client: aioredis.Redis, n: int) -> list[str
     store = TaskStore(client, settings)
     try:
         done = await asyncio.gather(
-            *(
-                store.submit(ECHO, {"i": i}, Priority.P2, subject="t", correlation_id="c")
-                for i in range(n)
-            )
+            *(store.submit(ECHO, {"i": i}, Priority.P2, subject="t", correlation_id="c") for i in range(n))
         )
     finally:
         await store.aclose()
@@ -154,7 +151,7 @@ async def test_a_message_published_twice_runs_once(
 
 async def test_a_long_delay_waits_in_redis_until_nearly_due(rabbit_settings, aclient, rclient, rabbit_url):
     parked = LongDelays(rclient, KEYS.outbox_scheduled, max_hold_ms=600_000)
-    message = Message(
+    message: Message[Any] = Message(
         queue_name="default.p2.DQ", actor_name="echo", args=({},), kwargs={}, options={"eta": 1}
     )
     soon = int(time.time() * 1000) + 1000
