@@ -119,6 +119,14 @@ class Keys:
         (the agent releases them when the process dies)."""
         return f"{self.prefix}worker:{worker_id}:proc:{pid}:leases"
 
+    @property
+    def llm_tiers(self) -> str:
+        """Hash: LLM tier (``creative``/``balanced``/``fast``) → JSON ``{breaker, outcome, detail,
+        at, worker}`` of the last call a worker process made with that tier: its breaker's state
+        after the call (``closed``/``half_open``/``open``), ``ok``/``error``/``invalid``, the
+        failure, the time (ms) and ``<worker>/<pid>``; read by the coordinator's ``/health``."""
+        return f"{self.prefix}llm:tiers"
+
     # -- worker control --------------------------------------------------------------------------
     def worker_desired(self, worker_id: str) -> str:
         """Hash: the state an operator wants for an agent (state, processes); obeyed after restarts."""

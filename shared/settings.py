@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     retry_min_backoff: float = Field(default=1.0, gt=0)
     retry_max_backoff: float = Field(default=10.0, gt=0)
     redis_timeout: float = Field(default=1.5, gt=0, le=30)
+    #: ``/health`` reports the disk degraded when the filesystem of OPSDECK_VAR_DIR has less free.
+    health_disk_min_free_mb: int = Field(default=1024, ge=0)
 
     knowledge_base_path: Path | None = None
     llm_base_url: str | None = None

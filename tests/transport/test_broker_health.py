@@ -23,9 +23,12 @@ def coordinator_settings(redis_url: str, broker_url: str | None, tmp_path: Any) 
 
 async def test_the_redis_broker_is_the_state_store(api):
     report = await (await api.get("/health")).json()
-    assert report["components"]["broker"] == {
+    broker = report["components"]["broker"]
+    assert {k: broker[k] for k in ("status", "transport", "detail")} == {
         "status": "ok", "transport": "redis", "detail": "the state store's Redis",
     }  # fmt: skip
+    assert broker["latency_ms"] == report["components"]["redis"]["latency_ms"]  # the same Redis
+    assert set(broker) == {"status", "transport", "detail", "latency_ms", "timestamp"}
 
 
 @pytest.mark.slow

@@ -14,11 +14,16 @@
    half-open; a success resets it;
 5. **fallback** — after the last failed attempt the built-in suggestion is the answer.
 
+After each call the optional ``report`` hook gets the tier, the outcome (``ok``, ``error``,
+``invalid``), the failure and the breaker's state; :class:`RedisTierReport` writes them into the
+``llm_tiers`` hash (shared.keys) where the coordinator's ``/health`` reads them.
+
 One instance per worker process, shared by its threads (breaker and cache are thread-safe).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -29,6 +34,7 @@ from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.coach import metrics
@@ -128,6 +134,31 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
+#: ``report(tier, outcome, detail, breaker_state)`` after each LLM call.
+TierReport = Callable[[str, str, str | None, BreakerState], None]
+
+
+class RedisTierReport:
+    """Write a tier's last outcome and breaker state into one Redis hash field (``Keys.llm_tiers``);
+    a Redis error is ignored: reporting never fails a coaching turn."""
+
+    def __init__(self, client: redis.Redis, key: str, worker: str) -> None:
+        self.client = client
+        self.key = key
+        self.worker = worker
+
+    def __call__(self, tier: str, outcome: str, detail: str | None, breaker: BreakerState) -> None:
+        state = {
+            "breaker": breaker.name.lower(),
+            "outcome": outcome,
+            "detail": detail,
+            "at": int(time.time() * 1000),
+            "worker": self.worker,
+        }
+        with contextlib.suppress(redis.RedisError):
+            self.client.hset(self.key, tier, json.dumps(state))
+
+
 class GuardedLLM:
     """Cache, breaker, retries, downshift and fallback around an :class:`OpenAIClient` (module doc)."""
 
@@ -142,8 +173,10 @@ class GuardedLLM:
         backoff: float = 0.25,
         max_backoff: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
+        report: TierReport | None = None,
     ) -> None:
         self.client = client
+        self.report = report
         self.tiers = [t for t in TIERS if models.get(t)]
         if not self.tiers:
             raise ValueError("at least one model tier must be configured")
@@ -192,16 +225,23 @@ class GuardedLLM:
             try:
                 answer = LLMAnswer.model_validate_json(self.client.complete(self.models[tier], messages))
             except (LLMError, ValidationError) as exc:
-                metrics.LLM_BREAKER.set(self.breaker.record(False))
+                state = self.breaker.record(False)
+                metrics.LLM_BREAKER.set(state)
                 outcome = "invalid" if isinstance(exc, ValidationError) else "error"
                 metrics.LLM_REQUESTS.labels(tier, outcome).inc()
+                if self.report is not None:
+                    detail = str(exc) if outcome == "error" else "answer failed validation"
+                    self.report(tier, outcome, detail, state)
                 if isinstance(exc, LLMError) and not exc.retryable:
                     break
                 if attempt + 1 < self.attempts:
                     self.sleep(self.delay(attempt, exc.retry_after if isinstance(exc, LLMError) else None))
                 continue
-            metrics.LLM_BREAKER.set(self.breaker.record(True))
+            state = self.breaker.record(True)
+            metrics.LLM_BREAKER.set(state)
             metrics.LLM_REQUESTS.labels(tier, "ok").inc()
+            if self.report is not None:
+                self.report(tier, "ok", None, state)
             result = replace(builtin, text=answer.suggestion.strip(), source="llm", model=self.models[tier])
             self.cache.put(key, result)
             return result

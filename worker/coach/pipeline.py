@@ -15,6 +15,7 @@ makes a repeat or a redelivery a no-op). A turn that was handed out but not answ
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import time
@@ -34,7 +35,7 @@ from worker.bandit.linucb import reward_from_rating
 from worker.bandit.redis_state import RedisLinUCB
 from worker.coach import metrics
 from worker.coach.engine import BuiltinEngine, Suggestion
-from worker.coach.llm import GuardedLLM, OpenAIClient
+from worker.coach.llm import GuardedLLM, OpenAIClient, RedisTierReport
 from worker.coach.playbook import playbook_for
 
 #: Longest suggestion the guard lets through (longer ones are cut at a word boundary).
@@ -71,18 +72,22 @@ def node(name: str) -> Iterator[None]:
         metrics.NODE_TOTAL.labels(name, status).inc()
 
 
-def build_llm(settings: Settings) -> GuardedLLM | None:
-    """The guarded LLM when ``LLM_BASE_URL`` is set, else None (built-in engine only)."""
+def build_llm(settings: Settings, client: redis.Redis | None = None) -> GuardedLLM | None:
+    """The guarded LLM when ``LLM_BASE_URL`` is set, else None (built-in engine only); with a
+    ``client`` each call's tier state is reported into Redis (``Keys.llm_tiers``)."""
     if not settings.llm_base_url:
         return None
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-    client = OpenAIClient(settings.llm_base_url, key, settings.llm_timeout)
+    llm_client = OpenAIClient(settings.llm_base_url, key, settings.llm_timeout)
     models = {
         "creative": settings.llm_model_creative,
         "balanced": settings.llm_model_balanced,
         "fast": settings.llm_model_fast,
     }
-    return GuardedLLM(client, models)
+    report = None
+    if client is not None:
+        report = RedisTierReport(client, settings.keys.llm_tiers, f"{settings.worker_id}/{os.getpid()}")
+    return GuardedLLM(llm_client, models, report=report)
 
 
 def guard(suggestion: Suggestion, builtin: Suggestion) -> Suggestion:
@@ -114,7 +119,7 @@ class CoachPipeline:
             client, keys=keys, alpha=settings.bandit_alpha, warmup=settings.bandit_warmup
         )
         self.engine = BuiltinEngine(playbook_for(settings))
-        self.llm = llm if llm is not None else build_llm(settings)
+        self.llm = llm if llm is not None else build_llm(settings, client)
 
     # -- a chat turn -------------------------------------------------------------------------
     def run_turn(self, payload: CoachPayload, task_id: str) -> dict[str, Any]:
