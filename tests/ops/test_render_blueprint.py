@@ -48,12 +48,10 @@ NOT_DECLARED = {
     "OPSDECK_URL": "read by the `opsdeck deploy` CLI in an operator's shell, not by a service",
     "OPSDECK_TOKEN": "read by the `opsdeck deploy` CLI in an operator's shell, not by a service",
     "PYTHONPATH": "read by `opsdeck load` to hand the project path to the processes it starts",
-    **{
-        name: "RabbitMQ as the broker: Render has no managed RabbitMQ, the blueprint keeps the Redis broker"
-        " (docs/scaling.md)"
-        for name in ("BROKER_URL", "RABBITMQ_QUEUE_TYPE", "RABBITMQ_MANAGEMENT_URL", "RABBITMQ_MAX_HOLD",
-                     "OUTBOX_CLAIM_AFTER")
-    },  # fmt: skip
+    **dict.fromkeys(
+        ("BROKER_URL", "RABBITMQ_QUEUE_TYPE", "RABBITMQ_MANAGEMENT_URL", "RABBITMQ_MAX_HOLD", "OUTBOX_CLAIM_AFTER"),
+        "RabbitMQ as the broker: Render has no managed RabbitMQ, the blueprint keeps the Redis broker",
+    ),
 }
 SECRETS = {"JWT_SECRET", "METRICS_TOKEN", "SENTRY_DSN", "DASHBOARD_PASSWORD", "RENDER_API_KEY",
            "VERCEL_TOKEN", "LLM_API_KEY", "DEPLOY_WEBHOOK_SECRET"}  # fmt: skip
