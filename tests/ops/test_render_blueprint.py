@@ -49,7 +49,13 @@ NOT_DECLARED = {
     "OPSDECK_TOKEN": "read by the `opsdeck deploy` CLI in an operator's shell, not by a service",
     "PYTHONPATH": "read by `opsdeck load` to hand the project path to the processes it starts",
     **dict.fromkeys(
-        ("BROKER_URL", "RABBITMQ_QUEUE_TYPE", "RABBITMQ_MANAGEMENT_URL", "RABBITMQ_MAX_HOLD", "OUTBOX_CLAIM_AFTER"),
+        (
+            "BROKER_URL",
+            "RABBITMQ_QUEUE_TYPE",
+            "RABBITMQ_MANAGEMENT_URL",
+            "RABBITMQ_MAX_HOLD",
+            "OUTBOX_CLAIM_AFTER",
+        ),
         "RabbitMQ as the broker: Render has no managed RabbitMQ, the blueprint keeps the Redis broker",
     ),
 }
