@@ -170,7 +170,10 @@ def test_the_guarded_llm_writes_each_calls_tier_state(settings, rclient):
 
     class Client:
         def __init__(self) -> None:
-            self.answers = [LLMError("server error (502)"), '{"suggestion": "Try this."}']
+            self.answers: list[Exception | str] = [
+                LLMError("server error (502)"),
+                '{"suggestion": "Try this."}',
+            ]
 
         def complete(self, model: str, messages: Any) -> str:
             answer = self.answers.pop(0)
