@@ -1,4 +1,8 @@
-"""Fixtures for the operations files: promtool from Debian's ``prometheus`` package."""
+"""Fixtures for the operations files: promtool and amtool from Debian's packages.
+
+``promtool`` comes with the ``prometheus`` package, ``amtool`` with ``prometheus-alertmanager``;
+either is installed with apt-get when it is missing and the tests run as root.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,27 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 
 import psutil
 import pytest
 
-#: Processes the ``prometheus`` package may start from its postinst (no systemd in containers).
-SERVICE_NAMES = {"prometheus", "prometheus-node-exporter"}
+#: Processes the packages may start from their postinst (no systemd in containers).
+SERVICE_NAMES = {"prometheus", "prometheus-node-exporter", "prometheus-alertmanager"}
 
 
 def _service_pids() -> set[int]:
     pids = set()
     for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in SERVICE_NAMES:
+        name = proc.info["name"] or ""
+        # /proc/<pid>/comm keeps 15 characters: "prometheus-aler" is the Alertmanager
+        if name in SERVICE_NAMES or any(len(name) == 15 and s.startswith(name) for s in SERVICE_NAMES):
             pids.add(proc.pid)
     return pids
 
 
-def _apt_install() -> subprocess.CompletedProcess[str]:
+def _apt_install(package: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"]
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     if done.returncode != 0:  # stale or missing package lists on a fresh machine
         subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600, check=False)
@@ -44,27 +49,38 @@ def _end(pid: int) -> None:
             proc.kill()
 
 
-@pytest.fixture(scope="session")
-def promtool() -> Iterator[str]:
-    """Path of ``promtool``; installs Debian's ``prometheus`` package when root and it is missing.
+def debian_tool(tool: str, package: str) -> str:
+    """Path of ``tool``; installs Debian's ``package`` when root and the tool is missing.
 
-    The package's postinst may start a Prometheus server where no init policy forbids it; the
-    processes that appear during the install are ended (by pid) so nothing keeps listening on 9090.
+    The package's postinst may start a server where no init policy forbids it; the processes that
+    appear during the install are ended (by pid) so nothing keeps listening (9090, 9093).
+    Skips the test when the tool is missing and cannot be installed.
     """
-    found = shutil.which("promtool")
+    found = shutil.which(tool)
     if found:
-        yield found
-        return
+        return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip(
-            "promtool is not on PATH and cannot be installed here (needs root and apt-get): "
-            "install Debian's 'prometheus' package"
+            f"{tool} is not on PATH and cannot be installed here (needs root and apt-get): "
+            f"install Debian's {package!r} package"
         )
     before = _service_pids()
-    done = _apt_install()
+    done = _apt_install(package)
     for pid in _service_pids() - before:
         _end(pid)
-    found = shutil.which("promtool")
+    found = shutil.which(tool)
     if done.returncode != 0 or not found:
-        pytest.fail(f"apt-get install prometheus failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    yield found
+        pytest.fail(f"apt-get install {package} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return found
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of ``promtool`` (Debian's ``prometheus`` package, installed when missing)."""
+    return debian_tool("promtool", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    """Path of ``amtool`` (Debian's ``prometheus-alertmanager`` package, installed when missing)."""
+    return debian_tool("amtool", "prometheus-alertmanager")

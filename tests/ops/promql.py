@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-#: The metric names Opsdeck exports (issue 7 §1, issue 14) and Prometheus's own ``up``.
+#: The metric names Opsdeck exports (issue 7 §1, issue 14, worker/coach/metrics.py,
+#: worker/metrics.py, shared/metrics.py) and Prometheus's own ``up``.
 COUNTERS_AND_GAUGES = {
     "opsdeck_queue_length",
     "opsdeck_queue_delayed",
@@ -35,8 +36,21 @@ COUNTERS_AND_GAUGES = {
     "coordinator_bandit_reward",
     "coordinator_node_execution_total",
     "coordinator_active_sessions",
+    "coordinator_suggestions_total",
+    "coordinator_llm_requests_total",
+    "coordinator_llm_breaker_state",
+    "coordinator_llm_model_tier",
+    "coordinator_llm_cache_hits_total",
+    "coordinator_llm_cache_misses_total",
+    "coordinator_bandit_phase",
+    "opsdeck_outbox_entries",
+    "opsdeck_task_duplicate_executions_total",
+    "opsdeck_worker_processes",
+    "opsdeck_rate_limited_total",
     "up",
 }
+#: node_exporter's metrics the host alerts read (Opsdeck exports no disk metric).
+NODE_EXPORTER = {"node_filesystem_avail_bytes"}
 HISTOGRAMS = {
     "opsdeck_http_request_duration_seconds",
     "opsdeck_http_long_request_duration_seconds",
@@ -44,7 +58,11 @@ HISTOGRAMS = {
     "coordinator_bandit_ucb_score",
     "coordinator_node_execution_duration_seconds",
 }
-KNOWN_METRICS = COUNTERS_AND_GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+KNOWN_METRICS = (
+    COUNTERS_AND_GAUGES
+    | NODE_EXPORTER
+    | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+)
 
 FUNCTIONS = {
     "abs", "absent", "absent_over_time", "avg", "avg_over_time", "bottomk", "ceil", "changes",
