@@ -120,6 +120,7 @@ def test_redis_down_mutes_the_worker_and_queue_alerts_it_causes(config):
     assert "RedisDown" not in muted_by(config, "RedisDown")
     assert muted_by(config, "RedisOutOfMemory") == {"RedisMemoryHigh"}
     assert muted_by(config, "LLMBreakerOpen") >= {"LLMFallbackRate"}
+    assert muted_by(config, "APIErrorBudgetBurn") == {"APIErrorRate"}
 
 
 def test_critical_mutes_the_warning_level_of_the_same_alert(config):
