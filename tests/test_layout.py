@@ -54,7 +54,7 @@ DEVTOOLS = "shared.devtools"
 #: all of it. ``shared.transport`` is one interface (enqueue, queue stats, purge, dead letters,
 #: maintenance, the consumer) whose modules are its one implementation: the dashboard calls the
 #: queue part, the worker the broker and maintenance, and a second broker replaces them together.
-#: ``shared.deploy`` is not listed: each of its modules (models, store, actions, config, scripts)
+#: ``shared.deploy`` is not listed: each of its modules (models, store, actions, config)
 #: must have two rooms of its own; its ``__init__`` counts with every module of the package.
 PACKAGE_UNITS = ("shared.transport",)
 #: Shared modules whose second user is the tooling, which may not import an app: the worker's

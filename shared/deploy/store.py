@@ -1,4 +1,12 @@
-"""Async access to deploy records (coordinator and dashboard): create, read, list, act."""
+"""Async access to deploy records (coordinator and dashboard): create, read, list, act.
+
+The scripts that change deploy records atomically live in ``shared/deploy/lua/`` (the worker's
+:mod:`worker.deploy.state` runs them too), loaded like every Opsdeck script by
+:func:`shared.store.lua_source`: ``deploy_create`` adds a record and claims its service (one
+active deploy per service; ``exclusive``: a busy service is a conflict, the API's 409; otherwise
+the deploy is queued behind the active one and claims the service later with ``deploy_claim``),
+``deploy_release`` frees the service, ``deploy_action`` applies an operator action.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +18,10 @@ import redis.asyncio as aioredis
 
 from shared.deploy.config import ServiceConfig
 from shared.deploy.models import ID_PATTERN, DeployStatus, decode_deploy, encode_fields
-from shared.deploy.scripts import ACTION, CREATE
 from shared.errors import Conflict, NotFound
 from shared.keys import Keys
 from shared.settings import Settings
-from shared.store import iso
+from shared.store import iso, lua_source
 
 #: Largest page of ``GET /api/v1/deploys``.
 MAX_LIMIT = 200
@@ -49,7 +56,7 @@ def new_record(
 
 
 def create_args(keys: Keys, record: dict[str, Any], *, exclusive: bool) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the CREATE script for ``record``."""
+    """KEYS and ARGV of ``shared/deploy/lua/deploy_create.lua`` for ``record``."""
     flat: list[Any] = []
     for k, v in encode_fields(record).items():
         flat += [k, v]
@@ -77,8 +84,8 @@ class DeployStore:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.client = client
         self.keys = settings.keys
-        self._create = client.register_script(CREATE)
-        self._action = client.register_script(ACTION)
+        self._create = client.register_script(lua_source("shared.deploy", "deploy_create"))
+        self._action = client.register_script(lua_source("shared.deploy", "deploy_action"))
 
     async def create(
         self,

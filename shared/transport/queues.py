@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from functools import cache
-from importlib.resources import files
 from typing import Any
 
 import orjson
 
 from shared.keys import Keys
+from shared.store import lua_source
 from shared.task_types import all_queues
 from shared.transport.api import RetryOutcome
 
 
-@cache
 def script_source(name: str) -> str:
-    """The text of ``shared/transport/lua/<name>.lua`` (the scripts that move Dramatiq messages)."""
-    return (files("shared.transport") / "lua" / f"{name}.lua").read_text()
+    """The text of ``shared/transport/lua/<name>.lua`` (the scripts that move Dramatiq messages),
+    read like every Opsdeck script by :func:`shared.store.lua_source` (``--! include`` inlined)."""
+    return lua_source("shared.transport", name)
 
 
 #: Commands :func:`queue_stats_commands` queues per Dramatiq queue.

@@ -19,9 +19,9 @@ from typing import Any
 import redis
 
 from shared.deploy.models import decode_deploy, encode_fields
-from shared.deploy.scripts import CLAIM, CREATE, RELEASE
 from shared.deploy.store import create_args
 from shared.settings import Settings
+from shared.store import lua_source
 
 
 def now_ms() -> int:
@@ -36,9 +36,9 @@ class DeployState:
         self.client = client
         self.settings = settings
         self.keys = settings.keys
-        self._create = client.register_script(CREATE)
-        self._claim = client.register_script(CLAIM)
-        self._release = client.register_script(RELEASE)
+        self._create = client.register_script(lua_source("shared.deploy", "deploy_create"))
+        self._claim = client.register_script(lua_source("shared.deploy", "deploy_claim"))
+        self._release = client.register_script(lua_source("shared.deploy", "deploy_release"))
 
     def get(self, deploy_id: str) -> dict[str, Any] | None:
         """The raw-typed record (ms timestamps), or None."""
