@@ -88,7 +88,9 @@ async def test_full_path_through_real_coordinator_and_worker(procs, env_factory,
 
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
-async def test_failing_task_retries_then_goes_dead(procs, env_factory, tmp_path, rclient, api, auth, broker_url):
+async def test_failing_task_retries_then_goes_dead(
+    procs, env_factory, tmp_path, rclient, api, auth, broker_url
+):
     start_agent(procs, env_factory, tmp_path)
     resp = await api.post(
         "/api/v1/tasks", json={"type": "fail", "payload": {"message": "boom"}}, headers=auth()
