@@ -34,6 +34,7 @@ bench: $(STAMP)  ## run every benchmark in scripts/bench/ and write docs/benchma
 
 soak: $(STAMP)  ## long fault runs (more tasks, kills and outages; bounded, stop by themselves)
 	OPSDECK_SOAK=1 $(BIN)/pytest tests/reliability tests/transport -p no:randomly --timeout=1800
+	OPSDECK_SOAK=1 $(BIN)/pytest tests/dashboard tests/deploy tests/worker -m soak -p no:randomly --timeout=1800
 
 install: $(STAMP)  ## create or update .venv only, with exactly the versions in requirements.lock
 

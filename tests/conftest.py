@@ -3,6 +3,7 @@ plus factories for settings, tokens, the coordinator app and real worker agents.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,6 +84,20 @@ def broker_url(request: pytest.FixtureRequest) -> str | None:
 
 #: Both transports, for ``parametrize("broker_url", BROKERS, indirect=True)``.
 BROKERS = ["redis", "rabbitmq"]
+#: Both transports, the RabbitMQ variant only under ``make soak`` (OPSDECK_SOAK=1): for the slowest
+#: tests whose transport-specific part other RabbitMQ tests cover, to keep ``make test`` in budget.
+BROKERS_SOAK = [
+    "redis",
+    pytest.param(
+        "rabbitmq",
+        marks=[
+            pytest.mark.soak,
+            pytest.mark.skipif(
+                os.environ.get("OPSDECK_SOAK") != "1", reason="soak: runs under `make soak` (OPSDECK_SOAK=1)"
+            ),
+        ],
+    ),
+]
 
 
 @pytest.fixture
@@ -132,8 +147,13 @@ async def api(aiohttp_client: Any, settings: Settings) -> Any:
 
 
 @pytest.fixture
-def procs() -> Iterator[Processes]:
+def procs(request: pytest.FixtureRequest) -> Iterator[Processes]:
     """Start Opsdeck processes; whatever is still running at the end is stopped."""
+    if "broker_url" in request.fixturenames:
+        # set up first, torn down last: the processes stop before their RabbitMQ vhost is deleted
+        # (deleted under them, every consumer errs and sleeps Dramatiq's 3 s restart delay, which
+        # the drain then waits out)
+        request.getfixturevalue("broker_url")
     group = Processes()
     yield group
     group.stop_all()

@@ -4,7 +4,8 @@ It consumes every queue of every registered task type with ``WORKER_THREADS`` th
 (or SIGINT) stops consuming and lets in-flight messages finish within ``SHUTDOWN_TIMEOUT``;
 messages still running then are left unacked, and Dramatiq's maintenance redelivers them.
 SIGUSR1 pauses consumption (in-flight messages finish), SIGUSR2 resumes it; with
-``WORKER_START_PAUSED=1`` it starts paused. Queues in the paused-queues set are not consumed.
+``WORKER_START_PAUSED=1`` it starts paused. Queues in the paused-queues set are not consumed
+(from the process's first fetch on: see :class:`worker.queue_pause.PausedAtBoot`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from shared.task_types import all_queues
 from shared.transport.redis_broker import pause_consumers, resume_consumers
 from worker.actors import register_actors
 from worker.broker import OpsdeckBroker, WorkerBroker, build_broker
-from worker.queue_pause import QueuePauses
+from worker.queue_pause import PausedAtBoot, QueuePauses
 from worker.supervisor import RECYCLE_EXIT, START_PAUSED_ENV
 
 log = logging.getLogger("worker.process")
@@ -85,6 +86,8 @@ def main() -> None:
     # Ready for pause/resume signals only now (the agent started us with them ignored).
     signal.signal(signal.SIGUSR1, signals.on_pause)
     signal.signal(signal.SIGUSR2, signals.on_pause)
+    # Consumers start fetching inside worker.start(): paused ones must be paused before that.
+    broker.add_middleware(PausedAtBoot(broker.client, settings.keys, lambda: signals.want_paused))
     worker.start()
     log.info("consuming %s with %d threads", ", ".join(all_queues()), settings.worker_threads)
     exit_code = _supervise(worker, broker, settings, signals)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import redis
+from dramatiq import Middleware
 
 from shared.keys import Keys
 from shared.transport.redis_broker import pause_consumers, resume_consumers
@@ -48,3 +50,29 @@ class QueuePauses:
         """After a whole-worker resume (which resumes every consumer), pause the listed queues again."""
         self.paused = set()
         self.refresh()
+
+
+class PausedAtBoot(Middleware):
+    """Pauses a consumer thread as it boots, before its first fetch, when its queue is in the
+    paused set or the whole process starts paused (``start_paused()``).
+
+    Dramatiq starts consuming inside ``Worker.start``, before the process's loop first applies the
+    pauses (:meth:`QueuePauses.refresh`, the whole-process pause); without this, a process that
+    starts (an agent start, a restart, a scale-up) while a queue is paused takes that queue's
+    waiting messages (a prefetch's worth) in that moment, and runs them."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, start_paused: Callable[[], bool]) -> None:
+        self.client = client
+        self.keys = keys
+        self.start_paused = start_paused
+
+    def after_consumer_thread_boot(self, broker: Any, thread: Any) -> None:
+        """In the consumer thread, before it consumes (a Redis blip pauses nothing, as in refresh)."""
+        if not self.start_paused():
+            try:
+                paused = self.client.sismember(self.keys.paused_queues, thread.queue_name)
+            except redis.RedisError:
+                return
+            if not paused:
+                return
+        pause_consumers(broker, [thread])

@@ -1,5 +1,7 @@
 """A real browser (Playwright driving Debian's chromium) against a real dashboard, agent and Redis:
-log in, watch a worker's CPU/memory change live, restart it, watch a queue fill and drain."""
+log in, watch a worker's CPU/memory change live, restart it, watch a queue fill and drain (on both
+transports: with RabbitMQ the submissions go through the outbox and the queue's depth is
+RabbitMQ's)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from shared.devtools.embedded_redis import free_port
 from shared.settings import Settings
 from shared.tasks import ECHO, SLEEP, Priority
 from shared.taskstore import TaskStore
-from tests.conftest import ROOT, SECRET
+from tests.conftest import BROKERS_SOAK, ROOT, SECRET
 from tests.dashboard.conftest import KEYS
 from tests.helpers import wait_for
 from tests.worker.test_end_to_end import start_agent, wait_running
@@ -64,10 +66,14 @@ def log_in(
     return browser, page, errors
 
 
-def submit(redis_url: str, task_type, payload, n: int) -> None:
+def submit(redis_url: str, task_type, payload, n: int, broker_url: str | None = None) -> None:
+    """Submit ``n`` tasks as the coordinator does (with RabbitMQ: into the outbox, which the
+    agent's relay publishes)."""
+
     async def go() -> None:
         client = aioredis.Redis.from_url(redis_url)
-        store = TaskStore(client, Settings(redis_url=redis_url, jwt_secret=SECRET))  # type: ignore[arg-type]
+        settings = Settings(redis_url=redis_url, broker_url=broker_url, jwt_secret=SECRET)  # type: ignore[arg-type]
+        store = TaskStore(client, settings)
         for _ in range(n):
             await store.submit(task_type, payload, Priority.P2, subject="browser-test", correlation_id="c")
         await store.aclose()
@@ -91,7 +97,10 @@ def states_until(page, selector: str, final: str, after: str, timeout: float = 4
     raise AssertionError(f"states seen: {seen}")
 
 
-def test_operator_in_a_real_browser(procs, env_factory, tmp_path, rclient, redis_url, token):
+# RabbitMQ under `make soak` only (the slowest variant; its queue counts and pauses are checked by
+# tests/transport/test_rabbit_admin.py and tests/worker/test_control.py in `make test`)
+@pytest.mark.parametrize("broker_url", BROKERS_SOAK, indirect=True)
+def test_operator_in_a_real_browser(procs, env_factory, tmp_path, rclient, redis_url, token, broker_url):
     pytest.importorskip("playwright")
     ensure_chromium()
     from playwright.sync_api import sync_playwright
@@ -114,7 +123,7 @@ def test_operator_in_a_real_browser(procs, env_factory, tmp_path, rclient, redis
 
         # CPU / memory change without a reload (some work makes the numbers move)
         first = (page.locator(f"{card} .cpu").text_content(), page.locator(f"{card} .mem").text_content())
-        submit(redis_url, ECHO, {"x": "y" * 1000}, 200)
+        submit(redis_url, ECHO, {"x": "y" * 1000}, 200, broker_url)
         page.wait_for_function(
             """([sel, cpu, mem]) => {
                 const c = document.querySelector(sel + ' .cpu'), m = document.querySelector(sel + ' .mem');
@@ -130,7 +139,7 @@ def test_operator_in_a_real_browser(procs, env_factory, tmp_path, rclient, redis
         page.goto(f"{base}/workers")
         page.wait_for_selector(f"{card} button[data-action=restart]")
         old_pids = page.locator(f"{card} .pids").text_content()
-        submit(redis_url, SLEEP, {"seconds": 2}, 1)  # in-flight work makes the drain visible
+        submit(redis_url, SLEEP, {"seconds": 2}, 1, broker_url)  # in-flight work makes the drain visible
         time.sleep(0.5)
         page.click(f"{card} button[data-action=restart]")
         page.wait_for_selector("#confirm[open]")
@@ -154,7 +163,7 @@ def test_operator_in_a_real_browser(procs, env_factory, tmp_path, rclient, redis
         page.wait_for_selector(f"{row} td:has-text('paused')")
         # the worker process applies it within a second or so (later on a loaded machine): wait for its word
         wait_for(lambda: "queue default.p2 paused" in agent_log.read_text(), timeout=30, what="queue paused")
-        submit(redis_url, ECHO, {}, 25)
+        submit(redis_url, ECHO, {}, 25, broker_url)
         page.wait_for_function("s => document.querySelector(s)?.textContent === '25'", arg=f"{row} .ready")
         page.screenshot(path=str(SHOTS / "queue-filled.png"), full_page=True)
         page.click(f"{row} button:has-text('resume')")

@@ -1,13 +1,18 @@
-"""Deploys through a real worker agent: the task path, and a canary that survives a SIGKILL."""
+"""Deploys through a real worker agent, on both transports: the task path, a canary that survives a
+SIGKILL, one paused during a step's pause, and the CLI following a rollout. Canary steps are
+delayed messages (the Redis broker's delay queue; RabbitMQ's ``.DQ``, held by the worker until
+due); operator actions are P0 messages submitted like tasks (on RabbitMQ through the outbox)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
 import pytest
 
 from shared.keys import Keys
+from tests.conftest import BROKERS, BROKERS_SOAK
 from tests.deploy.conftest import services_yaml
 from tests.helpers import read_log, wait_for
 from tests.worker.test_end_to_end import start_agent, wait_running, wait_status
@@ -17,10 +22,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def dapi(aiohttp_client, dsettings):
+async def dapi(aiohttp_client, dsettings, broker_url):
+    """The coordinator on the test's transport (with RabbitMQ, its outbox relay runs too)."""
     from coordinator.app import create_app
 
-    return await aiohttp_client(create_app(dsettings))
+    return await aiohttp_client(create_app(dsettings.model_copy(update={"broker_url": broker_url})))
 
 
 def agent_env(fakes, tmp_path, deploy_env, pause):
@@ -38,20 +44,36 @@ def deploy_status(rclient, deploy_id, *statuses):
     )
 
 
+async def waiting(wait, *args, **kwargs):
+    """A blocking wait in a thread: the in-process coordinator (``dapi``, and with RabbitMQ its
+    outbox relay) runs on the test's event loop and must keep running while the test waits."""
+    return await asyncio.to_thread(wait, *args, **kwargs)
+
+
+def step_sent(rclient, deploy_id, step):
+    return wait_for(
+        lambda: rclient.hget(KEYS.deploy(deploy_id), "next_sent") == str(step).encode(),
+        timeout=30,
+        what=f"step {step} sent",
+    )
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
 async def test_deploy_task_runs_through_a_real_worker(procs, env_factory, tmp_path, rclient, dapi, auth,
                                                       fakes, deploy_env):  # fmt: skip
     _, log = start_agent(procs, env_factory, tmp_path, **agent_env(fakes, tmp_path, deploy_env, 0))
     body = {"type": "deploy", "payload": {"service": "test", "version": "1.2.3"}, "priority": "P2"}
     task_id = (await (await dapi.post("/api/v1/tasks", json=body, headers=auth())).json())["id"]
-    task = wait_status(rclient, task_id, "succeeded", "failed", "dead")
+    task = await waiting(wait_status, rclient, task_id, "succeeded", "failed", "dead")
     assert task["status"] == "succeeded", read_log(log)
-    deploy_status(rclient, task_id, "succeeded")
+    await waiting(deploy_status, rclient, task_id, "succeeded")
     record = await (await dapi.get(f"/api/v1/deploys/{task_id}", headers=auth("deploy"))).json()
     assert record["trigger"] == "tester" and record["version"] == "1.2.3"
     assert [c["weight"] for c in fakes.webhook_calls] == [100]
     assert rclient.hget(KEYS.deploy_stable("test"), "version") == b"1.2.3"
 
 
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
 async def test_canary_survives_a_sigkill_with_one_provider_call_per_step(
     procs, env_factory, tmp_path, rclient, dapi, auth, fakes, deploy_env
 ):
@@ -62,16 +84,45 @@ async def test_canary_survives_a_sigkill_with_one_provider_call_per_step(
     )
     deploy_id = (await resp.json())["id"]
     # Step 1 (5 %) has run and step 2 waits out its pause: kill the process holding it.
-    wait_for(
-        lambda: rclient.hget(KEYS.deploy(deploy_id), "next_sent") == b"2", timeout=30, what="step 2 sent"
-    )
+    await waiting(step_sent, rclient, deploy_id, 2)
     os.kill(first.procs[0].pid, signal.SIGKILL)
-    deploy_status(rclient, deploy_id, "succeeded", "failed", "rolled_back")
+    await waiting(deploy_status, rclient, deploy_id, "succeeded", "failed", "rolled_back")
     record = await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=auth("deploy"))).json()
     assert record["status"] == "succeeded", (record, read_log(log))
     assert [(c["step"], c["weight"]) for c in fakes.webhook_calls] == [(0, 1), (1, 5), (2, 25), (3, 100)]
     assert [g["weight"] for g in record["gates"]] == [1, 5, 25, 100]
     assert rclient.hget(KEYS.deploy_stable("api"), "version") == b"v2"
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_canary_paused_during_a_step_pause_holds_then_resumes(
+    procs, env_factory, tmp_path, rclient, dapi, auth, fakes, deploy_env
+):
+    """The next step's delayed message comes due while the deploy is paused: it does nothing;
+    resume sends the step again (P0) and the rollout ends with one provider call per step."""
+    pause = 1.0
+    _, log = start_agent(procs, env_factory, tmp_path, **agent_env(fakes, tmp_path, deploy_env, pause))
+    wait_running(rclient, "agent")
+    headers = auth("deploy", sub="pat")
+    resp = await dapi.post("/api/v1/deploys", json={"service": "api", "version": "v3"}, headers=headers)
+    deploy_id = (await resp.json())["id"]
+    # Step 0 (1 %) has run; step 1 is sent, delayed by the pause: pause the deploy in between.
+    await waiting(step_sent, rclient, deploy_id, 1)
+    paused = await dapi.post(f"/api/v1/deploys/{deploy_id}/pause", headers=headers)
+    assert paused.status == 202, await paused.text()
+    assert (await paused.json())["status"] == "paused"
+    await asyncio.sleep(pause + 1.5)  # the delayed step came due (and was consumed) while paused
+    record = await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=headers)).json()
+    assert record["status"] == "paused" and record["step"] == 1, (record, read_log(log))
+    assert [(c["step"], c["weight"]) for c in fakes.webhook_calls] == [(0, 1)]
+    resumed = await dapi.post(f"/api/v1/deploys/{deploy_id}/resume", headers=headers)
+    assert resumed.status == 202, await resumed.text()
+    await waiting(deploy_status, rclient, deploy_id, "succeeded", "failed", "rolled_back")
+    record = await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=headers)).json()
+    assert record["status"] == "succeeded", (record, read_log(log))
+    assert [(c["step"], c["weight"]) for c in fakes.webhook_calls] == [(0, 1), (1, 5), (2, 25), (3, 100)]
+    assert [g["weight"] for g in record["gates"]] == [1, 5, 25, 100]
+    assert rclient.hget(KEYS.deploy_stable("api"), "version") == b"v3"
 
 
 def live(port):
@@ -84,6 +135,9 @@ def live(port):
         return False
 
 
+# RabbitMQ under `make soak` only: the CLI polls the API, whatever the transport; the canary's
+# delayed steps on RabbitMQ are checked by the two tests above
+@pytest.mark.parametrize("broker_url", BROKERS_SOAK, indirect=True)
 def test_cli_deploy_watch_follows_the_rollout(procs, env_factory, tmp_path, rclient, fakes, deploy_env):
     import subprocess
     import sys

@@ -96,7 +96,9 @@ async def test_failing_task_retries_then_goes_dead(
         "/api/v1/tasks", json={"type": "fail", "payload": {"message": "boom"}}, headers=auth()
     )
     task_id = (await resp.json())["id"]
-    record = wait_status(rclient, task_id, "dead")
+    # in a thread: with RabbitMQ the in-process coordinator's outbox relay runs on this loop (a wait
+    # blocking it stalls an entry that relay read until another takes it over, OUTBOX_CLAIM_AFTER)
+    record = await asyncio.to_thread(wait_status, rclient, task_id, "dead")
     assert record["attempts"] == "3"  # TASK_MAX_RETRIES=2 → three attempts
     assert record["error"] == "RequestedFailure: boom"
     assert "Traceback" in record["traceback"]
@@ -164,7 +166,7 @@ async def test_killed_process_is_restarted_and_its_task_redelivered(
         "/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 1.5}}, headers=auth()
     )
     task_id = (await resp.json())["id"]
-    wait_status(rclient, task_id, "running")
+    await asyncio.to_thread(wait_status, rclient, task_id, "running")  # the relay keeps running
     victim = first.procs[0].pid
     os.kill(victim, signal.SIGKILL)
     # The agent restarts the process (new pid) ...
@@ -196,7 +198,7 @@ async def test_canceled_task_that_was_already_fetched_is_skipped(
         "/api/v1/tasks", json={"type": "sleep", "payload": {"seconds": 1}}, headers=auth()
     )
     blocker_id = (await blocker.json())["id"]
-    wait_status(rclient, blocker_id, "running")
+    await asyncio.to_thread(wait_status, rclient, blocker_id, "running")  # the relay keeps running
     queued = await api.post("/api/v1/tasks", json={"type": "echo"}, headers=auth())
     queued_id = (await queued.json())["id"]
     await asyncio.sleep(0.3)  # the single thread is busy; the echo sits in the prefetch buffer or the queue
