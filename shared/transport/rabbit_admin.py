@@ -342,12 +342,13 @@ class RabbitQueueAdmin:
     async def dead_letters(self, queue: str, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` dead letters of ``queue``, read from the records of its tasks that
         ended dead or failed (RabbitMQ's ``.XQ`` cannot be browsed): ``id`` is the task id,
-        ``dead_at`` when it ended (ms), ``retries`` its attempts, ``traceback`` the recorded one
+        ``dead_at`` when it ended (ms), ``retries`` Dramatiq's retry count (the record's round, as the
+        Redis broker's dead letters count), ``traceback`` the recorded one
         (else the error), ``args`` ``[payload]``."""
-        fields = ("type", "finished_at", "updated_at", "attempts", "traceback", "error", "payload")
+        fields = ("type", "finished_at", "updated_at", "round", "traceback", "error", "payload")
         rows: list[dict[str, Any]] = []
         for status in DEAD_STATUSES:
-            for task_id, (actor, finished, updated, attempts, tb, error, payload) in await self._tasks_of(
+            for task_id, (actor, finished, updated, round_, tb, error, payload) in await self._tasks_of(
                 status, queue, limit, fields
             ):
                 rows.append(
@@ -355,7 +356,7 @@ class RabbitQueueAdmin:
                         "id": task_id,
                         "actor": _text(actor),
                         "dead_at": _int(finished) or _int(updated) or 0,
-                        "retries": _int(attempts) or 0,
+                        "retries": _int(round_) or 0,
                         "traceback": (_text(tb) or _text(error) or "")[-MAX_TRACEBACK_CHARS:] or None,
                         "args": [_json(payload)],
                         "status": status,

@@ -112,6 +112,9 @@ class OpsdeckRabbitBroker(RabbitmqBroker):
         self.client = client
         #: Consumers are pushed to by RabbitMQ: no wake-ups (see shared.transport.wakeup).
         self.wakeups: None = None
+        #: Queues being paused (shared.transport.redis_broker.pause_consumers): their consumers
+        #: take nothing more, so a busy queue's thread sees an empty answer and stops.
+        self.held: set[str] = set()
         self.connection_lost = threading.Event()
         self.connect_backoff = _ConnectBackoff()
 
@@ -182,8 +185,16 @@ class _NotingRabbitConsumer(_RabbitmqConsumer):
         broker.connect_backoff.succeeded()
 
     def __next__(self) -> Any:
+        if self.queue_name in self.broker.held:
+            time.sleep(0.01)  # paused: an empty answer makes the thread stop consuming
+            return None
         try:
-            return super().__next__()  # type: ignore[no-untyped-call]
+            message = super().__next__()  # type: ignore[no-untyped-call]
         except ConnectionClosed:
             self.broker.connection_lost.set()
             raise
+        if message is not None and self.queue_name in self.broker.held:
+            # arrived as the pause began: left unacked, RabbitMQ requeues it when the paused
+            # thread closes its consumer
+            return None
+        return message

@@ -220,6 +220,9 @@ def pause_consumers(broker: Any, consumers: Iterable[Any]) -> None:
     consumers = list(consumers)
     for consumer in consumers:
         consumer.pause()
+    held: set[str] | None = getattr(broker, "held", None)  # the RabbitMQ broker's
+    if held is not None:
+        held.update(consumer.queue_name for consumer in consumers)
     wakeups: Wakeups | None = getattr(broker, "wakeups", None)
     if wakeups is not None:
         wakeups.hold(consumer.queue_name for consumer in consumers)
@@ -228,6 +231,9 @@ def pause_consumers(broker: Any, consumers: Iterable[Any]) -> None:
 def resume_consumers(broker: Any, consumers: Iterable[Any]) -> None:
     """Resume consumer threads paused by :func:`pause_consumers`."""
     consumers = list(consumers)
+    held: set[str] | None = getattr(broker, "held", None)
+    if held is not None:
+        held.difference_update(consumer.queue_name for consumer in consumers)
     wakeups: Wakeups | None = getattr(broker, "wakeups", None)
     if wakeups is not None:
         wakeups.release(consumer.queue_name for consumer in consumers)

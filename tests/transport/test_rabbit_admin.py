@@ -236,7 +236,7 @@ async def test_dead_letters_are_the_dead_and_failed_tasks_of_the_queue_newest_fi
     assert [r["id"] for r in rows] == [ids[1], ids[2], ids[0]]
     first = rows[0]
     assert first == {
-        "id": ids[1], "actor": "echo", "dead_at": 3_000, "retries": 3,
+        "id": ids[1], "actor": "echo", "dead_at": 3_000, "retries": 2,
         "traceback": "ValueError: no traceback kept", "args": [{"n": 1, "note": "x"}], "status": "dead",
     }  # fmt: skip
     assert rows[2]["traceback"].endswith("RuntimeError: boom")
