@@ -54,6 +54,13 @@ class FaultProxy:
             self._loop.run_forever()
         finally:
             server.close()
+            self._drop_all()
+            # the connections' handlers end, then the loop closes (and with it its self-pipe)
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
 
     def _drop_all(self) -> None:
         for writer in list(self._writers):
