@@ -95,6 +95,7 @@ def cluster_vhost(rabbit_cluster: RabbitCluster) -> Any:
     rabbit_cluster.seed.delete_vhost(vhost)
 
 
+@pytest.mark.skipif(not SOAK, reason="soak: its cluster boot alone takes 22-29 s (`make soak`)")
 @pytest.mark.timeout(300)
 async def test_quick_cluster_fault(
     rabbit_cluster, cluster_vhost, procs, env_factory, tmp_path, rclient, auth, capsys
