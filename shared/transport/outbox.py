@@ -35,6 +35,7 @@ from typing import Any
 import aio_pika
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from dramatiq.common import q_name
 from redis.exceptions import RedisError, ResponseError
 
 from shared.settings import Settings
@@ -250,8 +251,6 @@ class OutboxRelay:
         self._backlog = False
 
     async def _declare(self, channel: AbstractChannel, queue: str) -> None:
-        from dramatiq.common import q_name
-
         canonical = q_name(queue)
         if canonical in self._declared:
             return
