@@ -19,6 +19,7 @@ from aiohttp import hdrs, web
 from multidict import istr
 
 from coordinator.appkeys import LIMITER, PRINCIPAL, RATE_METRICS, SETTINGS
+from shared import tracing
 from shared.auth import Principal, Verifier
 from shared.errors import AuthError, ScopeError, pydantic_fields
 from shared.ids import random_hex
@@ -140,7 +141,10 @@ def edge(
 
     A wrapper per route rather than an aiohttp middleware: a middleware chain costs the hot path
     two more coroutine frames per request (the chain's own and aiohttp's current-app fix-up), and
-    unmatched paths and methods reach the same wrapper through :func:`add_fallbacks`."""
+    unmatched paths and methods reach the same wrapper through :func:`add_fallbacks`.
+
+    With tracing on (:func:`shared.tracing.enabled` when the route is built) the wrapper runs in
+    the route's SERVER span (:func:`shared.tracing.server_handler`); off, nothing of it runs."""
     observe, observe_long = metrics.observe, metrics.observe_long
 
     async def edged(request: web.Request) -> web.StreamResponse:
@@ -170,6 +174,8 @@ def edge(
             observe(method or request.method, path, response.status, perf_counter() - started)
         return response
 
+    if tracing.enabled() and path not in tracing.UNTRACED_ROUTES:
+        return tracing.server_handler(edged, path, method)
     return edged
 
 

@@ -22,6 +22,7 @@ from dashboard import auth, metrics, pages, stream
 from dashboard.appkeys import KEYS, QUEUES, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
 from dashboard.guard import make_guard, security_headers
 from dashboard.routes import API, METRICS_TOKEN_ROUTES, PAGES, SCOPES
+from shared import tracing
 from shared.errors import ConfigError
 from shared.redis import WaitingPool, async_client
 from shared.settings import Settings
@@ -67,7 +68,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """Build the dashboard app for ``settings``."""
     app = web.Application(
-        middlewares=[metrics.observe, error_middleware, make_guard(SCOPES, METRICS_TOKEN_ROUTES)],
+        middlewares=[
+            *([tracing.server_middleware] if tracing.enabled() else []),
+            metrics.observe,
+            error_middleware,
+            make_guard(SCOPES, METRICS_TOKEN_ROUTES),
+        ],
         client_max_size=64 * 1024,
     )
     app[SETTINGS] = settings

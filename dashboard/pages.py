@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +23,9 @@ from shared import __version__
 from shared.task_types import task_types
 from shared.tasks import Priority, TaskStatus
 from shared.web import truncate
+
+#: A sampled trace's id as the task record holds it (32 lower-case hex digits).
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 #: Characters of JSON shown in a page before it is cut.
 MAX_PAGE_JSON = 16_384
@@ -116,7 +120,17 @@ async def tasks(request: web.Request) -> web.Response:
 async def task(request: web.Request) -> web.Response:
     """One task: payload, result, error, traceback, timeline; retry (exact or edited) and cancel."""
     data = await task_detail_data(request, request.match_info["id"])
-    return render(request, "task.html", "task", {"t": data})
+    return render(
+        request, "task.html", "task", {"t": data, "trace_url": trace_url(request, data.get("trace_id"))}
+    )
+
+
+def trace_url(request: web.Request, trace_id: object) -> str | None:
+    """The trace's page in Jaeger, Tempo, ... (``TRACE_URL_TEMPLATE`` with ``{trace_id}``), or None."""
+    template = request.app[SETTINGS].trace_url_template
+    if not template or not isinstance(trace_id, str) or not _TRACE_ID.match(trace_id):
+        return None
+    return template.replace("{trace_id}", trace_id)
 
 
 async def audit_page(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from shared import tracing
 from shared.keys import Keys
 from shared.store import script_source
 
@@ -42,6 +43,10 @@ class Command(BaseModel):
     processes: int | None = Field(default=None, ge=0, le=MAX_PROCESSES)
     issuer: str
     issued_at: float
+    #: W3C traceparent of the request that issued it (shared.tracing): the agent's span continues it.
+    traceparent: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+    )
 
 
 class CommandRecord(Command):
@@ -63,6 +68,7 @@ def new_command(worker: str, action: Action, *, issuer: str, processes: int | No
         processes=processes,
         issuer=issuer,
         issued_at=time.time(),
+        traceparent=tracing.current_context()[0] or None,
     )
 
 

@@ -2,7 +2,8 @@
 
 Every record — ours through structlog, and stdlib ones from aiohttp or Dramatiq — goes through the
 same processors, so each line carries the process name and whatever is bound in the current
-context (``correlation_id``, ``task_id``, ...), and values under secret-looking keys are redacted.
+context (``correlation_id``, ``task_id``, ...) and, inside a sampled span, its ``trace_id`` and
+``span_id``; values under secret-looking keys are redacted.
 
 Tracebacks are plain text without local variables in every mode (never ``rich``'s, which shows
 locals, whether or not it is installed) and at most :data:`MAX_TRACEBACK_LINES` lines. Task data
@@ -39,6 +40,7 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry.trace import get_current_span
 from structlog.contextvars import bind_contextvars, clear_contextvars, merge_contextvars
 
 #: Keys whose values never reach a log line.
@@ -183,6 +185,16 @@ def _render_exception(logger: Any, method: str, event: MutableMapping[str, Any])
     return event
 
 
+def _add_trace(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``trace_id`` and ``span_id`` of the current span, when one is sampled (shared.tracing):
+    a line written inside a request's or a task's span names the trace to open."""
+    ctx = get_current_span().get_span_context()
+    if ctx.trace_flags.sampled:
+        event.setdefault("trace_id", f"{ctx.trace_id:032x}")
+        event.setdefault("span_id", f"{ctx.span_id:016x}")
+    return event
+
+
 def _json_dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
@@ -200,6 +212,7 @@ def setup_logging(level: str = "INFO", *, json: bool = False, process: str = "op
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_process,
+        _add_trace,
         _redact,
     ]
     renderer: Any = (

@@ -55,6 +55,11 @@ class TaskRecord(BaseModel):
     traceback: str | None = None
     worker: str | None = None
     correlation_id: str | None = None
+    trace_id: str | None = Field(
+        default=None,
+        description="OpenTelemetry trace id (32 hex digits) of the request that submitted the task, "
+        "when tracing is on and the request was sampled: its worker attempts are spans of that trace.",
+    )
     submitted_by: str | None = None
     idempotency_key: str | None = None
     created_at: str | None = None

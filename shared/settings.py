@@ -67,6 +67,20 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
     sentry_traces_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    #: OpenTelemetry's standard variables (shared.tracing): tracing is on when an endpoint is set.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_exporter_otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    otel_service_name: str | None = None
+    otel_resource_attributes: str | None = None
+    otel_traces_sampler: Literal[
+        "always_on", "always_off", "traceidratio",
+        "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
+    ] = "parentbased_always_on"  # fmt: skip
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0, le=1)
+    otel_sdk_disabled: bool = False
+    #: A trace's URL in Jaeger, Tempo, ... with ``{trace_id}``: the dashboard links task pages to it.
+    trace_url_template: str | None = None
     log_level: str = "INFO"
     opsdeck_var_dir: Path = Path("var")
 
@@ -197,6 +211,29 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator(
+        "otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint", "trace_url_template"
+    )
+    @classmethod
+    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = (value or "").strip() or None
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        if value and info.field_name == "trace_url_template" and "{trace_id}" not in value:
+            raise ValueError("must contain {trace_id}")
+        return value
+
+    @field_validator("otel_exporter_otlp_protocol")
+    @classmethod
+    def _check_protocol(cls, value: str) -> str:
+        import importlib.util
+
+        if value == "grpc" and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
+            raise ValueError(
+                "grpc needs `pip install opentelemetry-exporter-otlp-proto-grpc` (or use http/protobuf)"
+            )
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
@@ -234,6 +271,21 @@ class Settings(BaseSettings):
         from shared.transport.urls import is_rabbitmq
 
         return is_rabbitmq(self.broker_url)
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """True when an OTLP endpoint is set and ``OTEL_SDK_DISABLED`` is not (shared.tracing)."""
+        endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+        return bool(endpoint) and not self.otel_sdk_disabled
+
+    @property
+    def otel_traces_endpoint(self) -> str:
+        """Where spans go: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as given, else
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` plus ``/v1/traces`` (OTLP/HTTP; gRPC takes it as given)."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        base = self.otel_exporter_otlp_endpoint or ""
+        return base if self.otel_exporter_otlp_protocol == "grpc" else base.rstrip("/") + "/v1/traces"
 
     @property
     def keys(self) -> Keys:

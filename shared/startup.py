@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shared import tracing
 from shared.errors import ConfigError
 from shared.logging import setup_logging
 from shared.sentry import init_sentry
@@ -24,7 +25,8 @@ def start(
     integrations: Sequence[Any] = (),
 ) -> Settings:
     """Load settings (exit with one ``process: reason`` line when they are refused or ``check``
-    raises ConfigError), then set up logging and Sentry for ``process``."""
+    raises ConfigError), then set up logging, Sentry and tracing (service ``opsdeck-<process>``:
+    :func:`shared.tracing.configure`) for ``process``."""
     try:
         settings = load_settings()
         if check is not None:
@@ -33,6 +35,7 @@ def start(
         sys.exit(f"{process}: {exc}")
     setup_logging(settings.log_level, json=settings.production, process=process)
     init_sentry(settings, component=component or process, integrations=list(integrations))
+    tracing.configure(settings, f"opsdeck-{process}")
     return settings
 
 

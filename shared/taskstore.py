@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from shared import tracing
 from shared.batcher import SubmitBatcher, Submitted
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import uuid4_text
@@ -28,7 +29,9 @@ MAX_LIMIT = 200
 #: Index entries examined per list call when filters discard most of them.
 MAX_SCAN = 2000
 #: Arguments per task of ``submit.lua`` (after its fixed ones; see the script's header).
-SUBMIT_TASK_ARGS = 12
+SUBMIT_TASK_ARGS = 14
+#: The two trace-context arguments of a submission made while no span is current (or tracing is off).
+NO_TRACE = EMPTY + EMPTY
 
 
 def payload_digest(type_name: str, payload: dict[str, Any], priority: Priority) -> str:
@@ -61,6 +64,8 @@ class TaskStore:
         self._named = BulkCache()
         #: RESP of each subject's submit bucket key
         self._buckets = BulkCache()
+        #: Whether submissions carry the current trace context (decided once: tracing.enabled()).
+        self._traced = tracing.enabled()
 
     async def aclose(self) -> None:
         """Close the submission connection (the client is its owner's to close)."""
@@ -118,17 +123,28 @@ class TaskStore:
             else EMPTY
         )
         cid = correlation_id.encode()
+        queue = queue_name(task_type.queue_group, priority)
+        trace = NO_TRACE
+        if self._traced:
+            traceparent, tracestate = tracing.current_context()
+            if traceparent:
+                trace = bulk([traceparent.encode(), tracestate.encode()])
         # submit.lua's per-task arguments as RESP (shared.resp): the repeating ones from the
         # cache, the others behind their length prefixes, in one join. The script writes the
         # record's constant and derived fields and the Dramatiq message itself.
-        return self.batcher.submit(
+        submitted = self.batcher.submit(
             b"".join((
                 PREFIXES[len(task_id)], task_id, CRLF, PREFIXES[len(created)], created, CRLF, idem,
-                named[queue_name(task_type.queue_group, priority)], named[task_type.name], named[priority],
+                named[queue], named[task_type.name], named[priority],
                 prefix(len(payload_json)), payload_json, CRLF, prefix(len(cid)), cid, CRLF,
-                named[subject], key, digest, bucket,
+                named[subject], key, digest, bucket, trace,
             ))
         )  # fmt: skip
+        if self._traced:
+            tracing.span_until(
+                submitted, "tasks submit", {"db.system": "redis", "messaging.destination.name": queue}
+            )
+        return submitted
 
     async def get(self, task_id: str) -> dict[str, Any]:
         """The task record as the API shows it; NotFound when unknown or expired."""

@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 import redis
 
-from shared import __version__
+from shared import __version__, tracing
 from shared.auth import Verifier
 from shared.control import Command
 from shared.errors import Unavailable
@@ -180,6 +180,14 @@ class Agent:
             log.debug("command stream unavailable (%s)", type(exc).__name__)
 
     def _execute(self, command: Command) -> None:
+        parent = tracing.context_from({tracing.TRACEPARENT: command.traceparent or ""})
+        attributes = {"opsdeck.command.id": command.id, "opsdeck.command.action": command.action}
+        with tracing.TRACER.start_as_current_span(
+            f"control {command.action}", context=parent, kind=tracing.SpanKind.CONSUMER, attributes=attributes
+        ):
+            self._apply(command)
+
+    def _apply(self, command: Command) -> None:
         sup = self.supervisor
         self.intake.answer(command, "accepted")
         timeout = self.settings.shutdown_timeout + COMMAND_GRACE

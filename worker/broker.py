@@ -21,6 +21,7 @@ from dramatiq.middleware import (
 )
 from dramatiq.results import ResultBackend, Results
 
+from shared import tracing
 from shared.redis import sync_client
 from shared.settings import Settings
 from shared.transport.rabbitmq import LongDelays, OpsdeckRabbitBroker
@@ -34,6 +35,7 @@ from shared.transport.urls import node_urls
 from shared.transport.wakeup import Wakeups
 from worker.middleware.heartbeat import BrokerHeartbeat
 from worker.middleware.lifecycle import TaskLifecycle
+from worker.middleware.tracing import TaskTracing
 
 __all__ = ["MessageEncoder", "OpsdeckBroker", "TaskRecordBackend", "WorkerBroker", "build_broker"]
 
@@ -74,6 +76,8 @@ def build_broker(settings: Settings, *, worker_id: str) -> WorkerBroker:
             keys, interval=max(0.5, settings.broker_heartbeat_timeout / 5), on_beat=store.renew_leases
         ),
     ]
+    if tracing.enabled():  # before the lifecycle: the attempt's span covers its scripts
+        middleware.insert(0, TaskTracing())
     if settings.rabbitmq:
         assert settings.broker_url is not None
         long_delays = LongDelays(client, keys.outbox_scheduled, int(settings.rabbitmq_max_hold * 1000))

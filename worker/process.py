@@ -22,6 +22,7 @@ import dramatiq
 import redis
 from sentry_sdk.integrations.dramatiq import DramatiqIntegration
 
+from shared import tracing
 from shared.errors import ConfigError
 from shared.logging import setup_logging
 from shared.sentry import init_sentry
@@ -76,6 +77,7 @@ def main() -> None:
 
     # Before the broker: the Dramatiq integration hooks broker construction.
     init_sentry(settings, component="worker", integrations=[DramatiqIntegration()])
+    tracing.configure(settings, "opsdeck-worker")  # before the broker: it adds TaskTracing when on
     broker = build_broker(settings, worker_id=settings.worker_id)
     register_actors(broker, settings)
     for queue in all_queues():

@@ -10,16 +10,19 @@
 --       5 old-form idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
 --       9 events maxlen, 10 wake-up channel, 11 µs per token of the submit rate limit ("0":
 --       off), 12 its burst * µs per token, 13 the outbox stream ("" with the Redis broker: the
---       message goes straight onto its Dramatiq queue), then per task (TASK_ARGS = 12 items,
+--       message goes straight onto its Dramatiq queue), then per task (14 items,
 --       SUBMIT_TASK_ARGS in taskstore.py):
 --       task id, created (µs), idempotency key name ("" when none), queue, type, priority,
 --       payload json, correlation id, submitted by, idempotency key and request digest ("" when
---       none), rate-limit bucket key ("" when the submission is not limited).
+--       none), rate-limit bucket key ("" when the submission is not limited), W3C traceparent
+--       and tracestate of the request's span ("" when none: shared/tracing.py).
 -- The record's constant and derived fields (status, attempts, timestamps in ms, the Dramatiq
 -- message id) and the Dramatiq message itself are written here, so each submission sends only
 -- what varies. The message is the JSON dramatiq.Message.encode writes, put together from its
 -- parts: the task id, queue, type and priority are plain names (shared/tasks.py checks them),
--- the payload is JSON already, and the correlation id goes through cjson.encode.
+-- the payload is JSON already, and the correlation id goes through cjson.encode. A trace context
+-- goes into the message's options (the worker's span continues it) and, when sampled, the trace
+-- id into the record (trace_id).
 -- Returns a flat array: per task 1 and its id when created (or created by an earlier send of
 -- the same call, so a retry after a lost reply is safe), 0 and the first task's id when its
 -- idempotency key was seen before for the same request (same digest), -1 and that id when the
@@ -49,7 +52,8 @@ while i <= #ARGV do
     local task_type, priority, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
     local at = i + 7
     local bucket = ARGV[i + 11]
-    i = i + 12
+    local traceparent, tracestate = ARGV[i + 12], ARGV[i + 13]
+    i = i + 14
     local existing = false
     local wait = 0
     local task_key = task_prefix .. task_id
@@ -106,6 +110,17 @@ while i <= #ARGV do
         if ARGV[at + 2] ~= "" then
             redis.call("hset", task_key, "idempotency_key", ARGV[at + 2], "digest", ARGV[at + 3])
         end
+        local trace_options = ""
+        if traceparent ~= "" then
+            -- "00-<trace id: 32 hex>-<span id: 16 hex>-<flags: 2 hex>"; bit 0 of the flags: sampled
+            if tonumber(string.sub(traceparent, 54, 55), 16) % 2 == 1 then
+                redis.call("hset", task_key, "trace_id", string.sub(traceparent, 4, 35))
+            end
+            trace_options = ',"traceparent":' .. cjson.encode(traceparent)
+            if tracestate ~= "" then
+                trace_options = trace_options .. ',"tracestate":' .. cjson.encode(tracestate)
+            end
+        end
         redis.call("expire", task_key, ttl)
         redis.call("zadd", all_index, created, task_id)
         redis.call("zadd", queued_index, created, task_id)
@@ -114,8 +129,8 @@ while i <= #ARGV do
             "id", task_id, "type", task_type, "status", "queued", "ts", ms)
         local message = '{"queue_name":"' .. queue .. '","actor_name":"' .. task_type
             .. '","args":[' .. payload .. '],"kwargs":{},"options":{"redis_message_id":"' .. task_id
-            .. '","correlation_id":' .. cjson.encode(cid) .. ',"priority":"' .. priority
-            .. '"},"message_id":"' .. task_id .. '","message_timestamp":' .. ms .. '}'
+            .. '","correlation_id":' .. cjson.encode(cid) .. ',"priority":"' .. priority .. '"'
+            .. trace_options .. '},"message_id":"' .. task_id .. '","message_timestamp":' .. ms .. '}'
         if outbox ~= "" then
             redis.call("xadd", outbox, "*", "q", queue, "m", message)
         else

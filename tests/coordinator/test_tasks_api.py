@@ -315,7 +315,7 @@ async def test_a_resent_submit_batch_records_and_enqueues_once(settings, rclient
             keys.legacy_idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
             settings.task_events_maxlen, keys.queue_wakeups, 0, 0, "", "00000000-0000-4000-8000-000000000001",
             "1000", "", "default.p2",
-            "echo", "P2", "{}", "cid", "tester", "", "", ""]  # fmt: skip
+            "echo", "P2", "{}", "cid", "tester", "", "", "", "", ""]  # fmt: skip
     script = client.register_script(script_source("submit"))
     first, again = script(args=args), script(args=args)
     client.close()

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import redis
 
+from shared import tracing
 from shared.fastscript import FastScript
 from shared.keys import Keys
 from worker.bandit.features import DIM, check_context
@@ -181,11 +182,14 @@ class RedisLinUCB:
             record_ttl,
             *self.arms,
         ]
-        reply = self._decide(keys=keys, args=args)
-        if int(reply[0]) == -1:
-            self.init()
+        with tracing.span("bandit decide", {"db.system": "redis"}) as span:
             reply = self._decide(keys=keys, args=args)
-        n, best, exploration, scores = reply
+            if int(reply[0]) == -1:
+                self.init()
+                reply = self._decide(keys=keys, args=args)
+            n, best, exploration, scores = reply
+            span.set_attributes({"opsdeck.bandit.arm": self.arms[best - 1], "opsdeck.bandit.decision": n,
+                                 "opsdeck.bandit.exploration": exploration == 1})  # fmt: skip
         ucb = struct.unpack(self._scores_fmt, scores)
         propensity = 1.0 / len(self.arms) if n <= self.warmup else 1.0
         return Decision(
@@ -203,10 +207,12 @@ class RedisLinUCB:
         r = check_reward(reward)
         args = [arm, key, pack(xv), struct.pack("<d", r), self.window_size, self.log_maxlen]
         keys = [self.state_key, self.rated_key, self.log_key, self.window_key]
-        result = self._update(keys=keys, args=args)
-        if int(result[0]) == -1:
-            self.init()
+        with tracing.span("bandit update", {"db.system": "redis", "opsdeck.bandit.arm": arm}) as span:
             result = self._update(keys=keys, args=args)
+            if int(result[0]) == -1:
+                self.init()
+                result = self._update(keys=keys, args=args)
+            span.set_attribute("opsdeck.bandit.applied", int(result[0]) == 1)
         if int(result[0]) != 1:
             return False
         if self.reinvert_every and int(result[2]) >= self.reinvert_every:

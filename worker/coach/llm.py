@@ -35,8 +35,11 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared import tracing
 from worker.coach import metrics
 from worker.coach.breaker import BreakerState, CircuitBreaker
 from worker.coach.cache import TTLCache
@@ -209,6 +212,7 @@ class GuardedLLM:
         """The LLM's suggestion, a cached one, or ``builtin`` as the fallback."""
         key = self.cache_key(builtin, message)
         cached = self.cache.get(key)
+        trace.get_current_span().set_attribute("opsdeck.llm.cache_hit", cached is not None)
         if cached is not None:
             metrics.LLM_CACHE_HITS.inc()
             return replace(cached, source="cache")
@@ -222,28 +226,51 @@ class GuardedLLM:
                 break
             tier = self.tier()
             metrics.LLM_TIER.set(_TIER_GAUGE[tier])
-            try:
-                answer = LLMAnswer.model_validate_json(self.client.complete(self.models[tier], messages))
-            except (LLMError, ValidationError) as exc:
-                state = self.breaker.record(False)
-                metrics.LLM_BREAKER.set(state)
-                outcome = "invalid" if isinstance(exc, ValidationError) else "error"
-                metrics.LLM_REQUESTS.labels(tier, outcome).inc()
-                if self.report is not None:
-                    detail = str(exc) if outcome == "error" else "answer failed validation"
-                    self.report(tier, outcome, detail, state)
-                if isinstance(exc, LLMError) and not exc.retryable:
-                    break
-                if attempt + 1 < self.attempts:
-                    self.sleep(self.delay(attempt, exc.retry_after if isinstance(exc, LLMError) else None))
-                continue
-            state = self.breaker.record(True)
-            metrics.LLM_BREAKER.set(state)
-            metrics.LLM_REQUESTS.labels(tier, "ok").inc()
-            if self.report is not None:
-                self.report(tier, "ok", None, state)
-            result = replace(builtin, text=answer.suggestion.strip(), source="llm", model=self.models[tier])
-            self.cache.put(key, result)
-            return result
+            attributes = {"gen_ai.request.model": self.models[tier], "opsdeck.llm.tier": tier,
+                          "opsdeck.llm.attempt": attempt + 1}  # fmt: skip
+            with tracing.span("llm chat", attributes, kind=tracing.SpanKind.CLIENT) as call:
+                result, stop, retry_after = self._attempt(call, tier, key, builtin, messages)
+            if result is not None:
+                return result
+            if stop:
+                break
+            if attempt + 1 < self.attempts:
+                self.sleep(self.delay(attempt, retry_after))
         metrics.LLM_BREAKER.set(self.breaker.state)
         return replace(builtin, source="fallback")
+
+    def _attempt(
+        self,
+        call: Span,
+        tier: str,
+        key: str,
+        builtin: Suggestion,
+        messages: list[dict[str, str]],
+    ) -> tuple[Suggestion | None, bool, float | None]:
+        """One call to ``tier``'s model (``call``: its span): ``(suggestion, False, None)``, or
+        ``(None, stop, retry_after)`` when it failed (``stop``: no point in another attempt;
+        ``retry_after``: the server's ask, if any)."""
+        try:
+            answer = LLMAnswer.model_validate_json(self.client.complete(self.models[tier], messages))
+        except (LLMError, ValidationError) as exc:
+            state = self.breaker.record(False)
+            metrics.LLM_BREAKER.set(state)
+            outcome = "invalid" if isinstance(exc, ValidationError) else "error"
+            metrics.LLM_REQUESTS.labels(tier, outcome).inc()
+            call.set_attribute("opsdeck.llm.outcome", outcome)
+            tracing.record_error(call, exc)
+            if self.report is not None:
+                detail = str(exc) if outcome == "error" else "answer failed validation"
+                self.report(tier, outcome, detail, state)
+            if isinstance(exc, LLMError):
+                return None, not exc.retryable, exc.retry_after
+            return None, False, None
+        state = self.breaker.record(True)
+        metrics.LLM_BREAKER.set(state)
+        metrics.LLM_REQUESTS.labels(tier, "ok").inc()
+        call.set_attribute("opsdeck.llm.outcome", "ok")
+        if self.report is not None:
+            self.report(tier, "ok", None, state)
+        result = replace(builtin, text=answer.suggestion.strip(), source="llm", model=self.models[tier])
+        self.cache.put(key, result)
+        return result, False, None

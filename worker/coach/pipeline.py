@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from shared import tracing
 from shared.coaching import CoachPayload, FeedbackPayload, rating_key
 from shared.settings import Settings
 from shared.turns import TurnState, TurnStore
@@ -61,11 +62,13 @@ class TurnPending(Exception):
 
 @contextmanager
 def node(name: str) -> Iterator[None]:
-    """Time one pipeline node into the node histogram and count it as ok or error."""
+    """Time one pipeline node into the node histogram and count it as ok or error, inside a
+    span ``coach <name>`` when the attempt is traced."""
     started = time.perf_counter()
     status = "error"
     try:
-        yield
+        with tracing.span(f"coach {name}"):
+            yield
         status = "ok"
     finally:
         metrics.NODE_DURATION.labels(name).observe(time.perf_counter() - started)

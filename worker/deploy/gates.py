@@ -10,8 +10,10 @@ from __future__ import annotations
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
+from shared import tracing
 from shared.deploy.config import GateOptions, MetricsGate, MetricThreshold
 from worker.deploy.errors import ProviderError
 from worker.deploy.http import RetryPolicy, request
@@ -63,13 +65,23 @@ def metric(
 
 def run_gates(options: GateOptions, *, service: str, version: str | None) -> list[dict[str, Any]]:
     """Every configured gate's result (each has ``gate`` and ``ok``)."""
-    results = [smoke(url, options.timeout_seconds) for url in options.smoke_urls]
-    m = options.metrics
-    if m is not None:
-        policy = RetryPolicy(retries=1, backoff=0.2, timeout=options.timeout_seconds)
-        subs = {"service": service, "version": version or ""}
-        if m.error_rate is not None:
-            results.append(metric("error_rate", m, m.error_rate, subs, policy))
-        if m.p99_seconds is not None:
-            results.append(metric("p99_seconds", m, m.p99_seconds, subs, policy))
+    with tracing.span("deploy gates", {"opsdeck.deploy.service": service}) as span:
+        results = [_traced(smoke, "smoke", url, options.timeout_seconds) for url in options.smoke_urls]
+        m = options.metrics
+        if m is not None:
+            policy = RetryPolicy(retries=1, backoff=0.2, timeout=options.timeout_seconds)
+            subs = {"service": service, "version": version or ""}
+            if m.error_rate is not None:
+                results.append(_traced(metric, "error_rate", "error_rate", m, m.error_rate, subs, policy))
+            if m.p99_seconds is not None:
+                results.append(_traced(metric, "p99_seconds", "p99_seconds", m, m.p99_seconds, subs, policy))
+        span.set_attribute("opsdeck.deploy.gates_passed", all(r["ok"] for r in results))
     return results
+
+
+def _traced(check: Callable[..., dict[str, Any]], name: str, *args: Any) -> dict[str, Any]:
+    """``check(*args)`` inside a span ``gate <name>`` that records whether it passed."""
+    with tracing.span(f"gate {name}") as span:
+        result = check(*args)
+        span.set_attribute("opsdeck.deploy.gate_ok", bool(result["ok"]))
+        return result

@@ -16,7 +16,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from shared import tracing
 from worker.deploy.errors import ProviderRejected, ProviderUnavailable
 
 #: Longest wait honoured from a Retry-After header (seconds).
@@ -92,7 +94,32 @@ def request(
     data: bytes | None = None,
     what: str = "provider",
 ) -> Response:
-    """Send one request with retries; ProviderRejected on 4xx, ProviderUnavailable when retries run out."""
+    """Send one request with retries; ProviderRejected on 4xx, ProviderUnavailable when retries
+    run out. Traced as one CLIENT span ``<what> <method>`` (host and path, never the query)."""
+    parts = urlsplit(url)
+    attributes = {
+        "http.request.method": method,
+        "server.address": parts.hostname or "",
+        "url.path": parts.path,
+    }
+    with tracing.span(f"{what} {method}", attributes, kind=tracing.SpanKind.CLIENT) as span:
+        response = _send(
+            method, url, policy=policy, headers=headers, json_body=json_body, data=data, what=what
+        )
+        span.set_attribute("http.response.status_code", response.status)
+        return response
+
+
+def _send(
+    method: str,
+    url: str,
+    *,
+    policy: RetryPolicy,
+    headers: dict[str, str] | None,
+    json_body: Any,
+    data: bytes | None,
+    what: str,
+) -> Response:
     if json_body is not None:
         data = json.dumps(json_body, separators=(",", ":")).encode()
     hdrs = {"Accept": "application/json", "User-Agent": "opsdeck-deploy", **(headers or {})}

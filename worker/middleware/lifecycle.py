@@ -1,6 +1,7 @@
 """TaskLifecycle middleware: every status transition of every task, written by one middleware.
 
-It must be the *first* middleware of the broker: Dramatiq runs ``after_*`` hooks in reverse
+It must come before every middleware that changes a message's fate (only the TaskTracing, which
+observes, comes before it): Dramatiq runs ``after_*`` hooks in reverse
 order, so ours runs after ``Retries`` has decided between retrying and dead-lettering, and
 the final status is durable in Redis before the message is acked (a kill between the two
 re-runs the message, and the ``start`` script then skips a task that already ended).
