@@ -1,4 +1,4 @@
-"""Benchmark: MABWiser's LinUCB against ours, in process and through Redis (1 and 2 processes).
+"""Benchmark: MABWiser's LinUCB and Vowpal Wabbit against ours, in process and through Redis.
 
 Everything runs one round at a time, as a chat product uses a bandit: a *decision* is one
 ``predict`` (MABWiser) / ``decide`` (ours), an *update* one ``partial_fit`` / ``update``, a
@@ -8,6 +8,18 @@ configured like MABWiser (λ = 1, no priors, no warm-up) so that both make the s
 the same stream: ``equal_regret`` reports both regrets and the share of identical decisions.
 
 * ``mabwiser``: ``MAB(LearningPolicy.LinUCB(alpha))``, fitted on one row, then predict / partial_fit;
+* ``vowpalwabbit``: the second anchor, a different algorithm on the same stream (so its regret is
+  reported, not equal decisions): ``--cb_explore_adf`` with the shared context as one namespace,
+  each arm as an action namespace and ``-q sa`` (one linear model per arm, as disjoint LinUCB),
+  cost = −reward, the arm sampled from VW's pmf (seeded per repeat) and learned with its
+  probability. The exploration settings are run side by side, none tuned to this stream:
+  ``squarecb`` (the comparison: SquareCB spreads probability by the estimated gap to the best arm
+  and shrinks it as the model gets surer, the closest of VW's explorers to an optimism bonus that
+  shrinks with confidence; VW's defaults ``gamma_scale`` 10, exponent 0.5), ``epsilon`` (0.05, VW's
+  default explorer) and ``bag`` (5 bootstrapped models, VW's ensemble explorer). (``--regcbopt``,
+  VW's optimistic explorer, needs its cost range and mellowness set for a stream; it is left out
+  rather than tuned.) The examples' text is built before the clock starts, so VW is timed on its
+  own parse, predict and learn;
 * ``inprocess``: :class:`worker.bandit.linucb.LinUCB`;
 * ``redis_1proc``: :class:`worker.bandit.redis_state.RedisLinUCB` against a private redis-server
   (``EmbeddedRedis``, no AOF, never port 6379); each update runs the atomic, idempotent script;
@@ -58,6 +70,8 @@ from worker.bandit.redis_state import RedisLinUCB, compare, recompute  # noqa: E
 
 ALPHA = 1.0
 NOISE = 0.1
+#: Vowpal Wabbit's explorers, all run in each repeat (module docstring); the first is the one compared.
+VW_EXPLORERS: dict[str, str] = {"squarecb": "--squarecb", "epsilon": "--epsilon 0.05", "bag": "--bag 5"}
 TARGETS = {"inprocess_rounds_vs_mabwiser_min": 15.0, "redis_1proc_rounds_vs_mabwiser_min": 1.5}
 #: Our model configured like MABWiser's LinUCB (so decisions are equal for the same stream).
 PLAIN: dict[str, Any] = {"alpha": ALPHA, "priors": None, "warmup": 0}
@@ -117,6 +131,45 @@ def mabwiser_phase(x: np.ndarray, rewards: np.ndarray) -> tuple[dict[str, float]
     out["decisions_per_s"] = rate(len(x), lambda: mab.predict(next(rows)))
     rows = iter([x[t : t + 1] for t in range(len(x))])
     out["updates_per_s"] = rate(len(x), lambda: mab.partial_fit(["npc"], [0.5], next(rows)))
+    return out, chosen
+
+
+def vw_lines(x: np.ndarray) -> list[str]:
+    """The shared-context line of each round, in VW's text format (namespace ``s``)."""
+    return ["shared |s " + " ".join(f"{i}:{v:.9g}" for i, v in enumerate(row)) for row in x]
+
+
+def vw_phase(
+    options: str, shared: list[str], rewards: np.ndarray, seed: int
+) -> tuple[dict[str, float], np.ndarray]:
+    """Vowpal Wabbit ``--cb_explore_adf``: rounds/s (and the sampled choices), then decisions/s
+    and updates/s on the trained model."""
+    import vowpalwabbit
+
+    vw = vowpalwabbit.Workspace(
+        f"--cb_explore_adf {options} -q sa --quiet --random_seed {seed}", enable_logging=False
+    )
+    actions = [f"|a {arm}" for arm in ARMS]
+    rng = np.random.default_rng(seed)
+    draws = rng.random(len(shared))
+    chosen = np.zeros(len(shared), dtype=np.int64)
+
+    def rounds() -> int:
+        for t in range(len(shared)):
+            example = [shared[t], *actions]
+            pmf = vw.predict(example)
+            j = min(int(np.searchsorted(np.cumsum(pmf), draws[t] * sum(pmf), side="right")), len(ARMS) - 1)
+            chosen[t] = j
+            example[j + 1] = f"0:{-float(rewards[t, j]):.9g}:{pmf[j]:.9g} {actions[j]}"
+            vw.learn(example)
+        return len(shared)
+
+    out = {"rounds_per_s": timed(rounds)}
+    rows = iter(shared)
+    out["decisions_per_s"] = rate(len(shared), lambda: vw.predict([next(rows), *actions]))
+    labelled = iter([[row, f"0:-0.5:0.5 {actions[0]}", *actions[1:]] for row in shared])
+    out["updates_per_s"] = rate(len(shared), lambda: vw.learn(next(labelled)))
+    vw.finish()
     return out, chosen
 
 
@@ -249,9 +302,11 @@ def main() -> None:
     args = parser.parse_args()
     rounds, repeats = (500, 1) if args.quick else (args.rounds, args.repeats)
     x, rewards, expected = problem(rounds)
+    shared = vw_lines(x)
     samples: dict[str, list[dict[str, float]]] = {
         "mabwiser": [], "inprocess": [], "redis_1proc": [], "redis_1proc_one_core": []
     }  # fmt: skip
+    vw_samples: dict[str, list[dict[str, float]]] = {name: [] for name in VW_EXPLORERS}
     two: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-bandit-") as tmp:
         server = EmbeddedRedis(Path(tmp), aof=False)
@@ -265,6 +320,10 @@ def main() -> None:
                 log(f"repeat {rep + 1}/{repeats}: mabwiser")
                 m, mab_chosen = mabwiser_phase(x, rewards)
                 samples["mabwiser"].append(m)
+                for name, options in VW_EXPLORERS.items():
+                    log(f"repeat {rep + 1}/{repeats}: vowpal wabbit {options}")
+                    v, vw_chosen = vw_phase(options, shared, rewards, seed=rep)
+                    vw_samples[name].append(v | {"regret": round(regret(expected, vw_chosen), 4)})
                 log(f"repeat {rep + 1}/{repeats}: in-process")
                 s, mem_chosen = ours_phase(lambda: LinUCB(**PLAIN), x, rewards, keyed=False)
                 samples["inprocess"].append(s)
@@ -287,7 +346,14 @@ def main() -> None:
         "exact_every_run": all(t["exact"] for t in two),
         "samples": two,
     }
+    result["vowpalwabbit"] = {
+        name: {"options": f"--cb_explore_adf {VW_EXPLORERS[name]} -q sa"}
+        | {k: v for k, v in best(vs).items() if k != "regret"}
+        | {"regret_mean": round(float(np.mean([s["regret"] for s in vs])), 4), "samples": vs}
+        for name, vs in vw_samples.items()
+    }
     mab_rounds = result["mabwiser"]["rounds_per_s"]
+    vw_rounds = result["vowpalwabbit"]["squarecb"]["rounds_per_s"]
     ratios = {
         "inprocess_rounds_vs_mabwiser": result["inprocess"]["rounds_per_s"] / mab_rounds,
         "inprocess_decisions_vs_mabwiser": result["inprocess"]["decisions_per_s"]
@@ -298,6 +364,11 @@ def main() -> None:
         "redis_1proc_one_core_rounds_vs_mabwiser": result["redis_1proc_one_core"]["rounds_per_s"]
         / mab_rounds,
         "redis_2proc_rounds_vs_mabwiser": result["redis_2proc"]["rounds_per_s"] / mab_rounds,
+        "inprocess_rounds_vs_vw": result["inprocess"]["rounds_per_s"] / vw_rounds,
+        "redis_1proc_rounds_vs_vw": result["redis_1proc"]["rounds_per_s"] / vw_rounds,
+        "redis_1proc_one_core_rounds_vs_vw": result["redis_1proc_one_core"]["rounds_per_s"] / vw_rounds,
+        "redis_2proc_rounds_vs_vw": result["redis_2proc"]["rounds_per_s"] / vw_rounds,
+        "mabwiser_rounds_vs_vw": mab_rounds / vw_rounds,
     }
     result["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
     result["equal_regret"] = {
@@ -307,6 +378,13 @@ def main() -> None:
         "regret_redis": round(regret(expected, red_chosen), 4),
         "same_decisions_inprocess": float((mem_chosen == mab_chosen).mean()),
         "same_decisions_redis": float((red_chosen == mab_chosen).mean()),
+    }
+    # VW explores by sampling, so its regret varies with the seed: the mean over the repeats
+    result["regret_vs_vw"] = {
+        "rounds": rounds,
+        "regret_linucb": round(regret(expected, mem_chosen), 4),
+        **{f"regret_vw_{name}_mean": result["vowpalwabbit"][name]["regret_mean"] for name in VW_EXPLORERS},
+        "regret_uniform_expected": round(float((expected.max(axis=1) - expected.mean(axis=1)).sum()), 4),
     }
     result["targets"] = TARGETS
     result["met"] = {
