@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -76,6 +76,9 @@ from aiohttp import web  # noqa: E402
 
 from shared.devtools.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from shared.procutil import spawn, terminate  # noqa: E402
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 BODY = orjson.dumps({"type": "echo", "payload": {"n": 1}, "priority": "P2"})
 PATH = "/api/v1/tasks"
@@ -159,17 +162,22 @@ def enqueue_app(redis_url: str, var_dir: Path) -> web.Application:
     return app
 
 
-def coordinator_app(redis_url: str, var_dir: Path) -> web.Application:
-    """The real coordinator app, as ``python -m coordinator`` builds it."""
+def coordinator_settings(redis_url: str, var_dir: Path) -> Settings:
+    """The coordinator's settings for a bench server (the rest from the environment, as always)."""
     from pydantic import SecretStr
 
-    from coordinator.app import create_app
     from shared.settings import Settings
 
-    settings = Settings(
+    return Settings(
         redis_url=redis_url, jwt_secret=SecretStr(os.environ[SECRET_ENV]), opsdeck_var_dir=var_dir
     )
-    return create_app(settings)
+
+
+def coordinator_app(redis_url: str, var_dir: Path) -> web.Application:
+    """The real coordinator app, as ``python -m coordinator`` builds it."""
+    from coordinator.app import create_app
+
+    return create_app(coordinator_settings(redis_url, var_dir))
 
 
 def serve(kind: str, port: int, redis_url: str, var_dir: Path, profile: Path | None) -> None:
@@ -205,15 +213,25 @@ class Server:
 
 
 def start_server(
-    kind: str, redis_url: str, var_dir: Path, secret: str, profile: Path | None, rate_limit: str | None = None
+    kind: str,
+    redis_url: str,
+    var_dir: Path,
+    secret: str,
+    profile: Path | None,
+    rate_limit: str | None = None,
+    *,
+    script: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
-    """Start ``--serve kind`` in a child process and wait until its port accepts connections."""
+    """Start ``--serve kind`` in a child process and wait until its port accepts connections
+    (``script``: another benchmark with the same ``--serve`` options, default this one;
+    ``extra_env``: variables added to the child's environment)."""
     port = free_port()
-    argv = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port", str(port),
+    argv = [sys.executable, str(script or Path(__file__).resolve()), "--serve", kind, "--port", str(port),
             "--redis-url", redis_url, "--var-dir", str(var_dir)]  # fmt: skip
     if profile is not None:
         argv += ["--profile", str(profile)]
-    env = {**os.environ, SECRET_ENV: secret}
+    env = {**os.environ, SECRET_ENV: secret, **(extra_env or {})}
     if kind == LIMITED and rate_limit:
         env["RATE_LIMIT_SUBMIT"] = rate_limit
     proc = spawn(argv, env=env, stdout=subprocess.DEVNULL, cwd=str(ROOT))
@@ -493,6 +511,54 @@ def generator_pids(pool: ProcessPoolExecutor | None, servers: dict[str, Server],
     return [c.pid for c in psutil.Process().children() if c.pid not in known]
 
 
+async def measure_round(
+    number: int,
+    kind: str,
+    server: Server,
+    token: str | None,
+    args: argparse.Namespace,
+    pool: ProcessPoolExecutor | None,
+    watch: dict[str, Callable[[], list[int]]],
+    warmup: float,
+    client: redis.Redis,
+    *,
+    enqueuing: bool,
+) -> dict[str, Any]:
+    """One phase of round ``number`` against ``server`` (Redis flushed before and after): its
+    req/s, p50/p99, CPU use of ``watch``, server CPU µs per request and, when ``enqueuing``, the
+    check of the Dramatiq queue's length against the 2xx answers. ``args``: ``generator``,
+    ``connections``, ``clients``, ``duration``."""
+    client.flushall()
+    log(f"round {number}/{args.rounds}: {kind} ({warmup}s warm-up + {args.duration}s)")
+    entry: dict[str, Any] = {"round": number, "phase": kind}
+    if args.generator == "wrk":
+        watch["generator"] = lambda: [c.pid for c in psutil.Process().children() if c.name() == "wrk"]
+        summary, cpu = await run_wrk_phase(server, token, args, watch, warmup)
+        entry.update(summary)
+        accepted = int(summary.pop("total_2xx"))
+        entry.pop("total_2xx", None)
+    else:
+        result, cpu = await run_phase(server, token, args, pool, watch, warmup)
+        entry.update(summarize(result, args.duration))
+        accepted = result.total_202
+        if result.error_samples:
+            entry["error_samples"] = result.error_samples
+    entry.update(cpu)
+    if entry["rps"]:  # server CPU time per answered request: robust to a client-bound run
+        entry["server_cpu_us_per_req"] = round(cpu["server_cpu_pct"] * 1e4 / entry["rps"])
+    if enqueuing:
+        queued = int(client.llen(QUEUE_KEY))
+        entry["responses_2xx"] = accepted
+        entry["queue_length"] = queued
+        # wrk stops with up to one request per connection in flight and uncounted,
+        # though the server may have enqueued it: allow that much, never fewer.
+        slack = 2 * args.connections if args.generator == "wrk" else 0
+        entry["enqueued_verified"] = accepted > 0 and accepted <= queued <= accepted + slack
+    log(json.dumps(entry))
+    client.flushall()
+    return entry
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     """Start Redis and both servers, run the alternating rounds and build the report."""
     from shared.auth import mint
@@ -529,43 +595,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 warmup = args.warmup if number == 1 else 0.0  # each server warms up once
                 # ABC then CBA: a drift of the machine's speed inside a round favours no phase
                 for kind in phases if number % 2 else phases[::-1]:
-                    client.flushall()
-                    log(f"round {number}/{args.rounds}: {kind} ({warmup}s warm-up + {args.duration}s)")
                     watch: dict[str, Callable[[], list[int]]] = {
                         "server": fixed([servers[kind].proc.pid]),
                         "redis": fixed([redis_pid]),
                         "generator": partial(generator_pids, pool, servers, redis_pid),
                     }
                     token_or_none = token if kind in ("coordinator", LIMITED) else None
-                    entry: dict[str, Any] = {"round": number, "phase": kind}
-                    if args.generator == "wrk":
-                        watch["generator"] = lambda: [
-                            c.pid for c in psutil.Process().children() if c.name() == "wrk"
-                        ]
-                        summary, cpu = await run_wrk_phase(servers[kind], token_or_none, args, watch, warmup)
-                        entry.update(summary)
-                        accepted = int(summary.pop("total_2xx"))
-                        entry.pop("total_2xx", None)
-                    else:
-                        result, cpu = await run_phase(servers[kind], token_or_none, args, pool, watch, warmup)
-                        entry.update(summarize(result, args.duration))
-                        accepted = result.total_202
-                        if result.error_samples:
-                            entry["error_samples"] = result.error_samples
-                    entry.update(cpu)
-                    if entry["rps"]:  # server CPU time per answered request: robust to a client-bound run
-                        entry["server_cpu_us_per_req"] = round(cpu["server_cpu_pct"] * 1e4 / entry["rps"])
-                    if kind in ENQUEUING:
-                        queued = int(client.llen(QUEUE_KEY))
-                        entry["responses_2xx"] = accepted
-                        entry["queue_length"] = queued
-                        # wrk stops with up to one request per connection in flight and uncounted,
-                        # though the server may have enqueued it: allow that much, never fewer.
-                        slack = 2 * args.connections if args.generator == "wrk" else 0
-                        entry["enqueued_verified"] = accepted > 0 and accepted <= queued <= accepted + slack
-                    log(json.dumps(entry))
-                    rounds.append(entry)
-                    client.flushall()
+                    rounds.append(
+                        await measure_round(
+                            number, kind, servers[kind], token_or_none, args, pool, watch, warmup, client,
+                            enqueuing=kind in ENQUEUING,
+                        )
+                    )  # fmt: skip
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
@@ -588,8 +629,9 @@ def phase_summary(rounds: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     }
 
 
-def paired_ratio(rounds: list[dict[str, Any]], kind: str) -> float:
-    """Median over rounds of ``kind``'s req/s divided by the bare handler's in the same round.
+def paired_ratio(rounds: list[dict[str, Any]], kind: str, base: str = "bare") -> float:
+    """Median over rounds of ``kind``'s req/s divided by the ``base`` phase's (default the bare
+    handler's) in the same round.
 
     Rounds are short and the phases alternate inside each, so a pair sees the same machine:
     on a shared VM whose speed drifts by tens of percent within minutes, the median of these
@@ -597,7 +639,7 @@ def paired_ratio(rounds: list[dict[str, Any]], kind: str) -> float:
     by_round: dict[int, dict[str, float]] = {}
     for r in rounds:
         by_round.setdefault(r["round"], {})[r["phase"]] = r["rps"]
-    pairs = [p[kind] / p["bare"] for p in by_round.values() if p.get("bare") and kind in p]
+    pairs = [p[kind] / p[base] for p in by_round.values() if p.get(base) and kind in p]
     return round(statistics.median(pairs), 3) if pairs else 0.0
 
 

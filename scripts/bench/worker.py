@@ -61,8 +61,9 @@ def noop(payload: dict[str, Any]) -> None:
     """Does nothing."""
 
 
-def serve(kind: str, redis_url: str, threads: int) -> None:
-    """Run one Dramatiq worker of ``kind`` until SIGTERM."""
+def serve(kind: str, redis_url: str, threads: int, traced: bool = False) -> None:
+    """Run one Dramatiq worker of ``kind`` until SIGTERM (``traced``: an Opsdeck worker with
+    tracing set up from the ``OTEL_*`` variables first, as ``worker.process`` does)."""
     import signal
     import threading
 
@@ -76,6 +77,7 @@ def serve(kind: str, redis_url: str, threads: int) -> None:
         broker = RedisBroker(url=redis_url)
         dramatiq.actor(actor_name=NOOP.actor_name, queue_name=QUEUE, broker=broker)(noop)
     else:
+        from shared import tracing
         from shared.logging import setup_logging
         from shared.settings import Settings
         from worker.actors.builtin import declare
@@ -84,6 +86,8 @@ def serve(kind: str, redis_url: str, threads: int) -> None:
         setup_logging("INFO", json=True, process="bench")  # as `python -m worker.process` does
 
         settings = Settings(redis_url=redis_url, jwt_secret="b" * 40, worker_threads=threads)  # type: ignore[arg-type]
+        if traced:  # before the broker: it adds TaskTracing when on
+            tracing.configure(settings, "opsdeck-worker")
         broker = build_broker(settings, worker_id="bench")
         declare(broker, settings, NOOP, noop)
     broker.declare_queue(QUEUE)
@@ -94,12 +98,17 @@ def serve(kind: str, redis_url: str, threads: int) -> None:
     broker.close()
 
 
-def start_worker(kind: str, redis_url: str, threads: int) -> subprocess.Popen[bytes]:
-    """``--serve kind`` in a child process (its own interpreter, like a real worker)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def start_worker(
+    kind: str, redis_url: str, threads: int, trace_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``--serve kind`` in a child process (its own interpreter, like a real worker); with
+    ``trace_env`` (``OTEL_*`` variables) an Opsdeck worker traced as they say."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(trace_env or {})}
     argv = python_module(
         "scripts.bench.worker", "--serve", kind, "--redis-url", redis_url, "--threads", str(threads)
     )
+    if trace_env is not None:
+        argv.append("--traced")
     return spawn(argv, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL)
 
 
@@ -173,16 +182,18 @@ def steady_rate(
     return left / seconds, first_ack - started
 
 
-def throughput_round(kind: str, redis_url: str, n: int, threads: int) -> tuple[float, float]:
+def throughput_round(
+    kind: str, redis_url: str, n: int, threads: int, trace_env: dict[str, str] | None = None
+) -> tuple[float, float]:
     """Messages per second of a fresh worker of ``kind`` draining N messages (from its first
-    ack), and its seconds to that first ack."""
+    ack), and its seconds to that first ack (``trace_env``: see :func:`start_worker`)."""
     client = redis.Redis.from_url(redis_url)
     client.flushall()
     if kind == "plain":
         enqueue_plain(client, n)
     else:
         asyncio.run(enqueue_opsdeck(redis_url, n))
-    proc = start_worker(kind, redis_url, threads)
+    proc = start_worker(kind, redis_url, threads, trace_env)
     try:
         return steady_rate(client, proc, n)
     finally:
@@ -243,9 +254,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serve", choices=("plain", "opsdeck"), help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.redis_url, args.threads)
+        serve(args.serve, args.redis_url, args.threads, args.traced)
         return
     if args.quick:
         args.messages, args.rounds = 3000, 1
