@@ -33,8 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+import aiormq
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq import spec
 from dramatiq.common import q_name
 from redis.exceptions import RedisError, ResponseError
 
@@ -57,6 +59,12 @@ BACKOFF_FIRST, BACKOFF_CAP = 0.2, 5.0
 Entry = tuple[bytes, dict[bytes, bytes]]
 #: Parked long delays moved to the outbox per release call.
 RELEASE_BATCH = 500
+#: AMQP delivery mode of a message written to disk.
+PERSISTENT = 2
+
+
+class Unconfirmed(Exception):
+    """RabbitMQ returned (unroutable) or nacked a publish: its entry stays in the outbox."""
 
 
 def relay_name() -> str:
@@ -228,26 +236,43 @@ class OutboxRelay:
         return self._channel
 
     async def _publish(self, channel: AbstractChannel, entries: list[Entry]) -> None:
-        """Publish every entry, all in flight at once; raises unless RabbitMQ confirmed them all."""
+        """Publish every entry, all in flight at once; raises unless RabbitMQ confirmed them all
+        (:class:`Unconfirmed` for one it returned unroutable or nacked).
+
+        Through aio-pika's own aiormq channel with ``wait=False``: aio-pika's ``Exchange.publish``
+        has aiormq hold the channel's lock until each frame is written, so a batch went out about
+        one message per three loop turns. Measured 2026-12-03 on the 2-vCPU VM relaying 4,500
+        entries into a quorum queue on a private node (cProfile, deterministic counts): 13,757
+        loop turns and 3.44 M Python calls through aio-pika, 4,700 turns and 2.39 M calls this
+        way; the rate (noisy, others' tests running) went from 934-1,011 to 1,230-1,534 entries/s.
+        ``mandatory`` publishes
+        that RabbitMQ cannot route come back as a return, which aio-pika hands back as a result,
+        not an error: counted here as unconfirmed, so the entry stays in the outbox."""
         self._backlog = True  # until the batch is confirmed and acked, it is ours and pending
         for queue in {fields[b"q"].decode() for _, fields in entries}:
             await self._declare(channel, queue)
-        exchange = channel.default_exchange
+        underlay = await channel.get_underlay_channel()
+        assert isinstance(underlay, aiormq.Channel)  # aio-pika's channel is aiormq's (wait=False is its)
         results = await asyncio.gather(
             *(
-                exchange.publish(
-                    aio_pika.Message(fields[b"m"], delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                underlay.basic_publish(
+                    fields[b"m"],
                     routing_key=fields[b"q"].decode(),
+                    properties=spec.Basic.Properties(delivery_mode=PERSISTENT),
                     mandatory=True,
                     timeout=30,
+                    wait=False,
                 )
                 for _, fields in entries
             ),
             return_exceptions=True,
         )
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            raise failed[0]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            if not isinstance(result, spec.Basic.Ack):
+                self._declared = set()  # a queue may be gone: declare again before the retry
+                raise Unconfirmed(f"RabbitMQ did not confirm a publish ({type(result).__name__})")
         self._backlog = False
 
     async def _declare(self, channel: AbstractChannel, queue: str) -> None:

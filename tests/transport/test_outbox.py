@@ -172,3 +172,28 @@ async def wait_for_async(predicate: Any) -> None:
     async with asyncio.timeout(10):
         while not predicate():  # noqa: ASYNC110 - the relay's state, set by its task
             await asyncio.sleep(0.02)
+
+
+def delete_queue(rabbit_url: str, queue: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:
+        connection.channel().queue_delete(queue)
+    finally:
+        connection.close()
+
+
+async def test_an_entry_rabbitmq_returns_unroutable_stays_in_the_outbox(rabbit_settings, aclient, rabbit_url):
+    """A queue deleted under a running relay (an operator, a policy): RabbitMQ *returns* the
+    mandatory publish instead of routing it, and confirms the return. The relay must not take
+    that for a confirm and delete the entry (the task would be lost): it keeps it, declares the
+    queue again on its next connection and publishes it there."""
+    relay = relay_for(rabbit_settings, aclient)
+    await submit(rabbit_settings, aclient, 1)
+    async with running(relay):
+        await drained(aclient)  # the relay declared default.p2 and remembers it did
+        assert ready_count(rabbit_url, "default.p2") == 1
+        delete_queue(rabbit_url, "default.p2")
+        await submit(rabbit_settings, aclient, 3)
+        await drained(aclient)
+    assert relay.state.published == 4
+    assert ready_count(rabbit_url, "default.p2") == 3  # declared again, the three are there
