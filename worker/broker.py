@@ -31,7 +31,7 @@ from shared.transport.redis_broker import (
     OpsdeckBroker,
     WakeupsLifecycle,
 )
-from shared.transport.urls import node_urls
+from shared.transport.urls import node_urls, spread
 from shared.transport.wakeup import Wakeups
 from worker.middleware.heartbeat import BrokerHeartbeat
 from worker.middleware.lifecycle import TaskLifecycle
@@ -82,7 +82,7 @@ def build_broker(settings: Settings, *, worker_id: str) -> WorkerBroker:
         assert settings.broker_url is not None
         long_delays = LongDelays(client, keys.outbox_scheduled, int(settings.rabbitmq_max_hold * 1000))
         return OpsdeckRabbitBroker(
-            urls=node_urls(settings.broker_url),
+            urls=spread(node_urls(settings.broker_url)),
             queue_type=settings.rabbitmq_queue_type,
             long_delays=long_delays,
             client=client,

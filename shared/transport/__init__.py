@@ -36,13 +36,13 @@ def queue_admin(settings: Settings, client: Any, keys: Keys) -> QueueAdmin:
     """The dashboard's view of the broker's queues (``client``: the app's async Redis client)."""
     if settings.rabbitmq:
         from shared.transport.rabbit_admin import RabbitQueueAdmin
-        from shared.transport.urls import node_urls
+        from shared.transport.urls import node_urls, spread
 
         return RabbitQueueAdmin(
             client,
             keys,
             settings.task_events_maxlen,
-            urls=node_urls(settings.broker_url or ""),
+            urls=spread(node_urls(settings.broker_url or "")),
             management_url=settings.rabbitmq_management_url,
         )
     from shared.transport.queues import RedisQueueAdmin
@@ -54,10 +54,10 @@ def broker_upkeep(settings: Settings, client: redis.Redis, keys: Keys, caller: s
     """The agent's broker maintenance and depth reads, made under the broker id ``caller``."""
     if settings.rabbitmq:
         from shared.transport.rabbit_admin import RabbitUpkeep
-        from shared.transport.urls import node_urls
+        from shared.transport.urls import node_urls, spread
 
         return RabbitUpkeep(
-            node_urls(settings.broker_url or ""), management_url=settings.rabbitmq_management_url
+            spread(node_urls(settings.broker_url or "")), management_url=settings.rabbitmq_management_url
         )
     from shared.transport.maintenance import RedisUpkeep
 

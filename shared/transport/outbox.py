@@ -43,7 +43,7 @@ from redis.exceptions import RedisError, ResponseError
 from shared.settings import Settings
 from shared.transport.queues import script_source
 from shared.transport.rabbitmq import declared_queues
-from shared.transport.urls import node_urls, redact
+from shared.transport.urls import node_urls, redact, spread
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def relay_for(settings: Settings, client: aioredis.Redis) -> OutboxRelay:
         client,
         outbox=keys.outbox,
         scheduled=keys.outbox_scheduled,
-        urls=node_urls(settings.broker_url),
+        urls=spread(node_urls(settings.broker_url)),
         queue_type=settings.rabbitmq_queue_type,
         claim_after_ms=int(settings.outbox_claim_after * 1000),
         max_hold_ms=int(settings.rabbitmq_max_hold * 1000),

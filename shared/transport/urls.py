@@ -3,6 +3,7 @@ form safe to log."""
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 
@@ -13,6 +14,17 @@ def node_urls(broker_url: str) -> list[str]:
         if urlsplit(url).scheme not in ("amqp", "amqps"):
             raise ValueError(f"not an AMQP URL: {redact(url)!r}")
     return urls
+
+
+def spread(urls: list[str], seed: int | None = None) -> list[str]:
+    """``urls`` rotated to start at the node ``seed`` (the process id by default) picks: each
+    process of a deployment connects to its own first node and fails over through the others in
+    the order given, so connections spread over the cluster instead of all landing on the first
+    URL (RabbitMQ proxies a queue's traffic to its leader from any node)."""
+    if not urls:
+        return urls
+    start = (os.getpid() if seed is None else seed) % len(urls)
+    return urls[start:] + urls[:start]
 
 
 def is_rabbitmq(broker_url: str | None) -> bool:

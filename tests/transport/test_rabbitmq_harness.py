@@ -212,3 +212,13 @@ def test_a_node_that_cannot_start_says_why(tmp_path: Path) -> None:
         assert not node.running and node.beam_pids() == []
     finally:
         node.close(graceful=False)
+
+
+def test_node_urls_are_spread_by_process_and_keep_their_fail_over_order():
+    from shared.transport.urls import spread
+
+    urls = ["amqp://a/", "amqp://b/", "amqp://c/"]
+    assert spread(urls, 0) == urls
+    assert spread(urls, 4) == ["amqp://b/", "amqp://c/", "amqp://a/"]
+    assert {spread(urls, pid)[0] for pid in range(3)} == set(urls)  # every node is someone's first
+    assert sorted(spread(urls)) == sorted(urls) and spread([], 1) == []
