@@ -18,7 +18,7 @@ from coordinator.schemas import (
     TaskAccepted,
     TaskListQuery,
 )
-from coordinator.views import chat, deploys, health, meta, tasks
+from coordinator.views import bandit_eval, chat, deploys, health, meta, tasks
 from shared.coaching import FeedbackPayload
 from shared.openapi import Endpoint, add_routes
 from shared.schemas import DeployList, DeployRecord, ErrorBody, ServiceList, TaskPage, TaskRecord
@@ -65,6 +65,10 @@ ENDPOINTS: list[Endpoint] = [
              responses={202: TaskAccepted, 404: ErrorBody, 409: ErrorBody}),
     Endpoint("GET", "/api/v1/bandit", chat.bandit, "The coaching bandit: phase, alpha, per-arm statistics",
              scope="tasks:read", responses={200: schemas.BanditSummary}),
+    Endpoint("GET", "/api/v1/bandit/evaluation", bandit_eval.evaluation,
+             "Offline evaluation (IPS, SNIPS, DR) of the running policy, a uniform one and candidate alphas",
+             scope="tasks:read", query=bandit_eval.EvaluationQuery,
+             responses={200: bandit_eval.BanditEvaluation}),
     Endpoint("GET", "/health/live", health.live, "Liveness (process only)", scope=None,
              responses={200: HealthReport}),
     Endpoint("GET", "/health/ready", health.ready, "Readiness (Redis and a fresh worker heartbeat)",
@@ -85,6 +89,7 @@ RATE_CLASSES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/tasks"): "read",
     ("GET", "/api/v1/tasks/{task_id}"): "read",
     ("GET", "/api/v1/bandit"): "read",
+    ("GET", "/api/v1/bandit/evaluation"): "read",
     ("POST", "/api/v1/chat"): "chat",
     ("GET", "/ws/chat"): "chat",
     ("POST", "/api/v1/feedback/submit"): "chat",

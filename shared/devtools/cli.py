@@ -1,5 +1,5 @@
 """The ``opsdeck`` command: ``up`` (dev launcher), ``token`` (mint a bearer token), ``deploy``,
-``analyze`` and ``load`` (load suites)."""
+``analyze``, ``bandit evaluate`` (offline evaluation of the coaching bandit) and ``load`` (load suites)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bandit_evaluate(args: argparse.Namespace) -> int:
+    from shared.devtools.bandit_client import run
+
+    return run(load_settings(), since=args.since, alphas=args.alpha, limit=args.limit, as_json=args.json)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``opsdeck`` command."""
     p = argparse.ArgumentParser(prog="opsdeck", description="Opsdeck: background work on Dramatiq and Redis.")
@@ -92,6 +98,20 @@ def parser() -> argparse.ArgumentParser:
     ana.add_argument("--json", action="store_true", help="print the report as JSON")
     ana.add_argument("--min-score", type=int, help="exit 1 when the overall score is below this")
     ana.set_defaults(func=_analyze)
+    ban = sub.add_parser(
+        "bandit", help="the coaching bandit (through the coordinator: OPSDECK_URL, OPSDECK_TOKEN)"
+    )
+    ban_sub = ban.add_subparsers(dest="bandit_command", required=True)
+    ev = ban_sub.add_parser(
+        "evaluate",
+        help="offline evaluation (IPS, SNIPS, doubly robust) of the running policy, a uniform one and "
+        "candidate alpha values from the logged turns",
+    )
+    ev.add_argument("--since", help="only ratings newer than this: 30m, 24h, 7d or an ISO 8601 time")
+    ev.add_argument("--alpha", type=float, nargs="+", metavar="A", help="candidate alpha values")
+    ev.add_argument("--limit", type=int, help="newest logged turns to read (default 5000, at most 20000)")
+    ev.add_argument("--json", action="store_true", help="print the coordinator's JSON")
+    ev.set_defaults(func=_bandit_evaluate)
     from shared.devtools.load.runner import add_parser as add_load_parser
 
     add_load_parser(sub)
