@@ -95,13 +95,10 @@ def request(
     what: str = "provider",
 ) -> Response:
     """Send one request with retries; ProviderRejected on 4xx, ProviderUnavailable when retries
-    run out. Traced as one CLIENT span ``<what> <method>`` (host and path, never the query)."""
+    run out. Traced as one CLIENT span ``<what> <method>`` (the host: never the path or query)."""
     parts = urlsplit(url)
-    attributes = {
-        "http.request.method": method,
-        "server.address": parts.hostname or "",
-        "url.path": parts.path,
-    }
+    # the host only: a webhook's path can be its secret (Slack's incoming webhooks' is)
+    attributes = {"http.request.method": method, "server.address": parts.hostname or ""}
     with tracing.span(f"{what} {method}", attributes, kind=tracing.SpanKind.CLIENT) as span:
         response = _send(
             method, url, policy=policy, headers=headers, json_body=json_body, data=data, what=what
