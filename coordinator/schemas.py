@@ -146,11 +146,23 @@ class BanditArmStats(BaseModel):
     mean_reward: float | None
 
 
+class AlphaScheduleView(BaseModel):
+    """``BANDIT_ALPHA_SCHEDULE``: α from ``start`` to ``end`` over ``decisions`` decisions after warm-up."""
+
+    kind: Literal["linear"]
+    start: float
+    end: float
+    decisions: int
+
+
 class BanditSummary(BaseModel):
     """``GET /api/v1/bandit``."""
 
     phase: Literal["warmup", "learned"]
-    alpha: float
+    alpha: float = Field(
+        description="Exploration weight of the next decision (BANDIT_ALPHA or the schedule's)."
+    )
+    alpha_schedule: AlphaScheduleView | None = None
     decisions: int
     warmup: int
     arms: dict[str, BanditArmStats]

@@ -20,6 +20,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.bandit_schedule import AlphaSchedule, current_alpha
 from shared.keys import Keys
 from shared.tasks import Priority, TaskType
 
@@ -95,10 +96,13 @@ async def bandit_summary(
     *,
     alpha: float,
     warmup: int,
+    schedule: AlphaSchedule | None = None,
     window_size: int = 1000,
     name: str = "coach",
 ) -> dict[str, Any]:
-    """Phase, alpha, decisions and per-arm pulls / updates / mean reward, plus window statistics.
+    """Phase, α of the next decision (``BANDIT_ALPHA``, or ``schedule``'s at the shared decision
+    count) and the schedule, decisions and per-arm pulls / updates / mean reward, plus window
+    statistics.
 
     One round trip. Before the first decision (no state yet) every arm shows zeros. ``pulls``
     counts decisions that chose the arm, ``updates`` ratings applied; priors are in neither.
@@ -128,7 +132,8 @@ async def bandit_summary(
         items.append((arm, float(reward)))
     return {
         "phase": "warmup" if decisions < warmup else "learned",
-        "alpha": alpha,
+        "alpha": current_alpha(alpha, schedule, decisions + 1, warmup),
+        "alpha_schedule": schedule.as_dict() if schedule is not None else None,
         "decisions": decisions,
         "warmup": warmup,
         "arms": out,

@@ -29,6 +29,7 @@ from shared.keys import Keys
 from shared.ratelimit import PRODUCTION_DEFAULTS, ROUTE_CLASSES, RateSpec, parse_rate
 
 if TYPE_CHECKING:  # shared.deploy imports the settings' users; the file is loaded at validation
+    from shared.bandit_schedule import AlphaSchedule
     from shared.deploy.config import ServicesFile
 
 #: Minimum length of ``JWT_SECRET`` in bytes (HS256 wants a key at least as long as its hash).
@@ -129,6 +130,9 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(default=10.0, gt=0, le=120)
     bandit_alpha: float = Field(default=1.0, ge=0, le=100)
     bandit_warmup: int = Field(default=1000, ge=0, le=10_000_000)
+    #: ``linear:<start>:<end>:<decisions>`` decays α after warm-up (shared.bandit_schedule);
+    #: unset (or ``off``) = every decision uses BANDIT_ALPHA.
+    bandit_alpha_schedule: str | None = None
     coach_idle_wait_ms: int = Field(default=20, ge=1, le=5000)
 
     opsdeck_services: Path | None = Field(default=None, validate_default=True)
@@ -168,6 +172,21 @@ class Settings(BaseSettings):
             if spec is not None:
                 limits[name] = spec
         return limits
+
+    @field_validator("bandit_alpha_schedule")
+    @classmethod
+    def _check_alpha_schedule(cls, value: str | None) -> str | None:
+        """``linear:<start>:<end>:<decisions>`` (refused with the expected form); empty = unset."""
+        from shared.bandit_schedule import parse_schedule
+
+        return str(schedule) if (schedule := parse_schedule(value)) is not None else None
+
+    @property
+    def alpha_schedule(self) -> AlphaSchedule | None:
+        """``BANDIT_ALPHA_SCHEDULE`` parsed (None: the constant BANDIT_ALPHA)."""
+        from shared.bandit_schedule import parse_schedule
+
+        return parse_schedule(self.bandit_alpha_schedule)
 
     @field_validator("opsdeck_services", mode="before")
     @classmethod

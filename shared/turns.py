@@ -27,8 +27,9 @@ import redis.asyncio as aioredis
 
 from shared.keys import Keys
 
-#: Fields ``bandit_decide.lua`` writes into the record given as its third key.
-DECISION_FIELDS: Final = ("arm", "propensity", "exploration", "x", "decision")
+#: Fields ``bandit_decide.lua`` writes into the record given as its third key (``alpha``: the
+#: exploration weight the decision was scored with, so offline evaluation knows which policy acted).
+DECISION_FIELDS: Final = ("arm", "propensity", "exploration", "x", "decision", "alpha")
 
 _D_co = TypeVar("_D_co", covariant=True)
 

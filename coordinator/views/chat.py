@@ -136,6 +136,7 @@ async def bandit(request: web.Request) -> web.Response:
             request.app[STORE].keys,
             alpha=settings.bandit_alpha,
             warmup=settings.bandit_warmup,
+            schedule=settings.alpha_schedule,
         )
     return json_response(summary)
 

@@ -47,6 +47,7 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from shared.bandit_schedule import AlphaSchedule, current_alpha
 from worker.bandit.features import DIM, check_context
 
 Vector = npt.NDArray[np.float64]
@@ -70,12 +71,14 @@ LAMBDA: Final = 1.0
 
 
 class Decision(NamedTuple):
-    """One decision: the arm, every arm's UCB score, the chosen arm's propensity, exploration."""
+    """One decision: the arm, every arm's UCB score, the chosen arm's propensity, exploration,
+    and the exploration weight α it was scored with (``BANDIT_ALPHA_SCHEDULE``)."""
 
     arm: str
     ucb_scores: dict[str, float]
     propensity: float
     exploration: bool
+    alpha: float = ALPHA
 
 
 def reward_from_rating(rating: int) -> float:
@@ -245,9 +248,10 @@ def score(m: npt.NDArray[np.float64], x: Vector, alpha: float) -> tuple[list[flo
 
 
 def choose(
-    arms: Sequence[str], mean: list[float], ucb: list[float], warmup: bool, u: float
+    arms: Sequence[str], mean: list[float], ucb: list[float], warmup: bool, u: float, alpha: float = ALPHA
 ) -> tuple[int, Decision]:
-    """The decision rule (module docstring); ``u`` ∈ [0, 1) picks the warm-up arm ``floor(u·K)``.
+    """The decision rule (module docstring); ``u`` ∈ [0, 1) picks the warm-up arm ``floor(u·K)``;
+    ``alpha`` is the weight the scores were computed with (recorded in the decision).
 
     ``bandit_decide.lua`` implements the same rule for the Redis-backed model.
     """
@@ -255,9 +259,9 @@ def choose(
     scores = dict(zip(arms, ucb, strict=True))
     if warmup:
         i = int(u * k)
-        return i, Decision(arms[i], scores, 1.0 / k, True)
+        return i, Decision(arms[i], scores, 1.0 / k, True, alpha)
     i = ucb.index(max(ucb))  # first maximum, like numpy.argmax
-    return i, Decision(arms[i], scores, 1.0, mean[i] != max(mean))
+    return i, Decision(arms[i], scores, 1.0, mean[i] != max(mean), alpha)
 
 
 class RewardWindow:
@@ -289,12 +293,14 @@ class RewardWindow:
 class LinUCB:
     """In-memory disjoint LinUCB with priors, warm-up and periodic re-inversion (module docstring).
 
-    ``seed`` seeds the warm-up choices (an int or a ``numpy.random.Generator``).
+    ``seed`` seeds the warm-up choices (an int or a ``numpy.random.Generator``); with
+    ``schedule`` decision ``n`` uses ``schedule.at(n, warmup)`` instead of ``alpha``.
     """
 
     dim: int = DIM
     arms: tuple[str, ...] = ARMS
     alpha: float = ALPHA
+    schedule: AlphaSchedule | None = None
     lam: float = LAMBDA
     priors: Mapping[str, float] | None = field(default_factory=lambda: dict(PRIORS))
     prior_pulls: int = PRIOR_PULLS
@@ -332,9 +338,10 @@ class LinUCB:
         """Choose an arm for context ``x`` (ValueError on a bad shape, NaN or Inf)."""
         xv = check_context(x, self.dim)
         self.state.decisions += 1
-        mean, ucb = score(self.state.m, xv, self.alpha)
+        alpha = current_alpha(self.alpha, self.schedule, self.state.decisions, self.warmup)
+        mean, ucb = score(self.state.m, xv, alpha)
         u = self.rng.random()  # drawn for every decision, as the Redis model does
-        i, decision = choose(self.arms, mean, ucb, self.state.decisions <= self.warmup, u)
+        i, decision = choose(self.arms, mean, ucb, self.state.decisions <= self.warmup, u, alpha)
         self.state.pulls[i] += 1
         return decision
 
@@ -372,14 +379,29 @@ class LinUCB:
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able view ``GET /api/v1/bandit`` shows."""
-        return summarise(self.state, self.alpha, self.phase, self.window.stats())
+        alpha = current_alpha(self.alpha, self.schedule, self.state.decisions + 1, self.warmup)
+        return summarise(self.state, alpha, self.phase, self.window.stats(), self.schedule)
 
 
-def summarise(state: BanditState, alpha: float, phase: str, window: dict[str, Any]) -> dict[str, Any]:
-    """Phase, alpha, decisions and per-arm pulls / updates / mean reward, plus window statistics."""
+def summarise(
+    state: BanditState,
+    alpha: float,
+    phase: str,
+    window: dict[str, Any],
+    schedule: AlphaSchedule | None = None,
+) -> dict[str, Any]:
+    """Phase, α (the next decision's), its schedule, decisions and per-arm pulls / updates /
+    mean reward, plus window statistics."""
     means = state.mean_reward()
     arms = {
         arm: {"pulls": state.pulls[i], "updates": state.updates[i], "mean_reward": means[arm]}
         for i, arm in enumerate(state.arms)
     }
-    return {"phase": phase, "alpha": alpha, "decisions": state.decisions, "arms": arms, "window": window}
+    return {
+        "phase": phase,
+        "alpha": alpha,
+        "alpha_schedule": schedule.as_dict() if schedule is not None else None,
+        "decisions": state.decisions,
+        "arms": arms,
+        "window": window,
+    }

@@ -32,6 +32,7 @@ import numpy as np
 import redis
 
 from shared import tracing
+from shared.bandit_schedule import AlphaSchedule, current_alpha
 from shared.fastscript import FastScript
 from shared.keys import Keys
 from worker.bandit.features import DIM, check_context
@@ -82,7 +83,8 @@ class RedisLinUCB:
     """LinUCB whose state lives in Redis (module docstring); same parameters as ``LinUCB``.
 
     ``client`` is a synchronous ``redis.Redis`` (bytes replies). ``alpha`` and ``warmup`` are
-    per-process settings; ``dim``, ``arms``, ``lam``, ``priors`` and ``prior_pulls`` shape the
+    per-process settings (``schedule``, when given, replaces ``alpha``: see
+    :mod:`shared.bandit_schedule`); ``dim``, ``arms``, ``lam``, ``priors`` and ``prior_pulls`` shape the
     state and must match the state already in Redis (ValueError otherwise).
     """
 
@@ -103,6 +105,7 @@ class RedisLinUCB:
         window_size: int = WINDOW,
         log_maxlen: int = LOG_MAXLEN,
         seed: int | np.random.Generator | None = None,
+        schedule: AlphaSchedule | None = None,
     ) -> None:
         keys = keys or Keys()
         self.client = client
@@ -126,7 +129,11 @@ class RedisLinUCB:
         self._update = FastScript(client, script_source("bandit_update"))
         self._init = FastScript(client, script_source("bandit_init"))
         self._decide = FastScript(client, script_source("bandit_decide"))
-        self._alpha = struct.pack("<d", alpha)
+        self.schedule = schedule
+        # constant alpha: start = end = alpha over 0 steps; a schedule: its start, end, decisions
+        self._alpha = struct.pack("<d", schedule.start if schedule else alpha)
+        self._alpha_end = struct.pack("<d", schedule.end if schedule else alpha)
+        self._alpha_steps = schedule.decisions if schedule else 0
         self._scores_fmt = f"<{len(self.arms)}d"
         self._reinvert = FastScript(client, script_source("bandit_reinvert"))
         if not (np.isfinite(alpha) and alpha >= 0):
@@ -169,7 +176,8 @@ class RedisLinUCB:
         ``bandit_decide.lua`` counts the decision, scores every arm, chooses and counts the pull.
         With ``record`` (a hash key: the chat turn's, passed only by
         :meth:`shared.turns.TurnStore.decide`) it also stores ``arm``, ``propensity``,
-        ``exploration``, ``x`` (packed float64) and ``decision`` (its number) there, expiring
+        ``exploration``, ``x`` (packed float64), ``decision`` (its number) and ``alpha`` (the
+        exploration weight it used, so offline evaluation knows which policy acted) there, expiring
         after ``record_ttl`` seconds when positive, so feedback can use the stored context.
         """
         xv = check_context(x, self.dim)
@@ -180,6 +188,8 @@ class RedisLinUCB:
             self.warmup,
             struct.pack("<d", self.rng.random()),
             record_ttl,
+            self._alpha_end,
+            self._alpha_steps,
             *self.arms,
         ]
         with tracing.span("bandit decide", {"db.system": "redis"}) as span:
@@ -187,13 +197,14 @@ class RedisLinUCB:
             if int(reply[0]) == -1:
                 self.init()
                 reply = self._decide(keys=keys, args=args)
-            n, best, exploration, scores = reply
+            n, best, exploration, scores, alpha_blob = reply
             span.set_attributes({"opsdeck.bandit.arm": self.arms[best - 1], "opsdeck.bandit.decision": n,
                                  "opsdeck.bandit.exploration": exploration == 1})  # fmt: skip
         ucb = struct.unpack(self._scores_fmt, scores)
         propensity = 1.0 / len(self.arms) if n <= self.warmup else 1.0
+        alpha = struct.unpack("<d", alpha_blob)[0]
         return Decision(
-            self.arms[best - 1], dict(zip(self.arms, ucb, strict=True)), propensity, exploration == 1
+            self.arms[best - 1], dict(zip(self.arms, ucb, strict=True)), propensity, exploration == 1, alpha
         )
 
     def update(self, arm: str, x: object, reward: float, key: str) -> bool:
@@ -270,7 +281,14 @@ class RedisLinUCB:
         """The JSON-able view ``GET /api/v1/bandit`` shows (phase, alpha, per-arm counts, window)."""
         state = self.load()
         phase = "warmup" if state.decisions < self.warmup else "learned"
-        return summarise(state, self.alpha, phase, self.window().stats())
+        alpha = current_alpha(self.alpha, self.schedule, state.decisions + 1, self.warmup)
+        return summarise(state, alpha, phase, self.window().stats(), self.schedule)
+
+    def current_alpha(self, decisions: int | None = None) -> float:
+        """α of the next decision (after ``decisions``, read from Redis when not given)."""
+        if decisions is None:
+            decisions = int(self.client.get(self.decisions_key) or 0)
+        return current_alpha(self.alpha, self.schedule, decisions + 1, self.warmup)
 
     def ratings(self, batch: int = 10_000) -> list[Rating]:
         """Every rating in the log, in the order it was applied."""

@@ -45,6 +45,11 @@ REWARD = Gauge(
 PHASE = Gauge(
     "coordinator_bandit_phase", "Bandit phase: 0 warm-up, 1 learned.", multiprocess_mode="mostrecent"
 )
+ALPHA = Gauge(
+    "coordinator_bandit_alpha",
+    "Exploration weight alpha of the latest decision (BANDIT_ALPHA, or BANDIT_ALPHA_SCHEDULE's).",
+    multiprocess_mode="mostrecent",
+)
 SUGGESTIONS = Counter(
     "coordinator_suggestions", "Suggestions by the path that produced them.", ["arm", "source"]
 )

@@ -119,7 +119,11 @@ class CoachPipeline:
         self.ttl = settings.task_ttl
         self.turns = TurnStore(keys, settings.task_ttl)
         self.bandit = bandit or RedisLinUCB(
-            client, keys=keys, alpha=settings.bandit_alpha, warmup=settings.bandit_warmup
+            client,
+            keys=keys,
+            alpha=settings.bandit_alpha,
+            warmup=settings.bandit_warmup,
+            schedule=settings.alpha_schedule,
         )
         self.engine = BuiltinEngine(playbook_for(settings))
         self.llm = llm if llm is not None else build_llm(settings, client)
@@ -146,6 +150,7 @@ class CoachPipeline:
                 for name, score in decision.ucb_scores.items():
                     metrics.UCB_SCORE.labels(name).observe(score)
                 metrics.PHASE.set(1.0 if propensity == 1.0 else 0.0)
+                metrics.ALPHA.set(decision.alpha)
         with node("generate"):
             builtin = self.engine.suggest(
                 arm, payload.message, session_id=payload.session_id, turn_number=payload.turn_number
