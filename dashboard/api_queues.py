@@ -56,11 +56,16 @@ async def queue_detail_data(request: web.Request, name: str, limit: int) -> dict
     """One queue's counters, its delayed messages (with ETA) and its newest dead letters."""
     admin = request.app[QUEUES]
     row = next(r for r in await queue_rows(request) if r["name"] == name)
-    return {
-        **row,
-        "delayed_messages": await admin.delayed_messages(name, limit),
-        "dead_letters": await admin.dead_letters(name, limit),
-    }
+    dead = await admin.dead_letters(name, limit)
+    if dead:  # each dead letter's error, from its task's record (one round trip for the page)
+        keys = request.app[KEYS]
+        async with request.app[REDIS].pipeline(transaction=False) as pipe:
+            for letter in dead:
+                pipe.hget(keys.task(letter["id"]), "error")
+            errors = await pipe.execute()
+        for letter, error in zip(dead, errors, strict=True):
+            letter["error"] = error.decode() if error else None
+    return {**row, "delayed_messages": await admin.delayed_messages(name, limit), "dead_letters": dead}
 
 
 async def queue_detail(request: web.Request) -> web.Response:

@@ -90,7 +90,8 @@ def decode_message(raw: bytes | None) -> dict[str, Any] | None:
 
 
 async def dead_letters(client: Any, keys: Keys, queue: str, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` dead letters of ``queue``: id, actor, when, retries, traceback, args."""
+    """The newest ``limit`` dead letters of ``queue``: task id, Dramatiq's Redis message id, actor,
+    when, retries, traceback, args."""
     entries = await client.zrevrange(keys.dead_letters(queue), 0, limit - 1, withscores=True)
     if not entries:
         return []
@@ -102,7 +103,8 @@ async def dead_letters(client: Any, keys: Keys, queue: str, limit: int) -> list[
         options = msg.get("options") or {}
         out.append(
             {
-                "id": mid,
+                "id": msg.get("message_id") or mid,  # the task id (Dramatiq's message_id)
+                "message_id": mid,  # Dramatiq's Redis id: new on every enqueue, what a retry names
                 "actor": msg.get("actor_name"),
                 "dead_at": int(score),
                 "retries": options.get("retries", 0),
@@ -122,7 +124,8 @@ async def delayed_messages(client: Any, keys: Keys, queue: str, limit: int) -> l
         options = msg.get("options") or {}
         out.append(
             {
-                "id": mid.decode(),
+                "id": msg.get("message_id") or mid.decode(),  # the task id
+                "message_id": mid.decode(),
                 "actor": msg.get("actor_name"),
                 "eta": options.get("eta"),
                 "retries": options.get("retries", 0),

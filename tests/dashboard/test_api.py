@@ -27,15 +27,18 @@ async def submit(settings, n=1, task_type=ECHO, payload=None, priority=Priority.
     return ids
 
 
-def kill(rclient, task_id, queue="default.p2", error="RequestedFailure: boom"):
-    """Make a queued task dead as Dramatiq + the task store would (message moved to .XQ)."""
+def kill(rclient, task_id, queue="default.p2", error="RequestedFailure: boom", redis_id=None):
+    """Make a queued task dead as Dramatiq + the task store would (message moved to .XQ). After a
+    retry Dramatiq's Redis message id is a new one (``redis_id``), not the task id."""
     raw = rclient.hget(KEYS.queue_messages(queue), task_id)
     msg = orjson.loads(raw)
     msg["options"].update(retries=2, traceback="Traceback ...\nRequestedFailure: boom")
+    redis_id = redis_id or task_id
+    msg["options"]["redis_message_id"] = redis_id
     rclient.lrem(KEYS.queue(queue), 1, task_id)
     rclient.hdel(KEYS.queue_messages(queue), task_id)
-    rclient.zadd(KEYS.dead_letters(queue), {task_id: int(time.time() * 1000)})
-    rclient.hset(KEYS.dead_letter_messages(queue), task_id, orjson.dumps(msg))
+    rclient.zadd(KEYS.dead_letters(queue), {redis_id: int(time.time() * 1000)})
+    rclient.hset(KEYS.dead_letter_messages(queue), redis_id, orjson.dumps(msg))
     rclient.hset(KEYS.task(task_id), mapping={"status": "dead", "error": error})
     rclient.zrem(KEYS.tasks_by_status("queued"), task_id)
     rclient.zadd(KEYS.tasks_by_status("dead"), {task_id: 1})
@@ -67,6 +70,28 @@ async def test_queue_stats_pause_resume_purge(as_role, dash_settings, rclient):
     audit = (await (await client.get("/api/audit")).json())["entries"]
     assert [e["action"] for e in audit] == ["queue.purge", "queue.resume", "queue.pause"]
     assert audit[0]["issuer"] == "bob" and audit[0]["reason"] == "3 dropped"
+
+
+async def test_a_retried_tasks_dead_letter_links_to_its_task_and_shows_its_error(
+    as_role, dash_settings, rclient
+):
+    """Dramatiq gives a message a new Redis id on every enqueue (a retry): the dead-letter table
+    must link the task by its id (the Redis id 404s on the task page), show the record's error and
+    still retry by the Redis id."""
+    [task_id] = await submit(dash_settings, 1, FAIL, {"message": "boom"})
+    kill(rclient, task_id, redis_id="0f0f0f0f-dead-4bee-8000-000000000001", error="RequestedFailure: boom 42")
+    client, csrf = await as_role("admin")
+    detail = await (await client.get("/api/queue/default.p2")).json()
+    [letter] = detail["dead_letters"]
+    assert letter["id"] == task_id and letter["message_id"] == "0f0f0f0f-dead-4bee-8000-000000000001"
+    assert letter["error"] == "RequestedFailure: boom 42"
+    page = await (await client.get("/queues/default.p2")).text()
+    assert f'href="/tasks/{task_id}"' in page and "RequestedFailure: boom 42" in page
+    assert (await client.get(f"/tasks/{task_id}")).status == 200
+    retry = f"/api/queue/default.p2/dead/{letter['message_id']}/retry"
+    assert f'data-post="{retry}"' in page
+    resp = await client.post(retry, headers={"X-CSRF-Token": csrf})
+    assert (await resp.json())["requeued"] == 1
 
 
 async def test_dead_letters_listed_and_retried_one_and_all(as_role, dash_settings, rclient):
