@@ -26,6 +26,7 @@ import jwt
 from aiohttp import web
 
 from dashboard.appkeys import KEYS, REDIS, SESSIONS, SETTINGS, USER
+from shared import __version__
 from shared.auth import Principal, Verifier
 from shared.errors import AuthError
 
@@ -147,7 +148,14 @@ def _login_page(request: web.Request, error: str = "", status: int = 200) -> web
     response = aiohttp_jinja2.render_template(
         "login.html",
         request,
-        {"login_csrf": token, "error": error, "password_enabled": password_enabled, "user": None, "csrf": ""},
+        {
+            "login_csrf": token,
+            "error": error,
+            "password_enabled": password_enabled,
+            "user": None,
+            "csrf": "",
+            "version": __version__,
+        },
         status=status,
     )
     response.set_cookie(

@@ -16,7 +16,7 @@ import urllib.parse
 from typing import Any, TextIO
 
 from shared.auth import mint
-from shared.devtools.deploy_client import call
+from shared.devtools.deploy_client import call, error_line
 from shared.settings import Settings
 
 SEGMENTS = ("all", "warmup", "learned")
@@ -93,10 +93,7 @@ def run(
     path = "/api/v1/bandit/evaluation" + (f"?{urllib.parse.urlencode(query)}" if query else "")
     status, body = call(base.rstrip("/"), token, "GET", path)
     if status != 200:
-        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-        fields = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in error.get("fields", []))
-        detail = f" ({fields})" if fields else ""
-        print(f"opsdeck bandit evaluate: {status} {error.get('message', body)}{detail}", file=sys.stderr)
+        print(error_line("opsdeck bandit evaluate", status, body), file=sys.stderr)
         return 1
     print(json.dumps(body, indent=2) if as_json else render(body), file=out)
     return 0

@@ -34,6 +34,19 @@ def call(base: str, token: str, method: str, path: str, body: Any = None) -> tup
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, OSError) as exc:  # refused, unresolvable, timed out: one line
+        reason = getattr(exc, "reason", exc)
+        raise SystemExit(
+            f"opsdeck: cannot reach the coordinator at {base} ({reason}): is it running (`make up`)?"
+            " Set OPSDECK_URL to use another one"
+        ) from None
+
+
+def error_line(command: str, status: int, body: Any) -> str:
+    """``command: <status> <message> (<field>: <why>; ...)`` from the API's JSON error shape."""
+    error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+    fields = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in error.get("fields", []))
+    return f"{command}: {status} {error.get('message', body)}{f' ({fields})' if fields else ''}"
 
 
 def progress(record: dict[str, Any]) -> str:
@@ -60,12 +73,7 @@ def run(settings: Settings, service: str, version: str | None, watch: bool, out:
         base.rstrip("/"), token, "POST", "/api/v1/deploys", {"service": service, "version": version}
     )
     if status != 202:
-        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-        fields = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in error.get("fields", []))
-        print(
-            f"opsdeck deploy: {status} {error.get('message', body)}{f' ({fields})' if fields else ''}",
-            file=sys.stderr,
-        )
+        print(error_line("opsdeck deploy", status, body), file=sys.stderr)
         return 1
     print(f"deploy {body['id']} queued: {base}{body['status_url']}", file=out)
     if not watch:

@@ -213,16 +213,7 @@ def up(settings: Settings, procfile: Path = Path("Procfile")) -> int:
             part.start(time.monotonic())
             parts.append(part)
         token = mint(settings.jwt_key, ["admin"], subject="dev-operator", ttl=12 * 3600)
-        c_port, d_port = settings.coordinator_bind_port, settings.dashboard_port
-        print(
-            f"\nopsdeck is up\n"
-            f"  coordinator  http://{settings.coordinator_host}:{c_port}  (API /api/v1/tasks)\n"
-            f"  dashboard    http://{settings.dashboard_host}:{d_port}   (log in with the token below)\n"
-            f"  token        {token}\n"
-            f"  more tokens  .venv/bin/opsdeck token --scope tasks:write --scope tasks:read\n"
-            f"  stop         Ctrl-C\n",
-            flush=True,
-        )
+        print(banner(settings, token), flush=True)
         while not stopping.wait(TICK):
             now = time.monotonic()
             if not all(part.check(now) for part in parts):
@@ -271,3 +262,21 @@ def _kill_all(procs: list[subprocess.Popen[bytes]], redis_pid: int | None) -> No
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def banner(settings: Settings, token: str) -> str:
+    """What ``make up`` prints once everything is up: the URLs, how to log in, a token."""
+    c_port, d_port = settings.coordinator_bind_port, settings.dashboard_port
+    login = (
+        "log in with DASHBOARD_PASSWORD or the token below"
+        if settings.dashboard_password is not None
+        else "log in with the token below"
+    )
+    return (
+        f"\nopsdeck is up\n"
+        f"  coordinator  http://{settings.coordinator_host}:{c_port}  (API /api/v1/tasks)\n"
+        f"  dashboard    http://{settings.dashboard_host}:{d_port}   ({login})\n"
+        f"  token        {token}\n"
+        f"  more tokens  .venv/bin/opsdeck token --scope tasks:write --scope tasks:read\n"
+        f"  stop         Ctrl-C\n"
+    )

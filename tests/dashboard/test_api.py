@@ -244,3 +244,10 @@ async def test_worker_status_detail_and_commands(as_role, rclient):
     page = await (await client.get("/workers/w1")).text()
     assert "scale" in page and "dave" in page
     assert "worker w1" in await (await client.get("/audit")).text()
+
+
+async def test_the_login_page_footer_names_the_version(dash):
+    from shared import __version__
+
+    page = await (await dash.get("/login")).text()
+    assert f"Opsdeck v{__version__}</footer>" in page and __version__
