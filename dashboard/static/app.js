@@ -227,6 +227,16 @@
       }
     }
   }
+  // The API's field list (loc: msg) of a refused body, shown where the button says (data-errors-into).
+  function fieldErrors(button, error) {
+    const box = button.dataset.errorsInto && document.getElementById(button.dataset.errorsInto);
+    if (!box) return;
+    const fields = (error && error.fields) || [];
+    box.hidden = !error;
+    if (!error) { box.replaceChildren(); return; }
+    const items = fields.map((f) => el("li", {}, el("code", { text: (f.loc || []).join(".") }), `: ${f.msg}`));
+    box.replaceChildren(el("strong", { text: error.message || "refused" }), ...(items.length ? [el("ul", {}, ...items)] : []));
+  }
   async function post(button) {
     const ok = await confirmAction(button.dataset.confirm || "Are you sure?", button.dataset.confirmInput);
     if (!ok) return;
@@ -234,13 +244,17 @@
     if (button.dataset.bodyConfirm) body = { confirm: ok };
     if (button.dataset.bodyScale) body = { processes: Number($(`#${CSS.escape(button.dataset.bodyScale)}`).value) };
     if (button.dataset.bodyFrom) {
-      try { body = { payload: JSON.parse($(`#${button.dataset.bodyFrom}`).value) }; } catch (e) { notice(`payload is not JSON: ${e.message}`, true); return; }
+      try { body = { payload: JSON.parse($(`#${button.dataset.bodyFrom}`).value) }; } catch (e) {
+        fieldErrors(button, { message: "payload is not JSON", fields: [{ loc: ["payload"], msg: e.message }] });
+        notice(`payload is not JSON: ${e.message}`, true); return;
+      }
     }
     button.disabled = true;
     try {
       const resp = await fetch(button.dataset.post, { method: "POST", credentials: "same-origin",
         headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json" }, body: body ? JSON.stringify(body) : "{}" });
       const data = await resp.json().catch(() => ({}));
+      fieldErrors(button, resp.ok ? null : data.error);
       if (!resp.ok) { notice(`${resp.status}: ${data.error ? data.error.message : resp.statusText}`, true); return; }
       const label = button.dataset.action || button.textContent.trim();
       if (data.command_id) { notice(`${label}: accepted (${data.command_id.slice(0, 8)})`); followCommand(data.command_id, label); }

@@ -1,0 +1,117 @@
+"""Real-browser tests (Playwright driving Debian's chromium, as tests/dashboard/test_browser.py)
+of finding and fixing a task: an invalid edited payload shows the API's field list next to the
+editor in readable colours; a short id in the header's search box opens the task; error pages
+are pages of the site. Only a dashboard and Redis run (no worker: nothing needs executing)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from shared.devtools.embedded_redis import free_port
+from shared.settings import Settings
+from shared.tasks import SLEEP, Priority, TaskType
+from shared.taskstore import TaskStore
+from tests.conftest import ROOT, SECRET
+from tests.dashboard.conftest import KEYS
+from tests.dashboard.contrast import contrast
+from tests.dashboard.test_browser import log_in
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+SHOTS = ROOT / "var" / "screenshots"
+IMG = ROOT / "docs" / "img"
+AA = 4.5
+
+
+def submit(redis_url: str, task_type: TaskType, payloads: list[dict[str, Any]]) -> list[str]:
+    """Record tasks as the coordinator does; their ids."""
+
+    async def go() -> list[str]:
+        client = aioredis.Redis.from_url(redis_url)
+        store = TaskStore(client, Settings(redis_url=redis_url, jwt_secret=SECRET))  # type: ignore[arg-type]
+        ids = [
+            (await store.submit(task_type, p, Priority.P2, subject="browser", correlation_id="c")).task_id
+            for p in payloads
+        ]
+        await store.aclose()
+        await client.aclose()
+        return ids
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's event loop
+        return pool.submit(asyncio.run, go()).result()
+
+
+def fail(rclient: Any, task_id: str, error: str) -> None:
+    """Make a recorded task failed, as the worker's lifecycle middleware would."""
+    rclient.hset(KEYS.task(task_id), mapping={"status": "failed", "error": error})
+    rclient.zrem(KEYS.tasks_by_status("queued"), task_id)
+    rclient.zadd(KEYS.tasks_by_status("failed"), {task_id: rclient.zscore(KEYS.tasks_all, task_id)})
+
+
+@pytest.fixture
+def browser_env(procs, env_factory, tmp_path):
+    """A dashboard process; yields its base URL."""
+    pytest.importorskip("playwright")
+    from tests.dashboard.test_browser import ensure_chromium
+
+    ensure_chromium()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    procs.start("dashboard", env_factory(DASHBOARD_PORT=port), tmp_path / "dash.log")
+    return f"http://127.0.0.1:{port}"
+
+
+def colours(page: Any, selector: str) -> tuple[str, str]:
+    """Computed text colour and the first non-transparent background up the tree."""
+    fg, bg = page.eval_on_selector(
+        selector,
+        """e => { const fg = getComputedStyle(e).color; let n = e, bg = 'rgba(0, 0, 0, 0)';
+        while (n && (bg === 'rgba(0, 0, 0, 0)' || bg === 'transparent')) {
+          bg = getComputedStyle(n).backgroundColor; n = n.parentElement; }
+        return [fg, bg]; }""",
+    )
+    return str(fg), str(bg)
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_invalid_edited_payload_shows_its_field_errors(browser_env, rclient, redis_url, token, width):
+    from playwright.sync_api import sync_playwright
+
+    (task_id,) = submit(redis_url, SLEEP, [{"seconds": 0}])
+    fail(rclient, task_id, "RequestedFailure: boom")
+    with sync_playwright() as pw:
+        browser, page, errors = log_in(
+            pw, browser_env, token("operator", sub="olga"), {"width": width, "height": 900}
+        )
+        page.goto(f"{browser_env}/tasks/{task_id}")
+        fg, bg = colours(page, "pre.error")
+        assert contrast(fg, bg) >= AA, (fg, bg)
+        page.click("summary:has-text('Retry with an edited payload')")
+        page.fill("#edited-payload", '{"seconds": "soon", "extra": 1}')
+        page.click("button[data-body-from=edited-payload]")
+        page.click("#confirm-ok")
+        box = page.wait_for_selector("#edited-payload-errors li")
+        assert box is not None
+        text = page.locator("#edited-payload-errors").inner_text()
+        assert "payload is invalid for its type" in text
+        assert "payload.seconds: " in text and "payload.extra: " in text, text
+        fg, bg = colours(page, "#edited-payload-errors li")
+        assert contrast(fg, bg) >= AA, (fg, bg)
+        # the list sits by the editor, above the Error section
+        editor = page.locator("#edited-payload").bounding_box()
+        listed = page.locator("#edited-payload-errors").bounding_box()
+        assert editor and listed and 0 <= listed["y"] - (editor["y"] + editor["height"]) < 40
+        page.screenshot(path=str(SHOTS / f"task-field-errors-{width}.png"), full_page=True)
+        if width == 1400:
+            page.screenshot(path=str(IMG / "dashboard-task-field-errors.png"), full_page=False)
+        # a valid payload goes through and opens the new task
+        page.fill("#edited-payload", '{"seconds": 0.1}')
+        page.click("button[data-body-from=edited-payload]")
+        page.click("#confirm-ok")
+        page.wait_for_url(lambda url: task_id not in url and "/tasks/" in url, timeout=10_000)
+        browser.close()
+    assert not [e for e in errors if "Content Security Policy" in e], errors
