@@ -3,7 +3,14 @@
 They speak the real request and response shapes (Render ``/v1/services/{id}/deploys`` deploy
 objects with ``status``; Vercel ``/v13/deployments`` with ``readyState``; Prometheus instant
 vectors) and are scriptable through attributes: fail builds, fail a gate at a weight, answer
-429 with Retry-After, hang, or reject the credentials.
+429 with Retry-After, hang, or reject the credentials. ``block_creates`` holds the next creations
+(Render deploy, Vercel deployment, webhook step) after the provider recorded them and before it
+answers: :attr:`Fakes.created` is set at that moment and the answer waits for :attr:`Fakes.release`
+(a worker killed then leaves a deployment the provider accepted and the worker never heard of).
+The lookups a worker makes before repeating a call are served too: Render's list of a service's
+deploys (``createdAfter``, ``limit``; ``[{"deploy": {...}, "cursor"}]``), Vercel's ``GET
+/v6/deployments`` (``projectId``, ``meta-<key>=<value>``; ``{"deployments": [{"uid", ...}]}``),
+and the webhook receiver drops a repeated ``Idempotency-Key`` (counted in ``webhook_duplicates``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -38,6 +46,7 @@ class Script:
     smoke_fail: bool = False
     error_rate: float = 0.0
     hang_seconds: float = 0.0
+    block_creates: int = 0  # hold this many creations after recording them (see Fakes.created)
 
 
 @dataclass
@@ -50,6 +59,10 @@ class Fakes:
     vercel_deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     vercel_calls: list[tuple[str, str, Any]] = field(default_factory=list)
     webhook_calls: list[dict[str, Any]] = field(default_factory=list)
+    webhook_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    webhook_duplicates: int = 0
+    created: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     smoke_calls: int = 0
     weight: int = 0
     url: str = ""
@@ -61,6 +74,13 @@ class Fakes:
         if provider == "render":
             return [c for c in self.render_calls if c[0] == "POST" and c[1].endswith("/deploys")]
         return [c for c in self.vercel_calls if c[0] == "POST" and c[1] == "/v13/deployments"]
+
+    async def _hold(self) -> None:
+        """After a creation was recorded: signal ``created`` and wait for ``release`` if blocking."""
+        if self.script.block_creates > 0:
+            self.script.block_creates -= 1
+            self.created.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
 
     async def _gate(self, request: web.Request, token: str, calls: list[Any]) -> web.Response | None:
         body = await request.json() if request.can_read_body else None
@@ -82,10 +102,27 @@ class Fakes:
             return bad
         body = self.render_calls[-1][2] or {}
         dep: dict[str, Any] = {"id": f"dep-{next(self._ids)}", "status": "created", "trigger": "api",
-                               "_polls": 0, "commit": {"id": body.get("commitId") or "head"},
-                               "createdAt": time.time()}  # fmt: skip
+                               "_polls": 0, **_render_version(body), **_created()}  # fmt: skip
         self.render_deploys[dep["id"]] = dep
+        await self._hold()
         return web.json_response({k: v for k, v in dep.items() if not k.startswith("_")}, status=201)
+
+    async def render_list(self, request: web.Request) -> web.Response:
+        """A service's deploys, newest first, as Render lists them (``createdAfter``, ``limit``)."""
+        if (bad := await self._gate(request, RENDER_KEY, self.render_calls)) is not None:
+            return bad
+        self.render_calls[-1] = (request.method, request.path_qs, None)
+        after = request.query.get("createdAfter")
+        since = datetime.fromisoformat(after).timestamp() if after else 0.0
+        limit = int(request.query.get("limit", "20"))
+        found = sorted((d for d in self.render_deploys.values() if d.get("_created", 0.0) > since),
+                       key=lambda d: d["_created"], reverse=True)[:limit]  # fmt: skip
+        return web.json_response(
+            [
+                {"deploy": {k: v for k, v in d.items() if not k.startswith("_")}, "cursor": d["id"]}
+                for d in found
+            ]
+        )
 
     async def render_get(self, request: web.Request) -> web.Response:
         if (bad := await self._gate(request, RENDER_KEY, self.render_calls)) is not None:
@@ -108,7 +145,7 @@ class Fakes:
         if target not in self.render_deploys:
             return web.json_response({"message": "deploy not found"}, status=400)
         dep = {"id": f"dep-{next(self._ids)}", "status": "live", "trigger": "rollback", "_polls": 0,
-               "commit": self.render_deploys[target]["commit"]}  # fmt: skip
+               "commit": self.render_deploys[target].get("commit"), **_created()}  # fmt: skip
         self.render_deploys[dep["id"]] = dep
         return web.json_response({k: v for k, v in dep.items() if not k.startswith("_")}, status=201)
 
@@ -122,11 +159,34 @@ class Fakes:
                 {"error": {"code": "bad_request", "message": "name is required"}}, status=400
             )
         sha = (body.get("gitSource") or {}).get("sha")
+        meta = {**(body.get("meta") or {}), "githubCommitSha": sha}
         dpl: dict[str, Any] = {"id": f"dpl_{next(self._ids)}", "readyState": "QUEUED", "url": "x.vercel.app",
-                               "_polls": 0, "target": body.get("target"), "meta": {"githubCommitSha": sha},
+                               "_polls": 0, "target": body.get("target"), "meta": meta,
+                               "projectId": body.get("project"), "name": body.get("name"),
+                               "createdAt": int(time.time() * 1000),
                                "teamId": request.query.get("teamId")}  # fmt: skip
         self.vercel_deployments[dpl["id"]] = dpl
+        await self._hold()
         return web.json_response({k: v for k, v in dpl.items() if not k.startswith("_")})
+
+    async def vercel_list(self, request: web.Request) -> web.Response:
+        """``GET /v6/deployments``: newest first, filtered by ``projectId`` and ``meta-<key>``."""
+        if (bad := await self._gate(request, VERCEL_TOKEN, self.vercel_calls)) is not None:
+            return bad
+        self.vercel_calls[-1] = (request.method, request.path_qs, None)
+        q = request.query
+        wanted = {k.removeprefix("meta-"): v for k, v in q.items() if k.startswith("meta-")}
+        found = [
+            d for d in self.vercel_deployments.values()
+            if (not q.get("projectId") or d.get("projectId") == q["projectId"])
+            and all(str((d.get("meta") or {}).get(k)) == v for k, v in wanted.items())
+        ]  # fmt: skip
+        found.sort(key=lambda d: d["createdAt"], reverse=True)
+        found = found[: int(q.get("limit", "20"))]
+        items = [{"uid": d["id"], "name": d.get("name"), "url": d["url"], "created": d["createdAt"],
+                  "createdAt": d["createdAt"], "state": d["readyState"], "readyState": d["readyState"],
+                  "meta": d["meta"], "target": d.get("target")} for d in found]  # fmt: skip
+        return web.json_response({"deployments": items, "pagination": {"count": len(items), "next": None}})
 
     async def vercel_get(self, request: web.Request) -> web.Response:
         if (bad := await self._gate(request, VERCEL_TOKEN, self.vercel_calls)) is not None:
@@ -152,9 +212,17 @@ class Fakes:
         if not hmac.compare_digest(request.headers.get("X-Opsdeck-Signature", ""), expected):
             return web.json_response({"message": "bad signature"}, status=401)
         body = await request.json()
+        key = request.headers.get("Idempotency-Key", "")
+        if key and key in self.webhook_keys:  # a repeat: the step was done, answer as before
+            self.webhook_duplicates += 1
+            return web.json_response(self.webhook_keys[key])
         self.webhook_calls.append(body)
         self.weight = body["weight"]
-        return web.json_response({"accepted": True})
+        reply = {"accepted": True}
+        if key:
+            self.webhook_keys[key] = reply
+        await self._hold()
+        return web.json_response(reply)
 
     async def webhook_status(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "failed" if self.script.fail_build else "live"})
@@ -175,9 +243,11 @@ class Fakes:
         app = web.Application()
         r = app.router
         r.add_post("/v1/services/{sid}/deploys", self.render_trigger)
+        r.add_get("/v1/services/{sid}/deploys", self.render_list)
         r.add_get("/v1/services/{sid}/deploys/{deploy_id}", self.render_get)
         r.add_post("/v1/services/{sid}/rollback", self.render_rollback)
         r.add_post("/v13/deployments", self.vercel_create)
+        r.add_get("/v6/deployments", self.vercel_list)
         r.add_get("/v13/deployments/{id}", self.vercel_get)
         r.add_post("/v10/projects/{project}/promote/{id}", self.vercel_action)
         r.add_post("/v9/projects/{project}/rollback/{id}", self.vercel_action)
@@ -186,6 +256,19 @@ class Fakes:
         r.add_get("/health", self.health)
         r.add_get("/api/v1/query", self.prometheus)
         return app
+
+
+def _render_version(body: dict[str, Any]) -> dict[str, Any]:
+    """The commit or image of a Render deploy created with ``body``."""
+    if body.get("imageUrl"):
+        return {"image": {"ref": body["imageUrl"], "sha": "sha256:0"}}
+    return {"commit": {"id": body.get("commitId") or "head"}}
+
+
+def _created() -> dict[str, Any]:
+    """``createdAt`` as Render writes it (ISO 8601, UTC) and the float the fake filters on."""
+    now = time.time()
+    return {"createdAt": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"), "_created": now}
 
 
 class FakeServer:

@@ -162,3 +162,30 @@ def test_cli_deploy_watch_follows_the_rollout(procs, env_factory, tmp_path, rcli
     unknown = subprocess.run([sys.executable, "-m", "shared.devtools.cli", "deploy", "ghost"], env=cli_env,
                              capture_output=True, text=True, timeout=30)  # fmt: skip
     assert unknown.returncode == 1 and "body.service: unknown service" in unknown.stderr
+
+
+@pytest.mark.parametrize("broker_url", BROKERS_SOAK, indirect=True)
+async def test_worker_killed_after_render_accepted_the_deploy_adopts_it(
+    procs, env_factory, tmp_path, rclient, dapi, auth, fakes, deploy_env
+):
+    """The fake Render records the deploy and holds its answer; the worker is SIGKILLed right
+    then (the call marker says "pending"). The redelivered step finds the deploy at Render (the
+    service's deploys of that commit created since the marker) and adopts it: one deploy."""
+    fakes.script.block_creates = 1
+    _, log = start_agent(procs, env_factory, tmp_path, **agent_env(fakes, tmp_path, deploy_env, 0))
+    first = wait_running(rclient, "agent")
+    resp = await dapi.post(
+        "/api/v1/deploys", json={"service": "site", "version": "c0ffee1"}, headers=auth("deploy")
+    )
+    deploy_id = (await resp.json())["id"]
+    assert await waiting(fakes.created.wait, 30), read_log(log)
+    os.kill(first.procs[0].pid, signal.SIGKILL)
+    fakes.release.set()  # Render's answer goes to a dead socket
+    await waiting(deploy_status, rclient, deploy_id, "succeeded", "failed", "rolled_back")
+    record = await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=auth("deploy"))).json()
+    assert record["status"] == "succeeded", (record, read_log(log))
+    created = fakes.deploy_calls("render")
+    assert len(created) == 1, created
+    [only] = fakes.render_deploys
+    assert record["provider_ids"] == {"0": only}
+    assert rclient.hget(KEYS.deploy_stable("site"), "provider_deploy_id") == only.encode()

@@ -115,7 +115,9 @@ class Rollout:
         try:
             provider = make_provider(config, self.settings)
             if n == 0 or provider.per_step:
-                pid = self.state.call_once(rec["id"], n, lambda: provider.trigger(ctx))
+                pid = self.state.call_once(
+                    rec["id"], n, lambda: provider.trigger(ctx), lambda since: provider.find(ctx, since)
+                )
                 ids = {**(rec.get("provider_ids") or {}), str(n): pid}
                 self.state.update(rec["id"], provider_ids=ids, provider_deploy_id=pid)
                 rec["provider_ids"] = ids

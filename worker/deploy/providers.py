@@ -39,13 +39,18 @@ class ProviderStatus:
 
 
 class Provider(Protocol):
-    """trigger → status (poll until live or failed) → promote; rollback to a stable deployment."""
+    """trigger → status (poll until live or failed) → promote; rollback to a stable deployment;
+    find: a deployment an interrupted trigger started (adopted instead of triggering again)."""
 
     #: True when the provider receives every step's weight and splits traffic itself.
     per_step: bool
 
     def trigger(self, ctx: StepContext) -> str:
         """Start a deployment (or move to ``ctx.weight``); returns the provider's deployment id."""
+
+    def find(self, ctx: StepContext, since_ms: int) -> str | None:
+        """The id of a deployment a :meth:`trigger` of ``ctx`` started at or after ``since_ms``
+        (epoch ms, the worker's clock) whose answer was lost (worker killed), or None."""
 
     def status(self, ctx: StepContext, provider_id: str) -> ProviderStatus:
         """The state of a deployment started by :meth:`trigger`."""

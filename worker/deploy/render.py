@@ -3,11 +3,18 @@
 REST: ``POST /v1/services/{serviceId}/deploys`` (``commitId`` or ``imageUrl``), ``GET
 /v1/services/{serviceId}/deploys/{deployId}``, ``POST /v1/services/{serviceId}/rollback``
 ``{deployId}``; bearer ``RENDER_API_KEY``. The base URL is ``RENDER_API_URL``.
+
+Before repeating a trigger whose answer was lost (worker killed mid-call), :meth:`find` lists the
+service's deploys created since the call (``GET /v1/services/{serviceId}/deploys?createdAfter=``,
+newest first, ``[{"deploy": {...}, "cursor"}]``) and adopts the one of the same commit
+(``commit.id``) or image (``image.ref``); Render has no idempotency key or metadata on a deploy.
 """
 
 from __future__ import annotations
 
+import os
 import urllib.parse
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.deploy.config import RenderOptions
@@ -18,6 +25,10 @@ from worker.deploy.providers import ProviderStatus, StepContext, retry_policy, s
 
 #: Render deploy statuses that end a deploy unsuccessfully.
 FAILED = frozenset({"build_failed", "update_failed", "canceled", "deactivated", "pre_deploy_failed"})
+#: Deploys created this long before the worker's call marker still count (clock skew, ms).
+CLOCK_SKEW_MS = 120_000
+#: Triggers of the deploys Opsdeck starts (REST API, deploy hook): what an unversioned find adopts.
+OWN_TRIGGERS = frozenset({"api", "deploy_hook"})
 
 
 class RenderProvider:
@@ -62,6 +73,35 @@ class RenderProvider:
                 return str(deploy["id"])
         raise ProviderError("Render accepted the deploy but returned no deploy id")
 
+    def find(self, ctx: StepContext, since_ms: int) -> str | None:
+        """A deploy of ``ctx.version`` created since ``since_ms`` (less the clock skew), the one
+        created nearest that time; without a version, one Opsdeck's way of triggering started.
+        None (deploy again) when there is none, or with a deploy hook and no API key to look."""
+        if self.options.deploy_hook_env and not os.environ.get(self.options.api_key_env):
+            return None
+        after = datetime.fromtimestamp((since_ms - CLOCK_SKEW_MS) / 1000, UTC)
+        query = urllib.parse.urlencode(
+            {"createdAfter": after.isoformat().replace("+00:00", "Z"), "limit": 100}
+        )
+        listed = self._call("GET", f"/deploys?{query}")
+        candidates: list[tuple[float, str]] = []
+        for item in listed if isinstance(listed, list) else []:
+            deploy = item.get("deploy", item) if isinstance(item, dict) else None
+            if not isinstance(deploy, dict) or not deploy.get("id") or not self._ours(deploy, ctx.version):
+                continue
+            candidates.append((abs(_epoch_ms(deploy.get("createdAt")) - since_ms), str(deploy["id"])))
+        return min(candidates)[1] if candidates else None
+
+    def _ours(self, deploy: dict[str, Any], version: str | None) -> bool:
+        """Whether ``deploy`` is what a trigger of ``version`` would have started."""
+        if version is None:
+            return deploy.get("trigger") in OWN_TRIGGERS
+        if self.options.version_kind == "image":
+            image = deploy.get("image")
+            return isinstance(image, dict) and image.get("ref") == version
+        commit = deploy.get("commit")
+        return isinstance(commit, dict) and commit.get("id") == version
+
     def status(self, ctx: StepContext, provider_id: str) -> ProviderStatus:
         """``live`` → live; build/update failures, cancel, deactivation → failed; else pending."""
         body = self._call("GET", f"/deploys/{urllib.parse.quote(provider_id)}")
@@ -87,3 +127,11 @@ class RenderProvider:
             raise ProviderRejected("no stable Render deploy recorded to roll back to")
         body = self._call("POST", "/rollback", {"deployId": target})
         return str(body["id"]) if isinstance(body, dict) and body.get("id") else None
+
+
+def _epoch_ms(created: Any) -> float:
+    """Render's ``createdAt`` (ISO 8601) in epoch ms; infinity when absent or unreadable."""
+    try:
+        return datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp() * 1000
+    except ValueError:
+        return float("inf")

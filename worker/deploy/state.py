@@ -5,7 +5,8 @@ step's call marker with SET NX, and ``done:<provider id>`` after. A redelivered 
 ``done:`` polls that deployment instead of starting another. Only one thread works on a deploy
 at a time (a Redis lock kept alive by a watchdog thread, expiring ``DEPLOY_LOCK_TTL`` after its
 holder dies), so a ``pending:`` marker seen by the lock holder means an earlier holder died
-mid-call.
+mid-call: the provider may have accepted that call. Before calling again the worker asks the
+provider (``find``, given the marker's time) for a deployment that call started, and adopts it.
 """
 
 from __future__ import annotations
@@ -80,14 +81,32 @@ class DeployState:
                 pipe.hset(key, mapping={k: str(v) for k, v in stable.items() if v is not None})
             pipe.execute()
 
-    def call_once(self, deploy_id: str, step: int | str, call: Callable[[], str]) -> str:
-        """The provider id of this step's call, calling the provider only if no call completed."""
+    def call_once(
+        self,
+        deploy_id: str,
+        step: int | str,
+        call: Callable[[], str],
+        find: Callable[[int], str | None] | None = None,
+    ) -> str:
+        """The provider id of this step's call, calling the provider only if no call completed.
+
+        When an earlier holder died mid-call (a ``pending:<ms>`` marker), ``find(ms)`` looks for
+        the deployment that call may have started at the provider; one it returns is adopted
+        (recorded as done) instead of calling again. A lookup that fails raises, the marker stays
+        pending, and the step is retried like any transient provider error.
+        """
         key = self.keys.deploy_call(deploy_id, step)
         if not self.client.set(key, f"pending:{now_ms()}", nx=True):
             marker = self.client.get(key).decode()
             if marker.startswith("done:"):
                 return str(marker[5:])
-            self.client.set(key, f"pending:{now_ms()}")  # an earlier holder died mid-call
+            # an earlier holder died mid-call: did the provider accept it?
+            since = int(marker.removeprefix("pending:") or 0)
+            adopted = find(since) if find is not None else None
+            if adopted:
+                self.client.set(key, f"done:{adopted}")
+                return adopted
+            self.client.set(key, f"pending:{now_ms()}")
         provider_id = call()
         self.client.set(key, f"done:{provider_id}")
         return provider_id

@@ -4,6 +4,10 @@
 /v10/projects/{projectId}/promote/{deploymentId}``, ``POST
 /v9/projects/{projectId}/rollback/{deploymentId}``; bearer ``VERCEL_TOKEN``, ``teamId`` from
 ``VERCEL_TEAM_ID`` when set. The base URL is ``VERCEL_API_URL``.
+
+A deployment is created with the meta values ``opsdeck_deploy_id`` and ``opsdeck_step``; before
+repeating a creation whose answer was lost (worker killed mid-call), :meth:`find` asks ``GET
+/v6/deployments?projectId=&meta-opsdeck_deploy_id=&meta-opsdeck_step=`` and adopts what it lists.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from worker.deploy.providers import ProviderStatus, StepContext, retry_policy, s
 
 #: readyState values that end a deployment unsuccessfully.
 FAILED = frozenset({"ERROR", "CANCELED"})
+#: Meta keys set on creation, what :meth:`VercelProvider.find` filters on.
+META_DEPLOY_ID = "opsdeck_deploy_id"
+META_STEP = "opsdeck_step"
 
 
 class VercelProvider:
@@ -48,7 +55,7 @@ class VercelProvider:
         body: dict[str, Any] = {
             "name": opts.name or opts.project_id,
             "project": opts.project_id,
-            "meta": {"opsdeckDeployId": ctx.deploy_id},
+            "meta": {META_DEPLOY_ID: ctx.deploy_id, META_STEP: str(ctx.step)},
         }
         if opts.target and not opts.promote:
             body["target"] = opts.target
@@ -58,6 +65,22 @@ class VercelProvider:
         if not isinstance(created, dict) or not created.get("id"):
             raise ProviderError("Vercel created no deployment id")
         return str(created["id"])
+
+    def find(self, ctx: StepContext, since_ms: int) -> str | None:
+        """The deployment created for this deploy and step (its meta values), or None."""
+        query = urllib.parse.urlencode({
+            "projectId": self.options.project_id, f"meta-{META_DEPLOY_ID}": ctx.deploy_id,
+            f"meta-{META_STEP}": str(ctx.step), "limit": 20,
+        })  # fmt: skip
+        listed = self._call("GET", f"/v6/deployments?{query}")
+        items = listed.get("deployments") if isinstance(listed, dict) else None
+        for item in items if isinstance(items, list) else []:
+            meta = item.get("meta") if isinstance(item, dict) else None
+            if isinstance(meta, dict) and meta.get(META_DEPLOY_ID) == ctx.deploy_id:
+                found = item.get("uid") or item.get("id")
+                if found:
+                    return str(found)
+        return None
 
     def status(self, ctx: StepContext, provider_id: str) -> ProviderStatus:
         """READY → live; ERROR/CANCELED → failed; QUEUED/BUILDING/INITIALIZING → pending."""

@@ -2,7 +2,7 @@
 
 Body ``{deploy_id, service, version, step, weight, action}`` (action ``deploy`` or
 ``rollback``), header ``X-Opsdeck-Signature: sha256=<hex HMAC-SHA256 of the body>`` with the
-secret from ``secret_env``, and ``Idempotency-Key: <deploy_id>:<step>`` so a receiver can drop
+secret from ``secret_env``, and ``Idempotency-Key: <deploy_id>:<step>:<action>`` so a receiver can drop
 the rare duplicate after a worker crash mid-call. 2xx = accepted. With ``status_url`` the worker
 polls ``GET status_url?deploy_id=&step=`` until ``{"status": "live"}`` (or ``"failed"``).
 """
@@ -55,6 +55,11 @@ class WebhookProvider:
         if isinstance(reply, dict) and reply.get("id"):
             return str(reply["id"])
         return f"{ctx.deploy_id}:{ctx.step}"
+
+    def find(self, ctx: StepContext, since_ms: int) -> str | None:
+        """No lookup: the step is POSTed again with the same ``Idempotency-Key``, which a receiver
+        that already accepted it drops (answering as before)."""
+        return None
 
     def status(self, ctx: StepContext, provider_id: str) -> ProviderStatus:
         """Live at once without a status URL; else what the status URL says."""
