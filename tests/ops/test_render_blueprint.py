@@ -58,6 +58,32 @@ NOT_DECLARED = {
         ),
         "RabbitMQ as the broker: Render has no managed RabbitMQ, the blueprint keeps the Redis broker",
     ),
+    **dict.fromkeys(
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_SERVICE_NAME",
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
+            "OTEL_SDK_DISABLED",
+            "TRACE_URL_TEMPLATE",
+        ),
+        "tracing is off until an operator points it at a collector (docs/operations.md#tracing);"
+        " a blueprint cannot know the collector's address",
+    ),
+    **dict.fromkeys(
+        (
+            "BANDIT_ALPHA_SCHEDULE",
+            "BANDIT_CHECKPOINT_EVERY",
+            "BANDIT_CHECKPOINTS_KEPT",
+            "BANDIT_ROLLBACK_COOLDOWN",
+            "BANDIT_ROLLBACK_MIN_SAMPLES",
+            "BANDIT_ROLLBACK_SIGNIFICANCE",
+        ),
+        "the learner's tuning: the defaults are the documented production values (docs/coaching.md)",
+    ),
 }
 SECRETS = {"JWT_SECRET", "METRICS_TOKEN", "SENTRY_DSN", "DASHBOARD_PASSWORD", "RENDER_API_KEY",
            "VERCEL_TOKEN", "LLM_API_KEY", "DEPLOY_WEBHOOK_SECRET"}  # fmt: skip
