@@ -14,15 +14,16 @@ from dashboard.pages import render
 
 #: Statuses in which each action's button is shown (the store stays the judge: 409 otherwise).
 ACTION_WHEN = {
-    "promote": ("in_progress", "canary", "paused"),
+    "promote": ("in_progress", "canary", "paused", "awaiting_confirmation"),
     "pause": ("queued", "in_progress", "canary"),
     "resume": ("paused",),
-    "abort": ("queued", "in_progress", "canary", "paused", "promoting"),
-    "rollback": ("in_progress", "canary", "paused", "promoting", "succeeded"),
+    "abort": ("queued", "in_progress", "canary", "paused", "awaiting_confirmation", "promoting"),
+    "rollback": ("in_progress", "canary", "paused", "awaiting_confirmation", "promoting", "succeeded"),
 }
 #: Confirmation text of each action's button.
 ACTION_CONFIRM = {
-    "promote": "Skip the remaining canary steps and go to 100 % now (gates still run)?",
+    "promote": "Promote: a rollout awaiting confirmation goes on to the step it waits before; otherwise "
+    "skip the remaining canary steps and go to 100 % now (gates still run)?",
     "pause": "Hold the rollout after the current step?",
     "resume": "Continue the rollout?",
     "abort": "Abort the rollout and return all traffic to the stable version?",

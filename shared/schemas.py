@@ -97,8 +97,8 @@ class DeployRecord(BaseModel):
     version: str | None = None
     strategy: Literal["direct", "canary"]
     provider: str
-    status: Literal["queued", "in_progress", "canary", "paused", "promoting", "succeeded", "failed",
-                    "rolled_back", "canceled"]  # fmt: skip
+    status: Literal["queued", "in_progress", "canary", "paused", "awaiting_confirmation", "promoting",
+                    "succeeded", "failed", "rolled_back", "canceled"]  # fmt: skip
     trigger: str | None = None
     task_id: str | None = None
     steps: list[int]

@@ -103,7 +103,8 @@ async def _act(request: web.Request, action: str) -> web.Response:
 
 
 async def promote_deploy(request: web.Request) -> web.Response:
-    """Skip the remaining canary steps: go to 100 % now (gates still run)."""
+    """Skip the remaining canary steps: go to 100 % now (gates still run); a deploy awaiting
+    confirmation (``confirm`` in the services file) goes on to the step it waits before."""
     return await _act(request, "promote")
 
 

@@ -170,6 +170,12 @@ class ServiceConfig(_Strict):
     router: RouterOptions = Field(default_factory=RouterOptions)
     git_tag: GitTagOptions = Field(default_factory=GitTagOptions)
     deploy_timeout_seconds: float = Field(default=1800.0, gt=0, le=6 * 3600)
+    #: Manual gates: ``before_promotion`` waits (status ``awaiting_confirmation``) before the step
+    #: that reaches 100 % (a one-step rollout: after its gates, before the provider's promote and
+    #: the stable pointer); ``each_step`` before every step after the first. None: never waits.
+    confirm: Literal["before_promotion", "each_step"] | None = None
+    #: How long a rollout waits for a confirmation before it is aborted (status ``canceled``).
+    confirm_timeout_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
     @model_validator(mode="after")
     def _provider_section(self) -> ServiceConfig:

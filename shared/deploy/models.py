@@ -7,6 +7,7 @@ A deploy's id is the id of the ``deploy`` task that started it, so ``/api/v1/tas
 
     queued → in_progress → canary → … → promoting → succeeded
                  │            │  ↕ paused
+                 │            │  ↕ awaiting_confirmation (``confirm``; promote goes on, a timeout aborts)
                  └────────────┴──→ failed | rolled_back | canceled
 """
 
@@ -35,6 +36,7 @@ class DeployStatus(enum.StrEnum):
     IN_PROGRESS = "in_progress"
     CANARY = "canary"
     PAUSED = "paused"
+    AWAITING_CONFIRMATION = "awaiting_confirmation"
     PROMOTING = "promoting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -45,7 +47,7 @@ class DeployStatus(enum.StrEnum):
 #: Statuses of a deploy that still holds its service.
 ACTIVE_STATUSES = frozenset(
     {DeployStatus.QUEUED, DeployStatus.IN_PROGRESS, DeployStatus.CANARY, DeployStatus.PAUSED,
-     DeployStatus.PROMOTING}
+     DeployStatus.AWAITING_CONFIRMATION, DeployStatus.PROMOTING}
 )  # fmt: skip
 #: Statuses after which a deploy never changes again (except a manual rollback of a success).
 TERMINAL_STATUSES = frozenset(
@@ -94,7 +96,9 @@ class StepPayload(BaseModel):
 
     deploy_id: str = Field(pattern=ID_PATTERN)
     step: int = Field(default=0, ge=0, le=100)
-    action: Literal["run", "abort", "rollback", "promote", "resume"] = "run"
+    #: ``timeout``: internal, sent delayed by ``confirm_timeout_seconds`` when a rollout starts to
+    #: wait for a confirmation; it aborts the rollout if it is still waiting then.
+    action: Literal["run", "abort", "rollback", "promote", "resume", "timeout"] = "run"
 
 
 #: The public task type (``POST /api/v1/tasks`` with ``"type": "deploy"``; listed in shared.task_types).
@@ -121,10 +125,13 @@ INT_FIELDS = frozenset(
         "started_at",
         "updated_at",
         "finished_at",
+        "confirm_step",
+        "confirmed_step",
+        "confirm_deadline",
     }
 )
 #: Timestamps (ms) rendered as ISO 8601.
-TIME_FIELDS = ("created_at", "started_at", "updated_at", "finished_at")
+TIME_FIELDS = ("created_at", "started_at", "updated_at", "finished_at", "confirm_deadline")
 
 
 def encode_fields(fields: dict[str, Any]) -> dict[str, str]:

@@ -26,8 +26,16 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from shared.devtools.deploy_client import run
+    from shared.devtools.deploy_client import confirm, run
 
+    if args.confirm:
+        if args.service or args.version:
+            print("opsdeck deploy: --confirm ID takes no SERVICE or --version", file=sys.stderr)
+            return 2
+        return confirm(load_settings(), args.confirm, args.watch)
+    if not args.service:
+        print("opsdeck deploy: name a SERVICE to deploy, or --confirm ID", file=sys.stderr)
+        return 2
     return run(load_settings(), args.service, args.version, args.watch)
 
 
@@ -88,8 +96,11 @@ def parser() -> argparse.ArgumentParser:
     dep = sub.add_parser(
         "deploy", help="start a deploy through the coordinator (OPSDECK_URL; OPSDECK_TOKEN or JWT_SECRET)"
     )
-    dep.add_argument("service", help="a service of the services file")
+    dep.add_argument("service", nargs="?", help="a service of the services file")
     dep.add_argument("--version", default=None, help="commit, image or tag (default: the provider's latest)")
+    dep.add_argument(
+        "--confirm", metavar="ID", help="confirm deploy ID, awaiting confirmation (a manual gate): it goes on"
+    )
     dep.add_argument("--watch", action="store_true", help="follow the rollout until it ends")
     dep.set_defaults(func=_deploy)
     ana = sub.add_parser(

@@ -1,4 +1,6 @@
-"""``opsdeck deploy SERVICE [--version V] [--watch]``: start a deploy over the coordinator's HTTP API.
+"""``opsdeck deploy SERVICE [--version V] [--watch]``: start a deploy over the coordinator's HTTP API;
+``opsdeck deploy --confirm ID [--watch]``: confirm a rollout that waits in ``awaiting_confirmation``
+(``POST /api/v1/deploys/{id}/promote``; refused, exit 1, when the deploy is not waiting).
 
 The coordinator is ``OPSDECK_URL`` (default ``http://COORDINATOR_HOST:COORDINATOR_PORT``); the
 token is ``OPSDECK_TOKEN``, or one minted with the ``deploy`` scope from ``JWT_SECRET`` (the
@@ -12,6 +14,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, TextIO
 
@@ -62,25 +65,54 @@ def progress(record: dict[str, Any]) -> str:
     return line
 
 
-def run(settings: Settings, service: str, version: str | None, watch: bool, out: TextIO = sys.stdout) -> int:
-    """Start the deploy, optionally follow it; exit code 0 on success (or when not watching)."""
+def _coordinator(settings: Settings) -> tuple[str, str]:
+    """The coordinator's base URL and a bearer token with the ``deploy`` scope."""
     base = (
         os.environ.get("OPSDECK_URL")
         or f"http://{settings.coordinator_host}:{settings.coordinator_bind_port}"
     )
     token = os.environ.get("OPSDECK_TOKEN") or mint(settings.jwt_key, ["deploy"], subject="cli", ttl=3600)
-    status, body = call(
-        base.rstrip("/"), token, "POST", "/api/v1/deploys", {"service": service, "version": version}
-    )
+    return base.rstrip("/"), token
+
+
+def run(settings: Settings, service: str, version: str | None, watch: bool, out: TextIO = sys.stdout) -> int:
+    """Start the deploy, optionally follow it; exit code 0 on success (or when not watching)."""
+    base, token = _coordinator(settings)
+    status, body = call(base, token, "POST", "/api/v1/deploys", {"service": service, "version": version})
     if status != 202:
         print(error_line("opsdeck deploy", status, body), file=sys.stderr)
         return 1
     print(f"deploy {body['id']} queued: {base}{body['status_url']}", file=out)
-    if not watch:
-        return 0
-    last = ""
+    return follow(base, token, body["status_url"], out) if watch else 0
+
+
+def confirm(settings: Settings, deploy_id: str, watch: bool, out: TextIO = sys.stdout) -> int:
+    """Confirm a rollout awaiting confirmation (its promote action); optionally follow it."""
+    base, token = _coordinator(settings)
+    url = f"/api/v1/deploys/{urllib.parse.quote(deploy_id, safe='')}"
+    status, record = call(base, token, "GET", url)
+    if status != 200:
+        print(error_line("opsdeck deploy --confirm", status, record), file=sys.stderr)
+        return 1
+    if record["status"] != "awaiting_confirmation":
+        print(f"opsdeck deploy --confirm: deploy {deploy_id} is {record['status']}, not awaiting "
+              "confirmation (nothing confirmed)", file=sys.stderr)  # fmt: skip
+        return 1
+    step, steps = record.get("confirm_step") or 0, record.get("steps") or [100]
+    what = "promotion" if len(steps) == 1 else f"step {step + 1} ({steps[step]}%)"
+    status, body = call(base, token, "POST", f"{url}/promote")
+    if status != 202:
+        print(error_line("opsdeck deploy --confirm", status, body), file=sys.stderr)
+        return 1
+    print(f"deploy {deploy_id} confirmed: {record['service']} goes on to {what}", file=out)
+    return follow(base, token, url, out) if watch else 0
+
+
+def follow(base: str, token: str, status_url: str, out: TextIO) -> int:
+    """One line per change until the deploy ends (0 on success); how to confirm when it waits."""
+    last, hinted = "", False
     while True:
-        status, record = call(base.rstrip("/"), token, "GET", body["status_url"])
+        status, record = call(base, token, "GET", status_url)
         if status == 200:
             line = progress(record)
             if line != last:
@@ -88,4 +120,7 @@ def run(settings: Settings, service: str, version: str | None, watch: bool, out:
                 last = line
             if record["status"] in DONE:
                 return 0 if record["status"] == "succeeded" else 1
+            if record["status"] == "awaiting_confirmation" and not hinted:
+                print(f"  to go on: opsdeck deploy --confirm {record['id']}", file=out, flush=True)
+                hinted = True
         time.sleep(WATCH_INTERVAL)

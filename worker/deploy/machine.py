@@ -7,6 +7,14 @@ is promoted and becomes the service's stable one. A failed gate or provider fail
 to the stable version (``rolled_back``); a failure before the new version went live is
 ``failed``. Operator actions (abort, rollback, promote, pause, resume) are flags on the record
 written by the coordinator, acted on by the thread that holds the deploy's lock.
+
+Manual gates (``confirm`` in the services file): a step that needs a confirmation (``each_step``:
+every step after the first; ``before_promotion``: the step that reaches 100 %; a one-step
+rollout: after its gates, before it is promoted) is not run but waited for, status
+``awaiting_confirmation``, until an operator promotes (the record's ``confirmed_step``), or a
+``timeout`` message sent delayed by ``confirm_timeout_seconds`` aborts the rollout (``canceled``,
+traffic back to the stable version). An operator's promote during the canary counts as the
+confirmation of the 100 % step.
 """
 
 from __future__ import annotations
@@ -80,6 +88,11 @@ class Rollout:
 
     # -- steps -------------------------------------------------------------------------------------
     def _continue(self, rec: dict[str, Any], msg: StepPayload) -> None:
+        waiting = rec["status"] == DeployStatus.AWAITING_CONFIRMATION
+        if msg.action == "timeout" or waiting:  # a waiting rollout only moves on promote or abort
+            if msg.action == "timeout" and waiting:
+                self._confirm_timeout(rec, msg)
+            return
         if rec["status"] == DeployStatus.QUEUED and not self._begin(rec, msg):
             return
         last = len(rec["steps"]) - 1
@@ -92,6 +105,9 @@ class Rollout:
                 self._send_next(rec, 0)
             return
         if step > rec["step"] or rec["status"] == DeployStatus.PAUSED:
+            return
+        if step > 0 and self._needs_confirmation(rec, step):
+            self._await_confirmation(rec, step)
             return
         self._run(rec, step)
 
@@ -153,6 +169,9 @@ class Rollout:
             )
             self._fail(rec, ctx, f"gate failed at step {n} ({weight}%): {bad}")
         elif n == len(rec["steps"]) - 1:
+            if n == 0 and self._needs_confirmation(rec, n):  # one step: confirm before promotion
+                self._await_confirmation(rec, n)
+                return
             self._succeed(rec, ctx, config, provider)
         else:
             self._advance(rec, n, config)
@@ -174,6 +193,45 @@ class Rollout:
             if time.monotonic() > budget_end:
                 return "later", status
             time.sleep(min(self.settings.deploy_poll_interval, 1.0))
+
+    # -- manual gates ------------------------------------------------------------------------------
+    def _needs_confirmation(self, rec: dict[str, Any], step: int) -> bool:
+        """Whether ``step`` waits for an operator (``confirm``), not confirmed yet."""
+        confirm = self._config(rec["service"]).confirm
+        last = len(rec["steps"]) - 1
+        if confirm is None or (confirm == "before_promotion" and step != last):
+            return False
+        fresh = self.state.get(rec["id"]) or rec
+        if step == last and fresh.get("promote") == "1":  # promoted by an operator: confirmed
+            return False
+        return fresh.get("confirmed_step") != step
+
+    def _await_confirmation(self, rec: dict[str, Any], step: int) -> None:
+        """Wait before ``step`` (or, one-step rollouts, before promotion) until promote or timeout."""
+        timeout = self._config(rec["service"]).confirm_timeout_seconds
+        deadline = now_ms() + int(timeout * 1000)
+        self.state.update(rec["id"], status=DeployStatus.AWAITING_CONFIRMATION, step=step, confirm_step=step,
+                          confirm_deadline=deadline)  # fmt: skip
+        self.schedule({"deploy_id": rec["id"], "step": step, "action": "timeout"}, timeout)
+        log.info("deploy awaiting confirmation", deploy_id=rec["id"], service=rec["service"], step=step,
+                 timeout_seconds=timeout)  # fmt: skip
+
+    def _confirm_timeout(self, rec: dict[str, Any], msg: StepPayload) -> None:
+        """Abort a rollout still waiting for the confirmation this timeout was sent for."""
+        if rec.get("confirm_step") != msg.step:
+            return  # sent for an earlier wait
+        left = ((rec.get("confirm_deadline") or 0) - now_ms()) / 1000
+        if left > 0:  # early (another host's clock): come back when it is due
+            self.schedule(msg.model_dump(), max(left, 1.0))
+            return
+        config = self._config(rec["service"])
+        n = msg.step
+        weight = rec["steps"][n]
+        ctx = StepContext(rec["id"], rec["service"], rec.get("version"), n, rec.get("weight") or 0)
+        what = "promotion" if len(rec["steps"]) == 1 else f"step {n} ({weight}%)"
+        reason = (f"not confirmed within {config.confirm_timeout_seconds:g}s (confirm: {config.confirm}): "
+                  f"aborted before {what}")  # fmt: skip
+        self._fail(rec, ctx, reason, rolled=DeployStatus.CANCELED, unchanged=DeployStatus.CANCELED)
 
     def _advance(self, rec: dict[str, Any], n: int, config: ServiceConfig) -> None:
         fresh = self.state.get(rec["id"]) or rec

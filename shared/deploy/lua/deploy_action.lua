@@ -1,5 +1,6 @@
 -- Apply an operator action (pause, resume, promote, abort, rollback) to a deploy when its status
--- allows it; the worker acts on the flags it sets.
+-- allows it; the worker acts on the flags it sets. Promote of a deploy awaiting confirmation
+-- confirms the step it waits before (confirmed_step) and sends it (it does not skip steps).
 --
 -- KEYS: 1 deploy hash
 -- ARGV: 1 action, 2 who, 3 now (ms), 4 steps left ("1" if any)
@@ -8,6 +9,7 @@ local st = redis.call("hget", KEYS[1], "status")
 if not st then return {"missing", ""} end
 local a, who, now = ARGV[1], ARGV[2], ARGV[3]
 local running = st == "in_progress" or st == "canary" or st == "paused" or st == "promoting"
+local waiting = st == "awaiting_confirmation"
 local function ok(status, enqueue)
     redis.call("hset", KEYS[1], "status", status, "updated_at", now, "last_action", a, "last_action_by", who)
     return {"ok", status, enqueue}
@@ -23,15 +25,21 @@ elseif a == "resume" then
         redis.call("hset", KEYS[1], "hold", "0") return ok(st, "0")
     end
 elseif a == "promote" then
+    if waiting then
+        redis.call("hset", KEYS[1], "confirmed_step", redis.call("hget", KEYS[1], "confirm_step") or "")
+        return ok("in_progress", "1")
+    end
     if (st == "in_progress" or st == "canary" or st == "paused") and ARGV[4] == "1" then
         redis.call("hset", KEYS[1], "promote", "1", "hold", "0")
         if st == "in_progress" then return ok(st, "0") end
         return ok("canary", "1")
     end
 elseif a == "abort" then
-    if running or st == "queued" then redis.call("hset", KEYS[1], "requested", "abort") return ok(st, "1") end
+    if running or waiting or st == "queued" then
+        redis.call("hset", KEYS[1], "requested", "abort") return ok(st, "1")
+    end
 elseif a == "rollback" then
-    if running or st == "succeeded" then
+    if running or waiting or st == "succeeded" then
         redis.call("hset", KEYS[1], "requested", "rollback") return ok(st, "1")
     end
 end

@@ -6,4 +6,5 @@
 local function is_active(prefix, id)
     local st = redis.call("hget", prefix .. id, "status")
     return st == "queued" or st == "in_progress" or st == "canary" or st == "paused" or st == "promoting"
+        or st == "awaiting_confirmation"
 end
