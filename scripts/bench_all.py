@@ -1,9 +1,10 @@
 """Run every benchmark in scripts/bench/ once and write docs/benchmarks.md (``make bench``).
 
 Each benchmark prints one JSON document with its figures *and* the baseline it measured in the
-same run (bare aiohttp, plain Dramatiq, MABWiser, a bare WebSocket broadcast), because this
-machine is noisy and only same-run comparisons mean anything. This script collects them, keeps
-the raw JSON next to the page (docs/benchmarks.json), and renders the tables.
+same run (bare aiohttp, plain Dramatiq, MABWiser, a bare WebSocket broadcast, tracing off),
+because this machine is noisy and only same-run comparisons mean anything. This script collects
+them, keeps the raw JSON next to the page (docs/benchmarks.json), and renders the tables: one row
+per figure, or a benchmark's own tables (:data:`RENDERERS`).
 
     .venv/bin/python scripts/bench_all.py            # full runs (several minutes)
     .venv/bin/python scripts/bench_all.py --quick    # smoke runs
@@ -114,6 +115,97 @@ def flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         )
 
 
+def _cell(value: Any, unit: str = "") -> str:
+    """A table cell: thousands separated, "–" for a missing figure."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, int | float):
+        return f"{value:,}{unit}"
+    return str(value)
+
+
+def _ratio(rps: float | None, cpu: float | None) -> str:
+    """``0.85× (0.9×)``: a req/s ratio and, when there is one, its CPU-per-request ratio."""
+    if rps is None:
+        return "–"
+    return f"{rps}×" + (f" ({cpu}×)" if cpu is not None else "")
+
+
+def render_tracing(doc: dict[str, Any]) -> list[str]:
+    """scripts/bench/tracing.py as tables a person can scan: one row per phase, the target checks,
+    the worker; every round stays in docs/benchmarks.json."""
+    lines = [
+        f"Coordinator `POST /api/v1/tasks`: {doc['generator']}, {doc['connections']} connections, "
+        f"{doc['rounds_run']} rounds of {doc['duration_s']} s per phase, the phases alternating in each "
+        "round. Figures are medians over the rounds; the ratios and costs pair each round's phase with "
+        "the bare handler's or `tracing_off`'s of the same round. *CPU µs/req* is the coordinator "
+        "process's CPU time per answered request (its span-exporting thread included), and the "
+        "ratio in brackets is of those (capacity per core: steadier than req/s while other work "
+        "takes this machine's two cores); *cost* is that CPU minus `tracing_off`'s. Spans go over "
+        "OTLP/HTTP to a receiver in its own process "
+        f"(batch span processor: {json.dumps(doc['bsp']) if isinstance(doc['bsp'], dict) else doc['bsp']}).",
+        "",
+        "| phase | req/s | p50 ms | p99 ms | CPU µs/req | vs bare: req/s (CPU) | vs off: req/s (CPU) "
+        "| cost µs/req | spans/req |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for p in doc["phases"]:
+        cells = [
+            f"`{p['phase']}`: {p['what']}",
+            *(_cell(p[k]) for k in ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req")),
+            _ratio(p["ratio_vs_bare"], p.get("cpu_ratio_vs_bare")),
+            _ratio(p.get("ratio_vs_off"), p.get("cpu_ratio_vs_off")),
+            _cell(p.get("cost_per_request_us")),
+            _cell(p.get("spans_per_request")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    names = {
+        "off_vs_bare": "tracing off vs bare aiohttp (req/s ratio)",
+        "sampled_1pct_vs_off": "1 % sampling vs tracing off (req/s ratio)",
+        "cost_per_request_us_100pct": "100 % sampling: CPU µs per request vs off",
+    }
+    lines += ["", "| target | measured | by CPU per request | limit | met |", "|---|--:|--:|--:|---|"]
+    for key, check in doc["target_checks"].items():
+        limit = f"≥ {check['min']}" if "min" in check else f"≤ {check['max']:,}"
+        cells = [names.get(key, key), _cell(check["value"]), _cell(check.get("cpu_ratio")), limit]
+        lines.append("| " + " | ".join([*cells, _cell(check["met"])]) + " |")
+    checked = [r for r in doc["rounds"] if "enqueued_verified" in r]
+    failed = [r for r in checked if not r["enqueued_verified"]]
+    lines += [
+        "",
+        f"Dramatiq queue length checked against the 2xx answers after every enqueuing phase: "
+        f"{len(checked) - len(failed)} of {len(checked)} within the allowance for requests in flight"
+        + "".join(
+            f"; round {r['round']} `{r['phase']}`: {r['queue_length']:,} queued for "
+            f"{r['responses_2xx']:,} answered"
+            for r in failed
+        )
+        + ".",
+        "",
+    ]
+    w = doc["worker"]
+    rounds = sum(1 for r in w["rounds"] if r["kind"] == "tracing_on")
+    lines += [
+        f"Worker: fresh Opsdeck worker processes ({w['threads']} threads) draining {w['messages']:,} "
+        f"no-op tasks, tracing off and on (`parentbased_always_on`, a CONSUMER span per task), "
+        f"{rounds} round{'s' if rounds != 1 else ''} alternating the order; best round of each.",
+        "",
+        "| worker | msg/s | overhead vs off | spans/task |",
+        "|---|--:|--:|--:|",
+        f"| tracing off | {_cell(w['tracing_off_msgs_per_s'])} | – | – |",
+        f"| tracing on, 100 % | {_cell(w['tracing_on_msgs_per_s'])} | {w['overhead']:.1%} "
+        f"(paired rounds' median {w['overhead_paired_median']:.1%}) | {_cell(w['spans_per_task'])} |",
+        "",
+    ]
+    return lines
+
+
+#: Benchmarks rendered by a function of their own (the others: one row per figure).
+RENDERERS = {"tracing": render_tracing}
+
+
 def render(
     results: list[dict[str, Any]], quick: bool, measured: str | None = None, intro: str | None = None
 ) -> str:
@@ -140,6 +232,9 @@ def render(
             lines += [f"Measured {doc['measured_at']}{how}, apart from the rest (`bench_all.py --only`).", ""]
         if "error" in doc:
             lines += ["Failed:", "", "```", doc["error"], "```", ""]
+            continue
+        if doc["benchmark"] in RENDERERS:
+            lines += RENDERERS[doc["benchmark"]](doc)
             continue
         if "targets" in doc:
             lines += [f"Targets: `{json.dumps(doc['targets'])}`", ""]
