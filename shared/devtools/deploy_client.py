@@ -99,7 +99,7 @@ def confirm(settings: Settings, deploy_id: str, watch: bool, out: TextIO = sys.s
               "confirmation (nothing confirmed)", file=sys.stderr)  # fmt: skip
         return 1
     step, steps = record.get("confirm_step") or 0, record.get("steps") or [100]
-    what = "promotion" if len(steps) == 1 else f"step {step + 1} ({steps[step]}%)"
+    what = "promotion" if len(steps) == 1 else f"step {step} ({steps[step]}%)"  # the API's numbering
     status, body = call(base, token, "POST", f"{url}/promote")
     if status != 202:
         print(error_line("opsdeck deploy --confirm", status, body), file=sys.stderr)

@@ -7,11 +7,27 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from shared.keys import Keys
+from tests.deploy.conftest import services_yaml
 from worker.deploy.providers import StepContext, make_provider
 from worker.deploy.state import now_ms
 
 KEYS = Keys()
+IMAGE_SERVICE = """
+  img:
+    provider: render
+    render: {service_id: srv-img, api_key_env: RENDER_API_KEY, version_kind: image}
+"""
+
+
+@pytest.fixture
+def services_file(tmp_path, fakes):
+    """The usual services and a Render one deploying images (overrides the conftest's)."""
+    path = tmp_path / "services.yaml"
+    path.write_text(services_yaml(fakes.url, extra=IMAGE_SERVICE))
+    return path
 
 
 def interrupted(driver, service: str, version: str | None, weight: int) -> tuple[str, str]:
@@ -36,6 +52,17 @@ def test_render_deploy_of_the_commit_since_the_marker_is_adopted(driver, fakes):
     lookups = [c[1] for c in fakes.render_calls if c[0] == "GET" and "createdAfter=" in c[1]]
     assert len(lookups) == 1 and lookups[0].startswith("/v1/services/srv-test/deploys?")
     assert driver.state.call_done(deploy_id, 0) == lost
+
+
+def test_render_image_deploy_is_adopted_by_its_image_ref(driver, fakes):
+    image = "registry.example/app:1.4"
+    deploy_id, lost = interrupted(driver, "img", image, 100)
+    assert fakes.render_deploys[lost]["image"]["ref"] == image
+    driver.run()
+    rec = driver.record(deploy_id)
+    assert rec["status"] == "succeeded", rec
+    assert [c[2] for c in fakes.deploy_calls("render")] == [{"clearCache": "do_not_clear", "imageUrl": image}]
+    assert rec["provider_ids"] == {"0": lost}
 
 
 def test_render_without_a_matching_deploy_triggers_again(driver, fakes):

@@ -244,7 +244,7 @@ async def test_cli_confirm_promotes_a_waiting_deploy_and_refuses_others(driver, 
     assert await asyncio.to_thread(cli_confirm, dsettings, running, False, out) == 1
     assert f"deploy {running} is queued, not awaiting confirmation" in capsys.readouterr().err
     assert await asyncio.to_thread(cli_confirm, dsettings, waiting, False, out) == 0
-    assert out.getvalue() == f"deploy {waiting} confirmed: gated goes on to step 3 (100%)\n"
+    assert out.getvalue() == f"deploy {waiting} confirmed: gated goes on to step 2 (100%)\n"
     assert driver.record(waiting)["confirmed_step"] == 2
     assert await asyncio.to_thread(cli_confirm, dsettings, waiting, False, out) == 1  # not waiting any more
 
