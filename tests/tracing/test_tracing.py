@@ -27,7 +27,7 @@ KEYS = Keys()
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 _EXPORTER = InMemorySpanExporter()
-_PROVIDER = TracerProvider()
+_PROVIDER = TracerProvider(id_generator=tracing._edge_ids())
 _PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 
 
@@ -40,6 +40,14 @@ def spans() -> Iterator[InMemorySpanExporter]:
     yield _EXPORTER
     tracing.use_provider(None)
     _EXPORTER.clear()
+
+
+@pytest.fixture
+def never_sampled_roots(spans: InMemorySpanExporter) -> InMemorySpanExporter:
+    """Tracing on with roots sampled at ratio 0 (OTEL_TRACES_SAMPLER=parentbased_traceidratio,
+    _ARG=0): the edge decides every root request itself."""
+    tracing.use_provider(_PROVIDER, root_bound=0)
+    return spans
 
 
 @pytest.fixture
@@ -236,3 +244,59 @@ async def test_a_stored_trace_id_that_is_not_hex_is_never_put_in_a_link(
     linked = settings.model_copy(update={"trace_url_template": "http://jaeger.local/trace/{trace_id}"})
     page = await _task_page(aiohttp_client, linked, token, rclient, '"><script>x</script>')
     assert "jaeger.local" not in page and "<script>x" not in page
+
+
+async def test_an_unsampled_root_request_makes_no_span_and_its_task_keeps_the_decision(
+    never_sampled_roots, aiohttp_client, settings, auth, rclient
+):
+    from coordinator.app import create_app
+
+    client = await aiohttp_client(create_app(settings))
+    resp = await client.post("/api/v1/tasks", json={"type": "echo", "payload": {}}, headers=auth())
+    assert resp.status == 202
+    traceparent = resp.headers["traceparent"]
+    version, trace_id, span_id, flags = traceparent.split("-")
+    assert (version, flags) == ("00", "00") and int(trace_id, 16) and int(span_id, 16)
+    assert never_sampled_roots.get_finished_spans() == ()
+    task_id = (await resp.json())["id"]
+    assert stored_message(rclient, task_id).options["traceparent"] == traceparent
+    assert (await (await client.get(f"/api/v1/tasks/{task_id}", headers=auth())).json()).get(
+        "trace_id"
+    ) is None
+    # an incoming sampled parent still decides (parent-based), through the SDK
+    sampled = await client.post(
+        "/api/v1/tasks",
+        json={"type": "echo", "payload": {}},
+        headers={**auth(), "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"},
+    )
+    assert sampled.headers["traceparent"].startswith(f"00-{CLIENT_TRACE}-")
+    assert [s.name for s in never_sampled_roots.get_finished_spans()][-1] == "POST /api/v1/tasks"
+
+
+def test_the_edge_decides_as_the_sdk_ratio_sampler_would():
+    import random
+
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    rng = random.Random(7)
+    for ratio in (0.0, 0.01, 0.25, 0.5, 1.0):
+        settings = Settings(otel_traces_sampler="parentbased_traceidratio", otel_traces_sampler_arg=ratio)
+        bound = tracing._root_bound(settings)
+        assert bound is not None
+        sdk = TraceIdRatioBased(ratio)
+        for _ in range(2000):
+            trace_id = rng.getrandbits(128) or 1
+            edge_sampled = trace_id & tracing._LOW64 < bound
+            assert edge_sampled is sdk.should_sample(None, trace_id, "x").decision.is_sampled()
+    assert tracing._root_bound(Settings(otel_traces_sampler="always_on")) is None
+    assert tracing._root_bound(Settings(otel_traces_sampler="parentbased_always_off")) == 0
+
+
+def test_a_root_span_gets_the_trace_id_the_edge_drew():
+    ids = tracing._edge_ids()
+    token = tracing._NEXT_TRACE_ID.set(0xABC)
+    try:
+        assert ids.generate_trace_id() == 0xABC
+        assert ids.generate_trace_id() not in (0, 0xABC)  # once only, then random
+    finally:
+        tracing._NEXT_TRACE_ID.reset(token)
