@@ -20,6 +20,7 @@ from aiohttp import web
 
 from dashboard import auth, metrics, pages, stream
 from dashboard.appkeys import KEYS, QUEUES, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
+from dashboard.error_pages import error_pages
 from dashboard.guard import make_guard, security_headers
 from dashboard.routes import API, METRICS_TOKEN_ROUTES, PAGES, SCOPES
 from shared import tracing
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[
             *([tracing.server_middleware] if tracing.enabled() else []),
             metrics.observe,
+            error_pages,
             error_middleware,
             make_guard(SCOPES, METRICS_TOKEN_ROUTES),
         ],

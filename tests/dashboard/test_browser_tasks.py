@@ -6,6 +6,7 @@ are pages of the site. Only a dashboard and Redis run (no worker: nothing needs 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -113,5 +114,60 @@ def test_invalid_edited_payload_shows_its_field_errors(browser_env, rclient, red
         page.click("button[data-body-from=edited-payload]")
         page.click("#confirm-ok")
         page.wait_for_url(lambda url: task_id not in url and "/tasks/" in url, timeout=10_000)
+        browser.close()
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_error_pages_are_pages_of_the_site(browser_env, procs, env_factory, tmp_path, token, width):
+    """A 404 page with the nav and a way back; a 503 page while Redis is down, rendered without
+    Redis (a dashboard whose Redis does not answer, and a valid session cookie for it)."""
+    from playwright.sync_api import sync_playwright
+
+    from dashboard.auth import COOKIE, Sessions
+
+    down_port = free_port()
+    procs.start(
+        "dashboard",
+        env_factory(
+            DASHBOARD_PORT=down_port, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_TIMEOUT="0.3"
+        ),
+        tmp_path / "dash-down.log",
+    )
+    down = f"http://127.0.0.1:{down_port}"
+    settings = Settings(jwt_secret=SECRET)  # type: ignore[arg-type]
+    cookie = Sessions(settings.jwt_key, settings.dashboard_session_ttl, False).issue("olga", "operator")
+    with sync_playwright() as pw:
+        browser, page, errors = log_in(
+            pw, browser_env, token("viewer", sub="vic"), {"width": width, "height": 800}
+        )
+        page.wait_for_url(f"{browser_env}/")
+        page.goto(f"{browser_env}/tasks/00000000-0000-4000-8000-00000000dead")
+        assert page.locator("h1").inner_text() == "404 Not found"
+        assert "not found" in page.locator(".error-page .what").inner_text()
+        assert page.locator("header nav a[href='/workers']").is_visible()
+        assert "vic" in page.locator("header").inner_text()
+        page.screenshot(path=str(SHOTS / f"error-404-{width}.png"), full_page=True)
+        page.click(".error-page a[href='/tasks']")
+        page.wait_for_url(f"{browser_env}/tasks")
+        assert page.locator("h2").first.inner_text() == "Tasks"
+
+        context = page.context
+        context.add_cookies([{"name": COOKIE, "value": cookie, "url": down}])
+        for _ in range(100):  # the second dashboard may still be starting
+            try:
+                response = page.goto(f"{down}/queues")
+                break
+            except Exception:
+                time.sleep(0.1)
+        assert response is not None and response.status == 503
+        assert page.locator("h1").inner_text() == "503 Unavailable"
+        assert "Redis is unavailable" in page.locator(".error-page").inner_text()
+        assert page.locator("header nav a[href='/tasks']").is_visible()  # the minimal nav
+        assert "olga" not in page.locator("header").inner_text()
+        assert page.locator(".error-page a:has-text('Try again')").get_attribute("href") == "/queues"
+        page.screenshot(path=str(SHOTS / f"error-503-{width}.png"), full_page=True)
+        if width == 1400:
+            page.screenshot(path=str(IMG / "dashboard-503.png"))
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e], errors
