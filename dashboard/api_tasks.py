@@ -15,8 +15,10 @@ from dashboard import audit
 from dashboard.appkeys import KEYS, REDIS, SETTINGS, STORE, USER
 from shared.errors import NotFound, ValidationFailed, pydantic_fields
 from shared.jsondepth import MAX_JSON_DEPTH, TOO_DEEP, deeper_than, too_deep
+from shared.store import iso
 from shared.task_types import get_task_type
 from shared.tasks import Priority, TaskStatus
+from shared.taskstore import MAX_ID_MATCHES, MAX_SCAN, TaskScan
 from shared.web import json_response, parse_query, read_json, truncate
 
 #: Largest page of ``GET /api/tasks``.
@@ -49,8 +51,27 @@ class TaskQuery(BaseModel):
     priority: Priority | None = None
     since: Instant | None = None
     until: Instant | None = None
+    error: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description=f"Text in the error message (case-insensitive); a page examines at most {MAX_SCAN} "
+        "index entries (scanned, scan_bounded in the answer), the cursor goes on from there",
+    )
     cursor: str | None = Field(default=None, max_length=400)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+
+
+#: A task id or the start of one, as the lists show it (8 characters) or whole.
+ID_PREFIX = r"^[0-9A-Za-z][0-9A-Za-z_.:-]*$"
+
+
+class FindQuery(BaseModel):
+    """Query of ``GET /api/tasks/find``: a task id or its first characters."""
+
+    model_config = ConfigDict(extra="forbid")
+    q: str = Field(min_length=1, max_length=64, pattern=ID_PREFIX, description="A task id or its start")
+    limit: int = Field(default=20, ge=1, le=MAX_ID_MATCHES)
 
 
 class Retry(BaseModel):
@@ -87,23 +108,71 @@ def for_display(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def search(request: web.Request, query: TaskQuery) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of tasks, newest first, filtered; the cursor of the next page (None at the end)."""
-    return await request.app[STORE].list(
+async def search(request: web.Request, query: TaskQuery) -> TaskScan:
+    """A page of tasks, newest first, filtered, with the next page's cursor and the scan's counts."""
+    return await request.app[STORE].scan(
         status=query.status,
         type_name=query.type,
         priority=query.priority,
         since_us=int(query.since.timestamp() * 1e6) if query.since else None,
         until_us=int(query.until.timestamp() * 1e6) if query.until else None,
+        error_text=query.error,
         limit=query.limit,
         cursor=query.cursor,
     )
 
 
 async def task_list(request: web.Request) -> web.Response:
-    """``GET /api/tasks?type=&status=&priority=&since=&until=&cursor=&limit=``."""
-    items, cursor = await search(request, parse_query(request, TaskQuery))
-    return json_response({"items": [for_display(r) for r in items], "next_cursor": cursor})
+    """``GET /api/tasks?type=&status=&priority=&since=&until=&error=&cursor=&limit=``."""
+    page = await search(request, parse_query(request, TaskQuery))
+    return json_response(
+        {
+            "items": [for_display(r) for r in page.items],
+            "next_cursor": page.next_cursor,
+            "scanned": page.scanned,
+            "scan_limit": MAX_SCAN,
+            "scan_bounded": page.bounded,
+        }
+    )
+
+
+async def find_tasks(request: web.Request, prefix: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Tasks whose id starts with ``prefix`` (case-insensitive for hex ids), id order, each as
+    ``{id, type, status, priority, created_at}``, and whether more match than ``limit``: one
+    prefix lookup in the id index, one pipelined read of the matches. A whole id the index does
+    not hold (recorded before it existed) is looked up directly."""
+    store, client, keys = request.app[STORE], request.app[REDIS], request.app[KEYS]
+    prefix = prefix.strip()
+    ids, more = await store.find_ids(prefix, limit)
+    if not ids and prefix.lower() != prefix:
+        ids, more = await store.find_ids(prefix.lower(), limit)
+    if not ids:
+        ids = [prefix]  # a full id recorded before the index; an unknown one reads as nothing
+    async with client.pipeline(transaction=False) as pipe:
+        for task_id in ids:
+            pipe.hmget(keys.task(task_id), "type", "status", "priority", "created_at")
+        rows = await pipe.execute()
+    found = []
+    for task_id, (type_name, status, priority, created_at) in zip(ids, rows, strict=True):
+        if type_name is None and status is None:
+            continue  # expired (the agent trims the index) or no such task
+        found.append(
+            {
+                "id": task_id,
+                "type": (type_name or b"").decode(),
+                "status": (status or b"").decode(),
+                "priority": (priority or b"").decode(),
+                "created_at": iso(int(created_at)) if created_at and created_at.isdigit() else None,
+            }
+        )
+    return found, more
+
+
+async def task_find(request: web.Request) -> web.Response:
+    """``GET /api/tasks/find?q=<id or its start>&limit=``: the matching tasks (a prefix lookup)."""
+    query = parse_query(request, FindQuery)
+    matches, more = await find_tasks(request, query.q, query.limit)
+    return json_response({"query": query.q, "matches": matches, "truncated": more})
 
 
 async def timeline(request: web.Request, task_id: str) -> list[dict[str, Any]]:

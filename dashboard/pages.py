@@ -5,16 +5,23 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp_jinja2
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from dashboard import audit
+from dashboard import audit, views
 from dashboard.api_queues import MAX_LIST, checked_queue_name, queue_detail_data
-from dashboard.api_tasks import TaskQuery, failure_groups, search, task_detail_data
+from dashboard.api_tasks import (
+    ID_PREFIX,
+    TaskQuery,
+    failure_groups,
+    find_tasks,
+    search,
+    task_detail_data,
+)
 from dashboard.api_workers import worker_detail_data
 from dashboard.appkeys import KEYS, REDIS, SESSIONS, SETTINGS
 from dashboard.auth import User
@@ -22,6 +29,7 @@ from dashboard.guard import current_user
 from shared import __version__
 from shared.task_types import task_types
 from shared.tasks import Priority, TaskStatus
+from shared.taskstore import MAX_SCAN
 from shared.web import truncate
 
 #: A sampled trace's id as the task record holds it (32 lower-case hex digits).
@@ -89,25 +97,32 @@ async def queue(request: web.Request) -> web.Response:
 
 
 async def tasks(request: web.Request) -> web.Response:
-    """Task search with filters and pages, and failures grouped by exception type."""
+    """Task search with filters and pages, saved views, and failures grouped by exception type."""
     params = {k: v for k, v in request.query.items() if v}
-    if "id" in params:
-        raise web.HTTPSeeOther(f"/tasks/{quote(params['id'].strip(), safe='')}")
+    if "id" in params:  # the old id box: the same lookup as the header's search box
+        return await find_page(request, params["id"])
+    saved = params.pop("saved", "")
     try:
         query = TaskQuery.model_validate(params)
         error = ""
     except ValidationError as exc:
         query, error = TaskQuery(), "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
-    items, cursor = await search(request, query)
+    page = await search(request, query)
+    cursor = page.next_cursor
     next_params = {**{k: v for k, v in params.items() if k != "cursor"}, "cursor": cursor} if cursor else None
     return render(
         request,
         "tasks.html",
         "tasks",
         {
-            "items": items,
+            "items": page.items,
+            "scan": page,
+            "scan_limit": MAX_SCAN,
             "next_params": next_params,
             "params": params,
+            "view_query": views.clean_query(urlencode(params)),
+            "views": await views.list_views(request),
+            "saved": saved,
             "error": error,
             "types": sorted(task_types()),
             "statuses": [s.value for s in TaskStatus],
@@ -115,6 +130,30 @@ async def tasks(request: web.Request) -> web.Response:
             "groups": await failure_groups(request, 500),
         },
     )
+
+
+_ID_PREFIX = re.compile(ID_PREFIX)
+
+
+async def find(request: web.Request) -> web.Response:
+    """``GET /tasks/find?q=``: the header's search box (a task id, whole or its start)."""
+    return await find_page(request, request.query.get("q", ""))
+
+
+async def find_page(request: web.Request, text: str) -> web.Response:
+    """Straight to the task when one id starts with ``text``, the list of them when several,
+    "no task" (404) otherwise."""
+    text = text.strip()
+    matches: list[dict[str, Any]] = []
+    more, status = False, 404
+    if text and len(text) <= 64 and _ID_PREFIX.match(text):
+        matches, more = await find_tasks(request, text, 20)
+        status = 200 if matches else 404
+    if len(matches) == 1:
+        raise web.HTTPSeeOther(f"/tasks/{quote(matches[0]['id'], safe='')}")
+    response = render(request, "tasks_found.html", "tasks", {"q": text, "matches": matches, "more": more})
+    response.set_status(status)
+    return response
 
 
 async def task(request: web.Request) -> web.Response:

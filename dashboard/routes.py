@@ -27,12 +27,13 @@ from dashboard import (
     pages_deploys,
     schemas,
     stream,
+    views,
 )
 from dashboard.auth import COOKIE, CSRF_HEADER
 from shared.control import CommandRecord
 from shared.deploy.models import ID_PATTERN, Action
 from shared.openapi import BEARER, ERRORS, Endpoint, build_document, input_errors
-from shared.schemas import DeployList, DeployRecord, ServiceList, TaskPage, TaskRecord
+from shared.schemas import DeployList, DeployRecord, ServiceList, TaskRecord
 from shared.task_types import all_queues
 from shared.web import json_response
 
@@ -121,7 +122,10 @@ API: list[Endpoint] = [
              "Requeue one dead letter", scope="operator", path_params=QueuePath,
              responses={200: schemas.DeadRequeued}, errors=(409,), operation_id="retry_dead_letter"),
     Endpoint("GET", "/api/tasks", api_tasks.task_list, "Search tasks, newest first, one page",
-             scope="viewer", query=api_tasks.TaskQuery, responses={200: TaskPage}),
+             scope="viewer", query=api_tasks.TaskQuery, responses={200: schemas.TaskSearchPage}),
+    Endpoint("GET", "/api/tasks/find", api_tasks.task_find,
+             "Tasks whose id starts with q (a prefix lookup in the id index, no scan)", scope="viewer",
+             query=api_tasks.FindQuery, responses={200: schemas.TaskMatches}),
     Endpoint("GET", "/api/tasks/failures", api_tasks.failures, "Failed and dead tasks by exception type",
              scope="viewer", query=api_tasks.FailureQuery, responses={200: schemas.FailureGroups}),
     Endpoint("GET", "/api/tasks/{id}", api_tasks.task_detail, "One task with its timeline", scope="viewer",
@@ -131,6 +135,12 @@ API: list[Endpoint] = [
              body=api_tasks.Retry, body_required=False, responses={202: schemas.TaskRetried}),
     Endpoint("POST", "/api/tasks/{id}/cancel", api_tasks.cancel, "Cancel a queued task", scope="operator",
              responses={200: TaskRecord}, errors=(409,)),
+    Endpoint("GET", "/api/views", views.views_get, "The caller's saved task views", scope="viewer",
+             responses={200: schemas.SavedViews}),
+    Endpoint("POST", "/api/views", views.views_post, "Save (or replace) a named task view of the caller",
+             scope="viewer", body=views.SavedView, responses={201: schemas.SavedViewOut}, errors=(409,)),
+    Endpoint("DELETE", "/api/views/{name}", views.views_delete, "Delete one of the caller's saved views",
+             scope="viewer", responses={200: schemas.ViewDeleted}),
     Endpoint("GET", "/api/metrics/history", history.history, "Throughput, errors and latency over time",
              scope="viewer", query=history.HistoryQuery, responses={200: schemas.History}),
     Endpoint("GET", "/api/deploys", api_deploys.deploy_list, "Deploys, newest first", scope="viewer",
@@ -147,7 +157,8 @@ API: list[Endpoint] = [
 
 def error_codes(ep: Endpoint) -> list[int]:
     """The error statuses of a dashboard route."""
-    codes = [] if ep.scope is None else [401, 403] if ep.scope == "operator" else [401]
+    refusable = ep.scope == "operator" or ep.method not in ("GET", "HEAD")  # a state change: CSRF, origin
+    codes = [] if ep.scope is None else [401, 403] if refusable else [401]
     if ep.path not in _NO_REDIS:
         codes.append(503)
     return codes + input_errors(ep)
@@ -178,6 +189,10 @@ PAGES: list[Endpoint] = [
     Endpoint("GET", "/queues", pages.queues, "Queues", scope="viewer"),
     Endpoint("GET", "/queues/{name}", pages.queue, "One queue", scope="viewer"),
     Endpoint("GET", "/tasks", pages.tasks, "Tasks", scope="viewer"),
+    Endpoint("GET", "/tasks/find", pages.find, "Find a task by its id or its start", scope="viewer"),
+    Endpoint("POST", "/tasks/views", views.form_save, "Save the tasks page's filters as a view",
+             scope="viewer"),
+    Endpoint("POST", "/tasks/views/delete", views.form_delete, "Delete a saved view", scope="viewer"),
     Endpoint("GET", "/tasks/{id}", pages.task, "One task", scope="viewer"),
     Endpoint("GET", "/audit", pages.audit_page, "The audit log", scope="viewer"),
     Endpoint("GET", "/deploys", pages_deploys.deploys, "Deploys", scope="viewer"),

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from dashboard.history import Range
 from shared.control import Command, CommandRecord
-from shared.schemas import TaskRecord
+from shared.schemas import TaskPage, TaskRecord
 from shared.stats import Heartbeat
 
 
@@ -193,6 +193,54 @@ class TaskRetried(BaseModel):
     id: str
     retry_of: str
     status_url: str
+
+
+class TaskSearchPage(TaskPage):
+    """``GET /api/tasks``: a page of tasks, newest first, and how much of the index it examined."""
+
+    scanned: int = Field(description="Index entries examined for this page.")
+    scan_limit: int = Field(description="Most index entries one page examines.")
+    scan_bounded: bool = Field(
+        description="The page stopped at scan_limit before it was full: more may match after next_cursor."
+    )
+
+
+class TaskMatch(BaseModel):
+    """A task whose id starts with the query."""
+
+    id: str
+    type: str
+    status: str
+    priority: str
+    created_at: str | None
+
+
+class TaskMatches(BaseModel):
+    """``GET /api/tasks/find``: tasks whose id starts with ``query``, in id order."""
+
+    query: str
+    matches: list[TaskMatch]
+    truncated: bool = Field(description="More tasks match than were returned (limit).")
+
+
+class SavedViewOut(BaseModel):
+    """A saved view: its name, the tasks page's filter query and the URL to open."""
+
+    name: str
+    query: str
+    url: str
+
+
+class SavedViews(BaseModel):
+    """``GET /api/views``: the caller's saved views by name."""
+
+    views: list[SavedViewOut]
+
+
+class ViewDeleted(BaseModel):
+    """A saved view was deleted."""
+
+    deleted: str
 
 
 class FailureGroup(BaseModel):

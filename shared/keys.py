@@ -44,6 +44,13 @@ class Keys:
         """Sorted set: every task id, scored by creation time in microseconds."""
         return f"{self.prefix}tasks:all"
 
+    @property
+    def tasks_ids(self) -> str:
+        """Sorted set: every task id with score 0, so ``ZRANGEBYLEX [p [p\\xff`` finds the ids that
+        start with ``p`` (the 8-character ids the lists show) without a scan. Written by
+        ``submit.lua`` with the record, trimmed with :attr:`tasks_all` (the agent's housekeeping)."""
+        return f"{self.prefix}tasks:ids"
+
     def tasks_by_status(self, status: str) -> str:
         """Sorted set: task ids currently in ``status``, scored by creation time (µs)."""
         return f"{self.prefix}tasks:status:{status}"
@@ -169,6 +176,11 @@ class Keys:
     def login_failures(self, client: str) -> str:
         """String (INCR, expires): failed dashboard logins from one client address in the window."""
         return f"{self.prefix}dashboard:login_failures:{client}"
+
+    def saved_views(self, subject: str) -> str:
+        """Hash: one dashboard user's saved task views, name → the tasks page's filter query
+        (``type=fail&status=failed``), at most ``dashboard.views.MAX_VIEWS``."""
+        return f"{self.prefix}dashboard:views:{subject}"
 
     def revoked_session(self, session_id: str) -> str:
         """String (expires with the session): a dashboard session ended by logout."""

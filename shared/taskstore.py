@@ -7,6 +7,7 @@ import base64
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 MAX_LIMIT = 200
 #: Index entries examined per list call when filters discard most of them.
 MAX_SCAN = 2000
+#: Most ids one prefix lookup (:meth:`TaskStore.find_ids`) returns.
+MAX_ID_MATCHES = 50
 #: Arguments per task of ``submit.lua`` (after its fixed ones; see the script's header).
 SUBMIT_TASK_ARGS = 14
 #: The two trace-context arguments of a submission made while no span is current (or tracing is off).
@@ -38,6 +41,18 @@ def payload_digest(type_name: str, payload: dict[str, Any], priority: Priority) 
     """Digest of what was asked, to tell a replay from a different request with the same key."""
     canonical = orjson.dumps([type_name, payload, priority.value], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskScan:
+    """A page of :meth:`TaskStore.scan`: the tasks, the next page's cursor (None at the end), the
+    index entries examined, and whether the scan stopped at MAX_SCAN before the page was full
+    (more may match after ``next_cursor``)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    scanned: int
+    bounded: bool
 
 
 class TaskStore:
@@ -54,7 +69,7 @@ class TaskStore:
             keys.legacy_idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
             settings.task_events_maxlen, keys.queue_wakeups,
             limit.interval_us if limit else 0, limit.limit_us if limit else 0,
-            keys.outbox if settings.rabbitmq else "",
+            keys.outbox if settings.rabbitmq else "", keys.tasks_ids,
         ]  # fmt: skip
         self.batcher = SubmitBatcher(
             client, settings.redis_timeout, [str(v).encode() for v in header], SUBMIT_TASK_ARGS
@@ -173,6 +188,17 @@ class TaskStore:
             raise Conflict(f"task {task_id} is {outcome}; only queued tasks can be canceled")
         return await self.get(task_id)
 
+    async def find_ids(self, prefix: str, limit: int = MAX_ID_MATCHES) -> tuple[list[str], bool]:
+        """Ids of recorded tasks that start with ``prefix``, in id order, at most ``limit``, and
+        whether there are more: one ``ZRANGEBYLEX`` on :attr:`~shared.keys.Keys.tasks_ids` (no
+        scan). Ids whose record has expired may be among them until the agent trims the index."""
+        low = prefix.encode()
+        raw = await self.client.zrangebylex(
+            self.keys.tasks_ids, b"[" + low, b"[" + low + b"\xff", start=0, num=limit + 1
+        )
+        ids = [m.decode() for m in raw]
+        return ids[:limit], len(ids) > limit
+
     async def list(
         self,
         *,
@@ -184,12 +210,39 @@ class TaskStore:
         since_us: int | None = None,
         until_us: int | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of tasks, newest first, and the cursor of the next page (None at the end).
+        """A page of tasks, newest first, and the cursor of the next page (None at the end);
+        :meth:`scan` without the error text filter and the scan's counts."""
+        page = await self.scan(
+            status=status,
+            type_name=type_name,
+            limit=limit,
+            cursor=cursor,
+            priority=priority,
+            since_us=since_us,
+            until_us=until_us,
+        )
+        return page.items, page.next_cursor
 
-        Filters: status, type and priority, and a creation window ``since_us``..``until_us``
-        (µs, inclusive). The narrowest index (status, else type, else all) is walked by score,
-        at most MAX_SCAN entries per call; the cursor resumes after the last entry examined."""
+    async def scan(
+        self,
+        *,
+        status: TaskStatus | None,
+        type_name: str | None,
+        limit: int,
+        cursor: str | None,
+        priority: Priority | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        error_text: str | None = None,
+    ) -> TaskScan:
+        """A page of tasks, newest first.
+
+        Filters: status, type and priority, a creation window ``since_us``..``until_us`` (µs,
+        inclusive) and text in the error message (``error_text``, case-insensitive). The
+        narrowest index (status, else type, else all) is walked by score, at most MAX_SCAN
+        entries per call; the cursor resumes after the last entry examined."""
         keys = self.keys
+        needle = error_text.casefold() if error_text else None
         index = (
             keys.tasks_by_status(status)
             if status
@@ -205,7 +258,7 @@ class TaskStore:
         scanned = 0
         last: tuple[float, str] | None = None
         while len(items) < limit and scanned < MAX_SCAN:
-            chunk = min(MAX_LIMIT, limit - len(items) + 50)
+            chunk = min(MAX_LIMIT, limit - len(items) + 50, MAX_SCAN - scanned)
             raw_entries = await self.client.zrevrangebyscore(
                 index, max_score, low, start=0, num=chunk, withscores=True
             )
@@ -227,11 +280,7 @@ class TaskStore:
                 if not raw:
                     continue  # expired; the agent's housekeeping trims the index
                 record = readable_record(member, raw)
-                if type_name and record.get("type") != type_name:
-                    continue
-                if status and record.get("status") != status:
-                    continue
-                if priority and record.get("priority") != priority:
+                if not _matches(record, type_name, status, priority, needle):
                     continue
                 items.append(record)
                 if len(items) == limit:
@@ -242,7 +291,25 @@ class TaskStore:
                 last = None
                 break
         next_cursor = encode_cursor(*last) if last is not None else None
-        return items, next_cursor
+        bounded = next_cursor is not None and len(items) < limit
+        return TaskScan(items, next_cursor, scanned, bounded)
+
+
+def _matches(
+    record: dict[str, Any],
+    type_name: str | None,
+    status: TaskStatus | None,
+    priority: Priority | None,
+    needle: str | None,
+) -> bool:
+    """Whether a record passes :meth:`TaskStore.scan`'s filters (``needle``: casefolded error text)."""
+    if type_name and record.get("type") != type_name:
+        return False
+    if status and record.get("status") != status:
+        return False
+    if priority and record.get("priority") != priority:
+        return False
+    return needle is None or needle in str(record.get("error") or "").casefold()
 
 
 def readable_record(task_id: str, raw: dict[bytes, bytes]) -> dict[str, Any]:

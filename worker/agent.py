@@ -56,6 +56,8 @@ log = logging.getLogger("worker.agent")
 TICK = 0.2
 #: Extra seconds a command may take beyond SHUTDOWN_TIMEOUT before it is answered failed.
 COMMAND_GRACE = 30.0
+#: Expired task ids read from tasks:all per round trip when trimming the id index.
+TRIM_CHUNK = 1000
 
 
 class Agent:
@@ -368,8 +370,21 @@ class Agent:
             log.warning("queue maintenance skipped (%s)", type(exc).__name__)
 
     def _trim_indexes(self) -> None:
-        """Drop index entries older than TASK_TTL (their records have expired)."""
+        """Drop index entries older than TASK_TTL (their records have expired). The id index
+        (score 0, for prefix lookups) loses the ids tasks:all drops: read from tasks:all by age
+        in chunks of TRIM_CHUNK and removed from both."""
         cutoff = (time.time() - self.settings.task_ttl) * 1_000_000
+        all_index, ids_index = self.keys.tasks_all, self.keys.tasks_ids
+        while True:
+            old = self.client.zrangebyscore(all_index, "-inf", cutoff, start=0, num=TRIM_CHUNK)
+            if not old:
+                break
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.zrem(ids_index, *old)
+                pipe.zrem(all_index, *old)
+                pipe.execute()
+            if len(old) < TRIM_CHUNK:
+                break
         indexes = [self.keys.tasks_all]
         indexes += [self.keys.tasks_by_status(s) for s in TaskStatus]
         indexes += [self.keys.tasks_by_type(t) for t in task_types()]

@@ -10,7 +10,8 @@
 --       5 old-form idempotency key prefix, 6 events stream, 7 dramatiq namespace, 8 ttl (s),
 --       9 events maxlen, 10 wake-up channel, 11 µs per token of the submit rate limit ("0":
 --       off), 12 its burst * µs per token, 13 the outbox stream ("" with the Redis broker: the
---       message goes straight onto its Dramatiq queue), then per task (14 items,
+--       message goes straight onto its Dramatiq queue), 14 the id index (tasks:ids, every id at
+--       score 0 for prefix lookups by ZRANGEBYLEX), then per task (14 items,
 --       SUBMIT_TASK_ARGS in taskstore.py):
 --       task id, created (µs), idempotency key name ("" when none), queue, type, priority,
 --       payload json, correlation id, submitted by, idempotency key and request digest ("" when
@@ -41,12 +42,12 @@ local task_prefix, all_index, status_prefix, type_prefix = ARGV[1], ARGV[2], ARG
 local legacy_prefix, events, namespace = ARGV[5], ARGV[6], ARGV[7]
 local ttl, maxlen, wake_channel = tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local rl_interval, rl_limit = tonumber(ARGV[11]), tonumber(ARGV[12])
-local outbox = ARGV[13]
+local outbox, ids_index = ARGV[13], ARGV[14]
 local rl_now = false
 local queued_index = status_prefix .. "queued"
 local out = {}
 local woken = {}
-local i = 14
+local i = 15
 while i <= #ARGV do
     local task_id, created, idem, queue = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     local task_type, priority, payload = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
@@ -123,6 +124,7 @@ while i <= #ARGV do
         end
         redis.call("expire", task_key, ttl)
         redis.call("zadd", all_index, created, task_id)
+        redis.call("zadd", ids_index, 0, task_id)
         redis.call("zadd", queued_index, created, task_id)
         redis.call("zadd", type_prefix .. task_type, created, task_id)
         redis.call("xadd", events, "MAXLEN", "~", maxlen, "*",

@@ -313,7 +313,8 @@ async def test_a_resent_submit_batch_records_and_enqueues_once(settings, rclient
     keys = Keys(settings.key_prefix, settings.dramatiq_namespace)
     args = [keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
             keys.legacy_idempotency_prefix, keys.task_events, settings.dramatiq_namespace, settings.task_ttl,
-            settings.task_events_maxlen, keys.queue_wakeups, 0, 0, "", "00000000-0000-4000-8000-000000000001",
+            settings.task_events_maxlen, keys.queue_wakeups, 0, 0, "", keys.tasks_ids,
+            "00000000-0000-4000-8000-000000000001",
             "1000", "", "default.p2",
             "echo", "P2", "{}", "cid", "tester", "", "", "", "", ""]  # fmt: skip
     script = client.register_script(script_source("submit"))
@@ -322,6 +323,9 @@ async def test_a_resent_submit_batch_records_and_enqueues_once(settings, rclient
     assert first == again == [1, b"00000000-0000-4000-8000-000000000001"]
     assert rclient.llen(KEYS.queue("default.p2")) == 1
     assert rclient.zcard(KEYS.tasks_all) == 1
+    assert rclient.zrange(KEYS.tasks_ids, 0, -1, withscores=True) == [
+        (b"00000000-0000-4000-8000-000000000001", 0.0)
+    ]
 
 
 def lose_the_first_reply(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from shared.devtools.embedded_redis import free_port
 from shared.settings import Settings
-from shared.tasks import SLEEP, Priority, TaskType
+from shared.tasks import ECHO, SLEEP, Priority, TaskType
 from shared.taskstore import TaskStore
 from tests.conftest import ROOT, SECRET
 from tests.dashboard.conftest import KEYS
@@ -171,3 +171,66 @@ def test_error_pages_are_pages_of_the_site(browser_env, procs, env_factory, tmp_
             page.screenshot(path=str(IMG / "dashboard-503.png"))
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_find_a_failed_task_by_its_short_id_and_save_a_view(browser_env, rclient, redis_url, token, width):
+    """The failed task's 8-character id, typed into the header's search box, opens the task; a
+    prefix of several ids lists them; an unknown one says "no task". The tasks page searches by
+    error text and keeps the filters as a saved view."""
+    from playwright.sync_api import sync_playwright
+
+    ids = submit(redis_url, ECHO, [{"i": i} for i in range(30)])
+    failed = ids[11]
+    fail(rclient, failed, "TimeoutError: upstream timed out after 30 s")
+    with sync_playwright() as pw:
+        browser, page, errors = log_in(
+            pw, browser_env, token("viewer", sub="vic"), {"width": width, "height": 900}
+        )
+        page.wait_for_url(f"{browser_env}/")
+        page.goto(f"{browser_env}/tasks?status=failed")
+        short = page.locator("table.grid tbody tr td a code").first.inner_text()
+        assert short == failed[:8]
+        page.fill("header .search input[name=q]", short)
+        page.press("header .search input[name=q]", "Enter")
+        page.wait_for_url(f"{browser_env}/tasks/{failed}")
+        assert failed in page.locator("h2").first.inner_text()
+        page.screenshot(path=str(SHOTS / f"find-task-{width}.png"), full_page=True)
+
+        first = max({i[0] for i in ids}, key=lambda c: sum(i[0] == c for i in ids))
+        page.fill("header .search input[name=q]", first)
+        page.press("header .search input[name=q]", "Enter")
+        page.wait_for_selector("#matches")
+        listed = page.locator("#matches tbody tr").count()
+        assert listed == sum(i[0] == first for i in ids) >= 2
+
+        other = "f" if not any(i.startswith("ffff") for i in ids) else "e"
+        page.fill("header .search input[name=q]", other * 4)
+        page.press("header .search input[name=q]", "Enter")
+        page.wait_for_selector(".no-task")
+        assert "No task has an id starting with" in page.locator(".no-task").inner_text()
+
+        # search by error text, then keep it as a saved view
+        page.goto(f"{browser_env}/tasks")
+        page.fill("input[name=error]", "timed out")
+        page.click("form.filters button[type=submit]")
+        page.wait_for_url("**/tasks?*error=timed+out*")
+        rows = page.locator("table.grid").first.locator("tbody tr")
+        assert rows.count() == 1 and failed[:8] in rows.first.inner_text()
+        page.fill("#save-view input[name=name]", "timeouts")
+        page.click("#save-view button")
+        page.wait_for_selector(".ok-note")
+        page.goto(f"{browser_env}/tasks")
+        page.click("#saved-views a:has-text('timeouts')")
+        page.wait_for_url("**/tasks?*error=timed+out*")
+        assert page.locator("input[name=error]").input_value() == "timed out"
+        assert page.locator("#saved-views a[aria-current=page]").inner_text() == "timeouts"
+        page.screenshot(path=str(SHOTS / f"tasks-saved-view-{width}.png"), full_page=True)
+        if width == 1400:
+            page.screenshot(path=str(IMG / "dashboard-tasks-search.png"))
+        page.click("#saved-views button[aria-label='Delete view timeouts']")
+        page.wait_for_url(f"{browser_env}/tasks")
+        assert page.locator("#saved-views a").count() == 0
+        browser.close()
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    assert rclient.hlen(KEYS.saved_views("vic")) == 0

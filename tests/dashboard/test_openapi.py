@@ -120,6 +120,7 @@ async def test_answers_match_the_document(dash, auth, dash_settings, rclient):
         "/api/worker/{id}": "/api/worker/w1",
         "/api/commands/{id}": f"/api/commands/{command_id}",
         "/api/tasks/{id}": f"/api/tasks/{queued}",
+        "/api/tasks/find": f"/api/tasks/find?q={queued[:8]}",
     }
     doc = build_openapi()
     checked = 0

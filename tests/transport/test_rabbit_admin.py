@@ -93,14 +93,14 @@ def submit(rclient: redis.Redis, keys: Keys, queue: str = QUEUE, n: int = 1, **p
     ids (their messages are in the outbox, in order)."""
     header = [keys.task_prefix, keys.tasks_all, keys.tasks_status_prefix, keys.tasks_type_prefix,
               keys.legacy_idempotency_prefix, keys.task_events, "dramatiq", 3600, MAXLEN, keys.queue_wakeups,
-              0, 0, keys.outbox]  # fmt: skip
+              0, 0, keys.outbox, keys.tasks_ids]  # fmt: skip
     ids = [f"task-{time.time_ns()}-{i}" for i in range(n)]
     args: list[Any] = list(header)
     for i, task_id in enumerate(ids):
         body = orjson.dumps({"n": i, **payload}).decode()
         priority = queue.rsplit(".", 1)[1].upper()
         args += [task_id, time.time_ns() // 1000 + i, "", queue, "echo", priority, body, "cid/" + task_id,
-                 "alice", "", "", ""]  # fmt: skip
+                 "alice", "", "", "", "", ""]  # fmt: skip
     reply = rclient.eval(store_script("submit"), 0, *args)
     assert reply == [x for task_id in ids for x in (1, task_id.encode())], reply
     return ids
