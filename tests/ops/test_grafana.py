@@ -275,13 +275,6 @@ def test_latency_panels_link_to_their_traces(dashboard):
 EXPORTED_LABELS = {"opsdeck-worker": {"opsdeck_deploys_total": {"service", "status"}}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ops/prometheus/prometheus.yml gives the worker job the target label service=worker, which "
-    "replaces opsdeck_deploys_total's own service label (Prometheus keeps it as exported_service): the "
-    "Deploys panel, its annotation and DeployFailed name the service 'worker'. Fix there: "
-    "honor_labels: true on that job, or another name for the target label (found by test_grafana_live.py)",
-)
 def test_target_labels_keep_the_labels_panels_group_by():
     for job in load_yaml(PROM / "prometheus.yml")["scrape_configs"]:
         if job.get("honor_labels"):
