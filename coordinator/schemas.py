@@ -155,6 +155,17 @@ class AlphaScheduleView(BaseModel):
     decisions: int
 
 
+class BanditCheckpoint(BaseModel):
+    """One kept checkpoint: its id, the applied count it was taken at, and its window's reward."""
+
+    id: int
+    applied: int
+    created_ms: int
+    reward: dict[str, Any] = Field(
+        description="Rewards (0-1) of the ratings since the checkpoint before: count, mean, std, per arm."
+    )
+
+
 class BanditSummary(BaseModel):
     """``GET /api/v1/bandit``."""
 
@@ -167,3 +178,33 @@ class BanditSummary(BaseModel):
     warmup: int
     arms: dict[str, BanditArmStats]
     window: dict[str, Any] = Field(description="Statistics of the last 1000 ratings (rewards 0-1).")
+    applied: int = Field(description="Ratings applied since the bandit was created (rollbacks included).")
+    checkpoints: list[BanditCheckpoint] = Field(description="Kept checkpoints, newest first.")
+    rollbacks: list[dict[str, Any]] = Field(
+        description="The last rollback records, newest first: at_ms, trigger (auto|manual), checkpoint, "
+        "checkpoint_applied, applied, epoch and reason (the check that decided it, or who asked)."
+    )
+    rollbacks_total: dict[str, int] = Field(description="Rollbacks by trigger (auto, manual), ever.")
+    last_check: dict[str, Any] | None = Field(
+        description="The last automatic rollback check: both z statistics, the critical value, why, outcome."
+    )
+
+
+class BanditRollbackRequest(BaseModel):
+    """``POST /api/v1/bandit/rollback``: the kept checkpoint to go back to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: int = Field(ge=1, strict=True, description="A checkpoint id from GET /api/v1/bandit.")
+
+
+class BanditRollback(BaseModel):
+    """The rollback record (as listed in ``GET /api/v1/bandit``'s ``rollbacks``)."""
+
+    at_ms: int
+    trigger: Literal["auto", "manual"]
+    checkpoint: int
+    checkpoint_applied: int
+    applied: int
+    epoch: int
+    reason: dict[str, Any]

@@ -17,9 +17,11 @@ import math
 import struct
 from typing import Any, Final
 
+import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.bandit_checkpoints import ROLLBACKS_SHOWN, checkpoint_views
 from shared.bandit_schedule import AlphaSchedule, current_alpha
 from shared.keys import Keys
 from shared.tasks import Priority, TaskType
@@ -106,6 +108,9 @@ async def bandit_summary(
 
     One round trip. Before the first decision (no state yet) every arm shows zeros. ``pulls``
     counts decisions that chose the arm, ``updates`` ratings applied; priors are in neither.
+    ``applied`` counts every rating applied (never rolled back), ``checkpoints`` the kept ones
+    (newest first, with their window's reward), ``rollbacks`` the last records (why, when, to
+    which checkpoint), ``last_check`` the last automatic rollback check.
     """
     state_key = keys.bandit_state(name)
     async with client.pipeline(transaction=False) as pipe:
@@ -113,7 +118,10 @@ async def bandit_summary(
         pipe.get(keys.bandit_decisions(name))
         pipe.lrange(keys.bandit_window(name), 0, window_size - 1)
         pipe.hgetall(state_key)
-        arms_raw, decisions_raw, window_raw, fields = await pipe.execute()
+        pipe.hgetall(keys.bandit_checkpoint_meta(name))
+        pipe.lrange(keys.bandit_rollbacks(name), 0, ROLLBACKS_SHOWN - 1)
+        pipe.hmget(keys.bandit_guard(name), ["applied", "last_check", "rollbacks:auto", "rollbacks:manual"])
+        arms_raw, decisions_raw, window_raw, fields, metas, rollbacks, guard = await pipe.execute()
     arms = arms_raw.decode().split(",") if arms_raw else list(ARMS)
     decisions = int(decisions_raw or 0)
     out: dict[str, dict[str, Any]] = {}
@@ -138,4 +146,9 @@ async def bandit_summary(
         "warmup": warmup,
         "arms": out,
         "window": _window_stats(items),
+        "applied": int(guard[0] or 0),
+        "checkpoints": checkpoint_views(metas),
+        "rollbacks": [orjson.loads(r) for r in rollbacks],
+        "rollbacks_total": {"auto": int(guard[2] or 0), "manual": int(guard[3] or 0)},
+        "last_check": orjson.loads(guard[1]) if guard[1] else None,
     }

@@ -264,6 +264,25 @@ class Keys:
         """List (capped, newest first): ``arm:reward`` of the last ratings, for monitoring statistics."""
         return f"{self.prefix}bandit:{name}:window"
 
+    def bandit_guard(self, name: str = "coach") -> str:
+        """Hash: checkpoint and rollback bookkeeping — ``applied`` (ratings applied, ever),
+        ``seq`` (last checkpoint id), ``seg:{arm}:n|s|q`` (count, sum, sum of squares of the rewards
+        since the last checkpoint), ``pending`` (a rollback check is due), ``last_check`` (JSON),
+        ``last_auto_ms``, ``rollbacks:auto`` and ``rollbacks:manual`` (counts)."""
+        return f"{self.prefix}bandit:{name}:guard"
+
+    def bandit_checkpoints(self, name: str = "coach") -> str:
+        """Hash: the kept checkpoints' model state, ``{id}:{arm}:{m|n|reward_sum|updates|since}``."""
+        return f"{self.prefix}bandit:{name}:checkpoints"
+
+    def bandit_checkpoint_meta(self, name: str = "coach") -> str:
+        """Hash: checkpoint id → JSON (applied count, time, log entry id, its window's reward sums)."""
+        return f"{self.prefix}bandit:{name}:checkpoint_meta"
+
+    def bandit_rollbacks(self, name: str = "coach") -> str:
+        """List (capped, newest first): JSON record of every rollback (when, trigger, target, why)."""
+        return f"{self.prefix}bandit:{name}:rollbacks"
+
     # -- coaching chat -------------------------------------------------------------------------
     @property
     def chat_active_sessions(self) -> str:

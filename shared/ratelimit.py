@@ -8,15 +8,15 @@ each route onto one, and a test keeps the two complete):
 class      routes
 =========  ====================================================================================
 submit     ``POST /api/v1/tasks`` (checked inside ``submit.lua``'s batch: no extra round trip),
-           ``POST /api/v1/tasks/{id}/cancel``
+           ``POST /api/v1/tasks/{id}/cancel``, ``POST /api/v1/bandit/rollback``
 chat       ``POST /api/v1/chat``, every ``/ws/chat`` message, ``POST /api/v1/feedback/submit``
 read       ``GET /api/v1/tasks``, ``GET /api/v1/tasks/{id}``, ``GET /api/v1/bandit``
 deploy     every ``/api/v1/deploys`` route and ``GET /api/v1/services``
 =========  ====================================================================================
 
 Never limited: ``/health*`` (no token), ``/metrics`` (scrapers), ``/openapi.json`` (a cached
-document) and unmatched paths (404/405 before any token is read). The coordinator has no
-admin-only route besides ``/metrics``, hence no ``admin`` class.
+document) and unmatched paths (404/405 before any token is read). The one admin-only write
+(``POST /api/v1/bandit/rollback``) is rare and counts in ``submit``, hence no ``admin`` class.
 
 Each class is configured by ``RATE_LIMIT_<CLASS>`` = ``<rate>/s[:<burst>]`` (tokens per second,
 bucket size; the burst defaults to one second's worth, at least 1) or ``off``. Unset, a class is
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 #: The route classes and what each covers (the one table; see the module docstring).
 ROUTE_CLASSES: dict[str, str] = {
-    "submit": "POST /api/v1/tasks, POST /api/v1/tasks/{id}/cancel",
+    "submit": "POST /api/v1/tasks, POST /api/v1/tasks/{id}/cancel, POST /api/v1/bandit/rollback",
     "chat": "POST /api/v1/chat, each /ws/chat message, POST /api/v1/feedback/submit",
     "read": "GET /api/v1/tasks, GET /api/v1/tasks/{id}, GET /api/v1/bandit",
     "deploy": "/api/v1/deploys*, GET /api/v1/services",

@@ -29,6 +29,7 @@ from shared.keys import Keys
 from shared.ratelimit import PRODUCTION_DEFAULTS, ROUTE_CLASSES, RateSpec, parse_rate
 
 if TYPE_CHECKING:  # shared.deploy imports the settings' users; the file is loaded at validation
+    from shared.bandit_checkpoints import RollbackPolicy
     from shared.bandit_schedule import AlphaSchedule
     from shared.deploy.config import ServicesFile
 
@@ -133,6 +134,15 @@ class Settings(BaseSettings):
     #: ``linear:<start>:<end>:<decisions>`` decays α after warm-up (shared.bandit_schedule);
     #: unset (or ``off``) = every decision uses BANDIT_ALPHA.
     bandit_alpha_schedule: str | None = None
+    #: Applied ratings between two checkpoints of the shared model (0: no checkpoints, no rollback).
+    bandit_checkpoint_every: int = Field(default=500, ge=0, le=1_000_000)
+    bandit_checkpoints_kept: int = Field(default=10, ge=2, le=100)
+    #: Seconds between two automatic rollbacks (manual ones are not limited).
+    bandit_rollback_cooldown: float = Field(default=48 * 3600.0, ge=0, le=365 * 86400.0)
+    #: Ratings each window compared needs before the rollback check tests anything.
+    bandit_rollback_min_samples: int = Field(default=200, ge=10, le=1_000_000)
+    #: One-sided level of each rollback test (Bonferroni-corrected over the windows compared).
+    bandit_rollback_significance: float = Field(default=0.001, gt=0, lt=0.5)
     coach_idle_wait_ms: int = Field(default=20, ge=1, le=5000)
 
     opsdeck_services: Path | None = Field(default=None, validate_default=True)
@@ -187,6 +197,15 @@ class Settings(BaseSettings):
         from shared.bandit_schedule import parse_schedule
 
         return parse_schedule(self.bandit_alpha_schedule)
+
+    @property
+    def rollback_policy(self) -> RollbackPolicy:
+        """The automatic rollback rule (shared.bandit_checkpoints) of these settings."""
+        from shared.bandit_checkpoints import RollbackPolicy
+
+        return RollbackPolicy(
+            self.bandit_rollback_min_samples, self.bandit_rollback_significance, self.bandit_rollback_cooldown
+        )
 
     @field_validator("opsdeck_services", mode="before")
     @classmethod
@@ -358,6 +377,12 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "TASK_LEASE_TTL must be at least BROKER_HEARTBEAT_TIMEOUT (leases are renewed every "
                 "BROKER_HEARTBEAT_TIMEOUT / 5 seconds)"
+            )
+        every = self.bandit_checkpoint_every
+        if every and self.bandit_rollback_min_samples > every:
+            raise ConfigError(
+                f"BANDIT_ROLLBACK_MIN_SAMPLES ({self.bandit_rollback_min_samples}) must not exceed "
+                f"BANDIT_CHECKPOINT_EVERY ({every}): a checkpoint's window holds that many ratings"
             )
         models = (self.llm_model_fast, self.llm_model_balanced, self.llm_model_creative)
         if self.llm_base_url and not any(models):

@@ -255,15 +255,18 @@ class Agent:
             log.warning("broker unavailable (%s); will retry", exc)
 
     def _read_queues(self) -> None:
-        """Depths of every queue (ready, delayed, dead) and active chat sessions for the metrics."""
+        """Depths of every queue (ready, delayed, dead), active chat sessions and the bandit's
+        rollback counts for the metrics."""
         queues = all_queues()
         since = int((time.time() - ACTIVE_SESSION_WINDOW) * 1000)
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(self.keys.chat_active_sessions, "-inf", since - 1)
             pipe.zcard(self.keys.chat_active_sessions)
             pipe.xlen(self.keys.outbox)
-            _, active, outbox = pipe.execute()
+            pipe.hmget(self.keys.bandit_guard(), ["rollbacks:auto", "rollbacks:manual"])
+            _, active, outbox, rollbacks = pipe.execute()
         self.snapshot["active_sessions"] = active
+        self.snapshot["bandit_rollbacks"] = {"auto": int(rollbacks[0] or 0), "manual": int(rollbacks[1] or 0)}
         if self.relay is not None:
             self.snapshot["outbox"] = outbox
         self.snapshot["queues"] = self.upkeep.depths(queues)

@@ -134,6 +134,19 @@ class AgentCollector:
         )
         sessions.add_metric([], float(snap.get("active_sessions", 0)))
         yield sessions
+        # the shared bandit's rollbacks, counted in Redis by bandit_rollback.lua: automatic ones
+        # happen in a worker process, manual ones in the coordinator, and both count here, with
+        # the other bandit series (every agent serves the same deployment-wide count: use max());
+        # absent until the first read, so a restarted agent does not show a jump from 0
+        if "bandit_rollbacks" in snap:
+            rollbacks = CounterMetricFamily(
+                "coordinator_bandit_rollbacks",
+                "Rollbacks of the shared bandit to a checkpoint, by trigger (auto|manual), deployment-wide.",
+                labels=["trigger"],
+            )
+            for trigger in ("auto", "manual"):
+                rollbacks.add_metric([trigger], float(snap["bandit_rollbacks"].get(trigger, 0)))
+            yield rollbacks
         if "outbox" in snap:  # RabbitMQ as the broker
             outbox = GaugeMetricFamily(
                 "opsdeck_outbox_entries",

@@ -1,9 +1,10 @@
 """Coaching endpoints: ``POST /api/v1/chat``, ``GET /ws/chat``, ``POST /api/v1/feedback/submit``,
-``GET /api/v1/bandit``.
+``GET /api/v1/bandit``, ``POST /api/v1/bandit/rollback``.
 
 Scopes reuse the task scopes, because these endpoints are task submissions and reads in another
 form: chat and feedback enqueue ``coach`` / ``feedback`` tasks (``tasks:write``, which also lets
-the caller read the answer to its own turn); the bandit view is a read (``tasks:read``).
+the caller read the answer to its own turn); the bandit view is a read (``tasks:read``); a
+manual rollback of the shared model is an operator's act (``admin``).
 
 A chat turn gets its number from one ``INCR`` of the session's counter, then the coach task is
 enqueued at P1 in the ``coach`` queue group. ``?wait=S`` parks the request on the process's one
@@ -31,10 +32,11 @@ from coordinator.http import (
     read_json,
     redis_deadline,
 )
-from coordinator.schemas import ChatQuery, ChatRequest
+from coordinator.schemas import BanditRollbackRequest, ChatQuery, ChatRequest
 from coordinator.views.tasks import status_url
 from coordinator.waiter import WAITER
 from shared.aio import cancel_and_wait
+from shared.bandit_checkpoints import LOG_MAXLEN, rollback_args, rollback_keys, rollback_source
 from shared.coaching import CHAT_PRIORITY, COACH, FEEDBACK, FEEDBACK_PRIORITY, FeedbackPayload, bandit_summary
 from shared.errors import Conflict, NotFound, OpsdeckError
 from shared.jsondepth import check_depth
@@ -139,6 +141,25 @@ async def bandit(request: web.Request) -> web.Response:
             schedule=settings.alpha_schedule,
         )
     return json_response(summary)
+
+
+async def bandit_rollback(request: web.Request) -> web.Response:
+    """Roll the shared bandit back to a kept checkpoint (manual; 404 for one not kept)."""
+    body = await read_json(request, BanditRollbackRequest)
+    keys = request.app[STORE].keys
+    reason = {"why": "manual", "subject": request[PRINCIPAL].subject}
+    args = rollback_args(
+        "manual", body.checkpoint, expected=None, cooldown=0, reason=reason, log_maxlen=LOG_MAXLEN
+    )
+    async with redis_deadline(request):
+        script = request.app[REDIS].register_script(rollback_source())
+        result = await script(keys=rollback_keys(keys), args=args)
+    if int(result[0]) != 1:
+        raise NotFound(
+            f"checkpoint {body.checkpoint} is not kept (GET /api/v1/bandit lists them)",
+            fields=[{"loc": ["body", "checkpoint"], "msg": "unknown checkpoint"}],
+        )
+    return json_response(orjson.loads(result[1]))
 
 
 # -- WebSocket ---------------------------------------------------------------------------------

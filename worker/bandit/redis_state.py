@@ -11,6 +11,13 @@ Layout (names from :class:`shared.keys.Keys`, ``name`` defaults to ``coach``):
 * ``bandit_rated(name)`` — set of ``session_id:turn_number`` already applied (idempotency).
 * ``bandit_log(name)`` — stream of every rating applied, in order (for :func:`recompute`).
 * ``bandit_window(name)`` — list of the last ``window_size`` ratings (monitoring only).
+* ``bandit_guard(name)``, ``bandit_checkpoints(name)``, ``bandit_checkpoint_meta(name)``,
+  ``bandit_rollbacks(name)`` — checkpoints and rollbacks (:mod:`shared.bandit_checkpoints`): the
+  update script counts every applied rating and, every ``checkpoint_every``, copies the model
+  into a checkpoint with its window's reward sums and flags a rollback check, which the worker
+  whose update took the checkpoint runs (:meth:`RedisLinUCB.check_rollback`); the restore is
+  ``shared/lua/bandit_rollback.lua``, which bumps the state's ``epoch`` and appends a ``rollback``
+  entry to the log (:meth:`RedisLinUCB.ratings` follows it).
 
 A decision is one round trip: ``bandit_decide.lua`` reads every arm's ``[A⁻¹ | θ]``, scores and
 chooses with the in-memory model's rule and arithmetic, increments the counter and the pull count
@@ -24,14 +31,26 @@ workers never lose an update and a redelivered rating never counts twice. Every
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 import redis
 
 from shared import tracing
+from shared.bandit_checkpoints import LOG_MAXLEN as SHARED_LOG_MAXLEN
+from shared.bandit_checkpoints import (
+    RollbackPolicy,
+    checkpoint_list,
+    checkpoint_views,
+    evaluate,
+    rollback_args,
+    rollback_keys,
+    rollback_source,
+)
 from shared.bandit_schedule import AlphaSchedule, current_alpha
 from shared.fastscript import FastScript
 from shared.keys import Keys
@@ -56,7 +75,12 @@ from worker.bandit.linucb import (
 from worker.bandit.scripts import script_source
 
 #: Default cap of the rating log stream (approximate trimming); 0 keeps every rating.
-LOG_MAXLEN = 1_000_000
+LOG_MAXLEN = SHARED_LOG_MAXLEN
+#: Default applied ratings between two checkpoints (``BANDIT_CHECKPOINT_EVERY``; 0: none).
+CHECKPOINT_EVERY = 500
+#: Default checkpoints kept (``BANDIT_CHECKPOINTS_KEPT``).
+CHECKPOINTS_KEPT = 10
+log = logging.getLogger(__name__)
 _F8 = np.dtype("<f8")
 
 
@@ -106,6 +130,9 @@ class RedisLinUCB:
         log_maxlen: int = LOG_MAXLEN,
         seed: int | np.random.Generator | None = None,
         schedule: AlphaSchedule | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoints_kept: int = CHECKPOINTS_KEPT,
+        policy: RollbackPolicy | None = None,
     ) -> None:
         keys = keys or Keys()
         self.client = client
@@ -125,6 +152,15 @@ class RedisLinUCB:
         self.rated_key = keys.bandit_rated(name)
         self.log_key = keys.bandit_log(name)
         self.window_key = keys.bandit_window(name)
+        self.guard_key = keys.bandit_guard(name)
+        self.checkpoints_key = keys.bandit_checkpoints(name)
+        self.meta_key = keys.bandit_checkpoint_meta(name)
+        self.rollbacks_key = keys.bandit_rollbacks(name)
+        self._rollback_keys = rollback_keys(keys, name)
+        self.checkpoint_every = checkpoint_every
+        self.checkpoints_kept = checkpoints_kept
+        self.policy = policy or RollbackPolicy()
+        self._rollback = FastScript(client, rollback_source())
         self._shape = (len(self.arms), dim, dim + 1)
         self._update = FastScript(client, script_source("bandit_update"))
         self._init = FastScript(client, script_source("bandit_init"))
@@ -216,8 +252,10 @@ class RedisLinUCB:
             raise ValueError(f"unknown arm {arm!r}; expected one of {self.arms}")
         xv = check_context(x, self.dim)
         r = check_reward(reward)
-        args = [arm, key, pack(xv), struct.pack("<d", r), self.window_size, self.log_maxlen]
-        keys = [self.state_key, self.rated_key, self.log_key, self.window_key]
+        args = [arm, key, pack(xv), struct.pack("<d", r), self.window_size, self.log_maxlen,
+                self.checkpoint_every, self.checkpoints_kept]  # fmt: skip
+        keys = [self.state_key, self.rated_key, self.log_key, self.window_key,
+                self.guard_key, self.checkpoints_key, self.meta_key]  # fmt: skip
         with tracing.span("bandit update", {"db.system": "redis", "opsdeck.bandit.arm": arm}) as span:
             result = self._update(keys=keys, args=args)
             if int(result[0]) == -1:
@@ -228,15 +266,76 @@ class RedisLinUCB:
             return False
         if self.reinvert_every and int(result[2]) >= self.reinvert_every:
             self.reinvert(arm)
+        if int(result[3]) == 1:  # a checkpoint was taken and its rollback check is still due
+            self.check_rollback()
         return True
+
+    # -- checkpoints and rollback (shared.bandit_checkpoints) --------------------------------
+    def read_check(self) -> tuple[int, dict[str, Any]] | None:
+        """``(applied, check)`` when a rollback check is due, read in one transaction, else None."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.meta_key)
+            pipe.hmget(self.guard_key, ["applied", "pending"])
+            raw, (applied, pending) = pipe.execute()
+        if pending != b"1" or not raw:
+            return None
+        return int(applied or 0), evaluate(checkpoint_list(raw), self.policy)
+
+    def resolve(self, applied: int, check: dict[str, Any]) -> str:
+        """Act on ``check`` unless a rating was applied since ``applied`` was read: ``rolled back``,
+        ``kept``, ``cooldown`` or ``raced`` (nothing changed; read and decide again)."""
+        args = rollback_args("auto", check["target"], expected=applied, cooldown=self.policy.cooldown,
+                             reason=check, log_maxlen=self.log_maxlen)  # fmt: skip
+        with tracing.span("bandit rollback check", {"db.system": "redis"}) as span:
+            result = self._rollback(keys=self._rollback_keys, args=args)
+            outcome = "rolled back" if int(result[0]) == 1 else result[1].decode()
+            span.set_attribute("opsdeck.bandit.rollback", outcome)
+        if outcome == "rolled back":
+            log.warning("bandit rolled back to checkpoint %s: %s", check["target"], check["why"])
+        elif outcome == "cooldown":
+            log.warning("bandit rollback to %s refused (cooldown): %s", check["target"], check["why"])
+        return "kept" if outcome == "checked" else outcome
+
+    def check_rollback(self, attempts: int = 3) -> str | None:
+        """Run the due rollback check (None when none is due); on ``raced`` read and decide again,
+        up to ``attempts`` times (then the check stays due and the next rating's worker runs it)."""
+        outcome = None
+        for _ in range(attempts):
+            read = self.read_check()
+            if read is None:
+                return outcome
+            outcome = self.resolve(*read)
+            if outcome != "raced":
+                return outcome
+        return outcome
+
+    def rollback(self, checkpoint: int) -> dict[str, Any]:
+        """Manual rollback to a kept checkpoint (the coordinator's route does the same); the
+        record; LookupError for an unknown checkpoint."""
+        args = rollback_args("manual", checkpoint, expected=None, cooldown=0, reason={"why": "manual"},
+                             log_maxlen=self.log_maxlen)  # fmt: skip
+        result = self._rollback(keys=self._rollback_keys, args=args)
+        if int(result[0]) != 1:
+            raise LookupError(f"no kept checkpoint {checkpoint}")
+        record: dict[str, Any] = orjson.loads(result[1])
+        return record
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The kept checkpoints, newest first (as ``GET /api/v1/bandit`` lists them)."""
+        return checkpoint_views(self.client.hgetall(self.meta_key))
+
+    def rollbacks(self) -> list[dict[str, Any]]:
+        """Every rollback record kept, newest first."""
+        return [orjson.loads(r) for r in self.client.lrange(self.rollbacks_key, 0, -1)]
 
     def reinvert(self, arm: str) -> bool:
         """Recompute ``arm``'s ``[A⁻¹ | θ]`` from ``[A | b]`` (compare-and-set); True if written."""
-        blob, updates = self.client.hmget(self.state_key, [f"{arm}:n", f"{arm}:updates"])
+        blob, updates, epoch = self.client.hmget(self.state_key, [f"{arm}:n", f"{arm}:updates", "epoch"])
         nmat = unpack(blob, (self.dim, self.dim + 1))
         a_inv, theta = inverse_and_theta(nmat[:, :-1], nmat[:, -1])
         m = np.concatenate([a_inv, theta[:, None]], axis=1)
-        return bool(self._reinvert(keys=[self.state_key], args=[arm, updates, pack(m)]))
+        args = [arm, updates, pack(m), epoch or b"0"]
+        return bool(self._reinvert(keys=[self.state_key], args=args))
 
     # -- reading -------------------------------------------------------------------------
     def load(self) -> BanditState:
@@ -291,17 +390,33 @@ class RedisLinUCB:
         return current_alpha(self.alpha, self.schedule, decisions + 1, self.warmup)
 
     def ratings(self, batch: int = 10_000) -> list[Rating]:
-        """Every rating in the log, in the order it was applied."""
-        out: list[Rating] = []
+        """The ratings the model holds, in the order they were applied: every rating in the log,
+        minus those a rollback discarded (a ``rollback`` entry names the log entry its
+        checkpoint was taken at; the model goes back to the ratings held then)."""
+        # a persistent list: each node is (rating, node before it) and every entry id maps to the
+        # head after it, so a rollback to entry L makes the head what it was at L in O(1)
+        head: tuple[Rating, Any] | None = None
+        at: dict[bytes, tuple[Rating, Any] | None] = {}
         start = "-"
         while True:
             entries = self.client.xrange(self.log_key, min=start, count=batch)
-            for _, f in entries:
-                x = np.frombuffer(f[b"x"], dtype=_F8).astype(np.float64)
-                out.append(Rating(f[b"k"].decode(), f[b"arm"].decode(), x, struct.unpack("<d", f[b"r"])[0]))
+            for entry_id, f in entries:
+                if b"rollback" in f:
+                    head = at.get(f[b"rollback"])
+                else:
+                    x = np.frombuffer(f[b"x"], dtype=_F8).astype(np.float64)
+                    rating = Rating(f[b"k"].decode(), f[b"arm"].decode(), x, struct.unpack("<d", f[b"r"])[0])
+                    head = (rating, head)
+                at[entry_id] = head
             if len(entries) < batch:
-                return out
+                break
             start = "(" + entries[-1][0].decode()
+        out: list[Rating] = []
+        while head is not None:
+            out.append(head[0])
+            head = head[1]
+        out.reverse()
+        return out
 
 
 def recompute(

@@ -124,6 +124,9 @@ class CoachPipeline:
             alpha=settings.bandit_alpha,
             warmup=settings.bandit_warmup,
             schedule=settings.alpha_schedule,
+            checkpoint_every=settings.bandit_checkpoint_every,
+            checkpoints_kept=settings.bandit_checkpoints_kept,
+            policy=settings.rollback_policy,
         )
         self.engine = BuiltinEngine(playbook_for(settings))
         self.llm = llm if llm is not None else build_llm(settings, client)
