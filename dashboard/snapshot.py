@@ -144,7 +144,9 @@ class SnapshotReader:
                 )
                 continue
             worker = shape_worker(beat)
-            worker["last_seen"] = score / 1000
+            # the registry's score, or the heartbeat's own time when it is newer (a beat written
+            # between this read's two round trips): one frame for it, not a second one for the score
+            worker["last_seen"] = max(score, int(beat["sent_at"] * 1000)) / 1000
             spark = self.sparks.setdefault(wid, deque(maxlen=SPARK_POINTS))
             if not spark or spark[-1][0] != beat["sent_at"]:
                 spark.append((beat["sent_at"], beat["cpu_percent"], beat["memory_percent"]))

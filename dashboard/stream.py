@@ -3,12 +3,14 @@
 The :class:`Poller` reads Redis every ``DASHBOARD_STREAM_INTERVAL`` seconds (two pipelined round
 trips, see :mod:`dashboard.snapshot`) and, between those ticks, probes the worker registry every
 ``DASHBOARD_PROBE_INTERVAL`` seconds (one ZRANGE) so a new heartbeat reaches the browser within
-~0.1 s. It sleeps while nobody is connected. Each tick's changed sections are serialised once
-and the same bytes go to every socket. A socket whose previous frame is still being written
-gets its pending sections merged, so a slow client receives the latest state, never a backlog.
+~0.1 s. It sleeps while nobody is connected. Each update is serialised and framed once, and
+those bytes are written from the poller straight to every socket that keeps up (no task wake-up
+or await per socket); a socket that does not keep up gets its pending sections merged and written
+by its own sender, so a slow client receives the latest state, never a backlog.
 
 Frames: ``{"type": "snapshot", "data": {section: value}}`` first, then
-``{"type": "update", "data": {changed sections}}``.
+``{"type": "update", "data": {changed sections}}``. A read whose only change is ``meta`` (its
+time) sends no frame: ``meta`` rides along with the next update that carries a change.
 """
 
 from __future__ import annotations
@@ -31,23 +33,64 @@ from shared.web import RateLimitedWarning, redis_refusal
 
 log = logging.getLogger("dashboard.stream")
 
+#: Sections that change on every read (``meta.time``) but that no page acts on: a change to these
+#: alone sends no frame; their latest value rides along with the next frame that carries news
+#: (and is always in the snapshot).
+QUIET = frozenset({"meta"})
+
 
 def encode_frame(kind: str, data: dict[str, Any]) -> bytes:
     """One frame as JSON bytes."""
     return orjson.dumps({"type": kind, "data": data})
 
 
-class Client:
-    """One socket: a pending frame slot and a sender task that writes it."""
+def text_frame(payload: bytes) -> bytes:
+    """``payload`` as one final, unmasked, uncompressed RFC 6455 text frame: the bytes aiohttp's
+    writer would put on the wire for ``send_frame(payload, TEXT)`` on a ``compress=False`` socket,
+    built once per update instead of once per socket."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+
+class Client:
+    """One socket: written straight from the poller while it keeps up, else through a pending frame
+    slot and a sender task.
+
+    Fast path: an idle client (snapshot written, nothing pending, its transport's buffer empty) gets
+    the update's pre-framed bytes written to its transport synchronously inside the poller's fan-out,
+    no task wake-up and no await per socket. Otherwise the update goes to the pending slot (merged
+    with what is already there) and the sender task writes it with aiohttp's flow control, so a slow
+    client receives the latest state, never a backlog, and never holds up the others. Frames keep
+    their order: the fast path is refused while the sender has anything to write.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None) -> None:
         self.ws = ws
+        self._transport = transport
         self._sections: dict[str, Any] | None = None
         self._frame: bytes | None = None
+        self._busy = True  # until the snapshot is written
         self._ready = asyncio.Event()
 
-    def offer(self, sections: dict[str, Any], frame: bytes) -> None:
-        """Queue an update; merged with the pending one if that has not been written yet."""
+    def offer(self, sections: dict[str, Any], frame: bytes, wire: bytes | None = None) -> None:
+        """Send an update (``wire``: ``frame`` already framed, shared by every socket); if it cannot
+        be written now, queue it, merged with the pending one if that has not been written yet."""
+        transport = self._transport
+        if (
+            wire is not None
+            and transport is not None
+            and self._sections is None
+            and not self._busy
+            and not transport.get_write_buffer_size()  # else the kernel is not taking its bytes
+            and not transport.is_closing()
+            and not self.ws.closed
+        ):
+            transport.write(wire)  # one send(2) of the bytes every socket shares
+            return
         if self._sections is None:
             self._sections, self._frame = sections, frame
         else:
@@ -59,11 +102,13 @@ class Client:
         """Write the snapshot, then pending frames until the socket closes."""
         await self.ws.send_frame(snapshot, WSMsgType.TEXT)
         while not self.ws.closed:
-            await self._ready.wait()
-            self._ready.clear()
             sections, frame = self._sections, self._frame
             self._sections = self._frame = None
             if sections is None:
+                self._ready.clear()
+                self._busy = False
+                await self._ready.wait()
+                self._busy = True
                 continue
             await self.ws.send_frame(frame or encode_frame("update", sections), WSMsgType.TEXT)
 
@@ -142,15 +187,20 @@ class Poller:
         for name, value in state.items():
             encoded = orjson.dumps(value)
             if self.encoded.get(name) != encoded:
-                self.encoded[name] = encoded
-                changed[name] = value
+                changed[name] = (value, encoded)
         self.state = state
         if changed:
             self._snapshot = None
-        if changed and self.clients:
-            frame = encode_frame("update", changed)
+        if not changed.keys() - QUIET:  # only the clock moved: no page needs a frame for that
+            return
+        for name, (_, encoded) in changed.items():
+            self.encoded[name] = encoded
+        if self.clients:
+            sections = {name: value for name, (value, _) in changed.items()}
+            frame = encode_frame("update", sections)
+            wire = text_frame(frame)
             for client in self.clients:
-                client.offer(changed, frame)
+                client.offer(sections, frame, wire)
 
     async def run(self) -> None:
         """Tick while anyone is connected; survive Redis outages (retry next tick)."""
@@ -182,7 +232,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     poller = request.app[POLLER]
-    client = Client(ws)
+    client = Client(ws, request.transport)
     snapshot = await poller.snapshot()
     poller.add(client)  # no await since the snapshot was taken: no update can be missed
     sender = asyncio.create_task(client.run(snapshot))
