@@ -43,6 +43,7 @@ COUNTERS_AND_GAUGES = {
     "coordinator_llm_cache_hits_total",
     "coordinator_llm_cache_misses_total",
     "coordinator_bandit_phase",
+    "coordinator_bandit_rollbacks_total",
     "opsdeck_outbox_entries",
     "opsdeck_task_duplicate_executions_total",
     "opsdeck_worker_processes",

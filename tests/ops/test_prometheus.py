@@ -17,13 +17,12 @@ PROM = ROOT / "ops" / "prometheus"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 #: Alerts issue 7 asks for, plus the per-instance worker and dashboard ones the runbook uses, and
-#: issue 17's (API error rate, LLM, cache, chat traffic, disk, outbox). No bandit rollback alert:
-#: no metric counts bandit rollbacks yet.
+#: issue 17's (API error rate, LLM, cache, chat traffic, disk, outbox, bandit rollback).
 REQUIRED_ALERTS = {
     "WorkerDown", "QueueBacklog", "HighErrorRate", "HighCPU", "HighMemory", "APILatency",
     "CoordinatorDown", "RedisDown", "DeployFailed",
     "APIErrorRate", "LLMFallbackRate", "LLMInvalidJSON", "LLMBreakerOpen", "LLMCacheHitRatioLow",
-    "NoChatTraffic", "RedisMemoryHigh", "DiskSpaceLow", "OutboxBacklog",
+    "NoChatTraffic", "RedisMemoryHigh", "DiskSpaceLow", "OutboxBacklog", "BanditRollback",
 }  # fmt: skip
 
 # promtool may need installing (apt-get) on a fresh machine: allow for it.
