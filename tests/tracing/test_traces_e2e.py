@@ -18,7 +18,7 @@ from shared.keys import Keys
 from tests.conftest import BROKERS
 from tests.helpers import read_log
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan
-from tests.worker.test_end_to_end import start_agent, wait_running
+from tests.worker.test_end_to_end import start_agent, wait_ready, wait_running
 
 KEYS = Keys()
 pytestmark = pytest.mark.slow
@@ -45,16 +45,8 @@ async def start_stack(procs, env_factory, tmp_path, rclient, receiver, **extra) 
     start_agent(procs, env_factory, tmp_path, **env)
     wait_running(rclient, "agent")
     base = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            try:
-                async with http.get(f"{base}/health/ready") as r:
-                    if r.status == 200:
-                        return base
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("coordinator did not come up")
+    await wait_ready(base)
+    return base
 
 
 def by_name(spans: list[ReceivedSpan], name: str) -> list[ReceivedSpan]:

@@ -27,6 +27,20 @@ def start_agent(procs, env_factory, tmp_path, name="agent", **env):
     return proc, log
 
 
+async def wait_ready(base: str) -> None:
+    """Until the coordinator at ``base`` answers ``/health/ready`` with 200 (10 s at most)."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            try:
+                async with http.get(f"{base}/health/ready") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the coordinator at {base} did not come up")
+
+
 def heartbeat(rclient, worker_id):
     raw = rclient.get(KEYS.worker(worker_id))
     return Heartbeat.model_validate_json(raw) if raw else None
@@ -57,15 +71,8 @@ async def test_full_path_through_real_coordinator_and_worker(procs, env_factory,
     start_agent(procs, env_factory, tmp_path)
     wait_running(rclient, "agent")
     base = f"http://127.0.0.1:{port}"
+    await wait_ready(base)
     async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            try:
-                async with http.get(f"{base}/health/ready") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
         async with http.post(
             f"{base}/api/v1/tasks", json={"type": "echo", "payload": {"hello": "world"}}, headers=auth()
         ) as r:
