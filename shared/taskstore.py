@@ -35,6 +35,8 @@ MAX_ID_MATCHES = 50
 SUBMIT_TASK_ARGS = 14
 #: The two trace-context arguments of a submission made while no span is current (or tracing is off).
 NO_TRACE = EMPTY + EMPTY
+#: The two trace-context arguments of a submission made inside an unsampled root request.
+UNSAMPLED_TRACE = bulk([tracing.UNSAMPLED_TRACEPARENT.encode(), b""])
 
 
 def payload_digest(type_name: str, payload: dict[str, Any], priority: Priority) -> str:
@@ -140,7 +142,10 @@ class TaskStore:
         cid = correlation_id.encode()
         queue = queue_name(task_type.queue_group, priority)
         trace = NO_TRACE
-        if self._traced:
+        traced = self._traced and not tracing.edge_unsampled()
+        if self._traced and not traced:  # an unsampled root: the same two arguments every time
+            trace = UNSAMPLED_TRACE
+        elif traced:
             traceparent, tracestate = tracing.current_context()
             if traceparent:
                 trace = bulk([traceparent.encode(), tracestate.encode()])
@@ -155,7 +160,7 @@ class TaskStore:
                 named[subject], key, digest, bucket, trace,
             ))
         )  # fmt: skip
-        if self._traced:
+        if traced:
             tracing.span_until(
                 submitted, "tasks submit", {"db.system": "redis", "messaging.destination.name": queue}
             )
