@@ -99,7 +99,9 @@ class Keys:
 
     def stats_minute(self, minute: int) -> str:
         """Hash (expires after 8 days): task rollup of one minute (epoch minute): ``processed``,
-        ``failed``, ``retried``, ``duration_ms_sum``, and ``processed:<type>``/``failed:<type>``."""
+        ``failed``, ``retried``, ``duration_ms_sum``, and ``processed:<type>``/``failed:<type>``;
+        the coaching bandit's ``bandit:*`` counters (decisions, pulls, UCB buckets, ratings,
+        rewards: :mod:`shared.bandit_rollup`)."""
         return f"{self.prefix}stats:minute:{minute}"
 
     @property

@@ -11,6 +11,8 @@ Layout (names from :class:`shared.keys.Keys`, ``name`` defaults to ``coach``):
 * ``bandit_rated(name)`` — set of ``session_id:turn_number`` already applied (idempotency).
 * ``bandit_log(name)`` — stream of every rating applied, in order (for :func:`recompute`).
 * ``bandit_window(name)`` — list of the last ``window_size`` ratings (monitoring only).
+* ``stats_minute(m)`` — the per-minute rollups: both scripts count decisions, explorations, pulls,
+  UCB score buckets, ratings and rewards there (:mod:`shared.bandit_rollup`; monitoring only).
 * ``bandit_guard(name)``, ``bandit_checkpoints(name)``, ``bandit_checkpoint_meta(name)``,
   ``bandit_rollbacks(name)`` — checkpoints and rollbacks (:mod:`shared.bandit_checkpoints`): the
   update script counts every applied rating and, every ``checkpoint_every``, copies the model
@@ -51,6 +53,7 @@ from shared.bandit_checkpoints import (
     rollback_keys,
     rollback_source,
 )
+from shared.bandit_rollup import UCB_BUCKETS, UCB_WIDTH
 from shared.bandit_schedule import AlphaSchedule, current_alpha
 from shared.fastscript import FastScript
 from shared.keys import Keys
@@ -156,6 +159,7 @@ class RedisLinUCB:
         self.checkpoints_key = keys.bandit_checkpoints(name)
         self.meta_key = keys.bandit_checkpoint_meta(name)
         self.rollbacks_key = keys.bandit_rollbacks(name)
+        self.rollup_prefix = keys.stats_minute_prefix  # per-minute counters (shared.bandit_rollup)
         self._rollback_keys = rollback_keys(keys, name)
         self.checkpoint_every = checkpoint_every
         self.checkpoints_kept = checkpoints_kept
@@ -226,6 +230,9 @@ class RedisLinUCB:
             record_ttl,
             self._alpha_end,
             self._alpha_steps,
+            self.rollup_prefix,
+            repr(UCB_WIDTH),
+            UCB_BUCKETS,
             *self.arms,
         ]
         with tracing.span("bandit decide", {"db.system": "redis"}) as span:
@@ -253,7 +260,7 @@ class RedisLinUCB:
         xv = check_context(x, self.dim)
         r = check_reward(reward)
         args = [arm, key, pack(xv), struct.pack("<d", r), self.window_size, self.log_maxlen,
-                self.checkpoint_every, self.checkpoints_kept]  # fmt: skip
+                self.checkpoint_every, self.checkpoints_kept, self.rollup_prefix]  # fmt: skip
         keys = [self.state_key, self.rated_key, self.log_key, self.window_key,
                 self.guard_key, self.checkpoints_key, self.meta_key]  # fmt: skip
         with tracing.span("bandit update", {"db.system": "redis", "opsdeck.bandit.arm": arm}) as span:

@@ -10,16 +10,19 @@
 -- KEYS: 1 decision counter, 2 state hash, 3 record hash (optional)
 -- ARGV: 1 x (d packed doubles), 2 alpha / schedule start (packed double), 3 warmup,
 --       4 u (packed double in [0, 1)), 5 record TTL in seconds (0: no expiry),
---       6 schedule end (packed double), 7 schedule decisions (0: constant alpha), 8.. arm names
+--       6 schedule end (packed double), 7 schedule decisions (0: constant alpha),
+--       8 per-minute rollup key prefix ("": none), 9 UCB bucket width, 10 UCB buckets, 11.. arm names
+-- The rollup of the current minute (Redis time) counts the decision, its exploration, the pull and
+-- every arm's UCB score bucket (shared/bandit_rollup.py names the fields; kept 8 days).
 -- Returns {n, arm index (1-based), exploration (0|1), packed ucb scores, packed alpha}
 -- (propensity: 1/K when n ≤ warmup, else 1; the record gets "alpha" too, as %.17g text),
 -- or {-1} when the state is missing (nothing counted; the caller initialises it and retries).
 --! include bandit_lib
 
-local k = #ARGV - 7
+local k = #ARGV - 10
 local fields = {"dim"}
 for a = 1, k do
-    fields[a + 1] = ARGV[7 + a] .. ":m"
+    fields[a + 1] = ARGV[10 + a] .. ":m"
 end
 local vals = redis.call("hmget", KEYS[2], unpack(fields))
 for a = 1, k + 1 do
@@ -78,7 +81,7 @@ else
     propensity = 1
     exploration = (mean[best] ~= top) and 1 or 0
 end
-local arm = ARGV[7 + best]
+local arm = ARGV[10 + best]
 redis.call("hincrby", KEYS[2], arm .. ":pulls", 1)
 local scores = struct.pack("<" .. string.rep("d", k), unpack(ucb, 1, k))
 if KEYS[3] then
@@ -88,5 +91,22 @@ if KEYS[3] then
     if ttl > 0 then
         redis.call("expire", KEYS[3], ttl)
     end
+end
+if ARGV[8] ~= "" then
+    local rollup = ARGV[8] .. math.floor(tonumber(redis.call("time")[1]) / 60)
+    local width, top = tonumber(ARGV[9]), tonumber(ARGV[10]) - 1
+    redis.call("hincrby", rollup, "bandit:decisions", 1)
+    redis.call("hincrby", rollup, "bandit:explore", exploration)
+    redis.call("hincrby", rollup, "bandit:pull:" .. arm, 1)
+    for a = 1, k do
+        local bucket = math.floor(ucb[a] / width)
+        if not (bucket >= 0) then
+            bucket = 0
+        elseif bucket > top then
+            bucket = top
+        end
+        redis.call("hincrby", rollup, "bandit:ucb:" .. ARGV[10 + a] .. ":" .. bucket, 1)
+    end
+    redis.call("expire", rollup, 8 * 86400)
 end
 return {n, best, exploration, scores, struct.pack("<d", alpha)}

@@ -17,7 +17,9 @@
 --       7 checkpoint meta hash
 -- ARGV: 1 arm, 2 rating key (session_id:turn_number), 3 x (d packed doubles),
 --       4 reward (1 packed double), 5 window size, 6 log maxlen (0: keep every entry),
---       7 checkpoint every (0: no checkpoints), 8 checkpoints kept
+--       7 checkpoint every (0: no checkpoints), 8 checkpoints kept,
+--       9 per-minute rollup key prefix (optional; "": none): the current minute's rollup counts the
+--         rating and adds its reward per arm (shared/bandit_rollup.py names the fields)
 -- Returns {1, updates, since, pending (0|1), checkpoint id taken (0: none)} when applied, {0}
 -- when the rating key was applied before, {-1} when the arm's state is missing (the caller
 -- initialises the state and retries).
@@ -91,6 +93,12 @@ else
 end
 redis.call("lpush", KEYS[4], arm .. " " .. string.format("%.17g", r))
 redis.call("ltrim", KEYS[4], 0, tonumber(ARGV[5]) - 1)
+if ARGV[9] and ARGV[9] ~= "" then
+    local rollup = ARGV[9] .. math.floor(tonumber(redis.call("time")[1]) / 60)
+    redis.call("hincrby", rollup, "bandit:rated:" .. arm, 1)
+    redis.call("hincrbyfloat", rollup, "bandit:reward:" .. arm, string.format("%.17g", r))
+    redis.call("expire", rollup, 8 * 86400)
+end
 
 -- the checkpoint window's sums and, every `every` ratings, a checkpoint
 local guard = KEYS[5]
