@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     llm_model_balanced: str | None = None
     llm_model_creative: str | None = None
     llm_timeout: float = Field(default=10.0, gt=0, le=120)
+    #: Traffic mix over the model tiers (shared.llm_tiers): ``tier=weight`` pairs.
+    llm_tier_weights: str = "fast=60,balanced=30,creative=10"
     bandit_alpha: float = Field(default=1.0, ge=0, le=100)
     bandit_warmup: int = Field(default=1000, ge=0, le=10_000_000)
     #: ``linear:<start>:<end>:<decisions>`` decays α after warm-up (shared.bandit_schedule);
@@ -206,6 +208,32 @@ class Settings(BaseSettings):
         return RollbackPolicy(
             self.bandit_rollback_min_samples, self.bandit_rollback_significance, self.bandit_rollback_cooldown
         )
+
+    @field_validator("llm_tier_weights")
+    @classmethod
+    def _check_tier_weights(cls, value: str) -> str:
+        """``tier=weight,…`` (refused saying what is wrong); empty = the default mix."""
+        from shared.llm_tiers import DEFAULT_WEIGHTS, parse_weights
+
+        value = value.strip() or DEFAULT_WEIGHTS
+        parse_weights(value)
+        return value
+
+    @property
+    def tier_weights(self) -> dict[str, float]:
+        """``LLM_TIER_WEIGHTS`` parsed: a weight per tier (0 for a tier not named)."""
+        from shared.llm_tiers import parse_weights
+
+        return parse_weights(self.llm_tier_weights)
+
+    @property
+    def llm_models(self) -> dict[str, str | None]:
+        """The model of each tier (``LLM_MODEL_<TIER>``), None where unset."""
+        return {
+            "creative": self.llm_model_creative,
+            "balanced": self.llm_model_balanced,
+            "fast": self.llm_model_fast,
+        }
 
     @field_validator("opsdeck_services", mode="before")
     @classmethod
@@ -387,7 +415,19 @@ class Settings(BaseSettings):
         models = (self.llm_model_fast, self.llm_model_balanced, self.llm_model_creative)
         if self.llm_base_url and not any(models):
             raise ConfigError("LLM_BASE_URL needs LLM_MODEL_FAST, LLM_MODEL_BALANCED or LLM_MODEL_CREATIVE")
+        self._check_llm_mix()
         _ = self.jwt_key
+
+    def _check_llm_mix(self) -> None:
+        """With an LLM, some tier that has a model must have traffic weight."""
+        from shared.llm_tiers import shares
+
+        configured = [t for t, model in self.llm_models.items() if model]
+        if self.llm_base_url and not shares(self.tier_weights, configured):
+            raise ConfigError(
+                f"LLM_TIER_WEIGHTS ({self.llm_tier_weights}) gives no weight to a tier with a model "
+                f"(configured: {', '.join(configured)})"
+            )
 
 
 @cache

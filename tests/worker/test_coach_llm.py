@@ -3,16 +3,13 @@ timeouts and 429s; the breaker opens, the model downshifts, the fallback answers
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from shared.devtools.embedded_redis import free_port
+from tests.fake_llm import FakeLLM, running_fake_llm
 from worker.coach import metrics
 from worker.coach.breaker import BreakerState, CircuitBreaker
 from worker.coach.cache import TTLCache
@@ -23,69 +20,10 @@ MODELS = {"creative": "model-creative", "balanced": "model-balanced", "fast": "m
 BUILTIN = Suggestion("Pricing: three plans.", "knowledge", "pricing-tiers", "Pricing")
 
 
-class FakeLLM:
-    """An OpenAI-compatible /v1/chat/completions whose next answers are scripted.
-
-    Script items: "ok", "malformed" (content is not JSON), "badschema" (JSON without suggestion),
-    "500", "429", "401", "timeout" (answers after the client gave up). Empty script → "ok".
-    """
-
-    def __init__(self) -> None:
-        self.script: list[str] = []
-        self.requests: list[dict[str, Any]] = []
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.requests.append({"model": body["model"], "auth": request.headers.get("Authorization")})
-        mode = self.script.pop(0) if self.script else "ok"
-        if mode == "timeout":
-            await asyncio.sleep(1.0)
-        if mode == "500":
-            return web.json_response({"error": "boom"}, status=500)
-        if mode == "429":
-            return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "0"})
-        if mode == "401":
-            return web.json_response({"error": "bad key"}, status=401)
-        content = {
-            "ok": json.dumps({"suggestion": f"LLM says hi via {body['model']}"}),
-            "malformed": "Sure! Here is your suggestion: {not json",
-            "badschema": json.dumps({"advice": "wrong key"}),
-            "timeout": json.dumps({"suggestion": "too late"}),
-        }[mode]
-        return web.json_response({"choices": [{"message": {"role": "assistant", "content": content}}]})
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.handle)
-        runner = web.AppRunner(app)
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self.ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-        self.loop.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def models_called(self) -> list[str]:
-        return [r["model"] for r in self.requests]
-
-
 @pytest.fixture
 def fake() -> Iterator[FakeLLM]:
-    server = FakeLLM()
-    server.thread.start()
-    assert server.ready.wait(5)
-    yield server
-    server.loop.call_soon_threadsafe(server.loop.stop)
-    server.thread.join(5)
+    with running_fake_llm() as server:
+        yield server
 
 
 class Clock:

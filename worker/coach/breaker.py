@@ -54,6 +54,17 @@ class CircuitBreaker:
         self._trial_running = False
         self._lock = threading.Lock()
 
+    def like(self) -> CircuitBreaker:
+        """A fresh breaker with this one's thresholds and clock (one per model tier)."""
+        return CircuitBreaker(
+            window=self.window,
+            threshold=self.threshold,
+            min_calls=self.min_calls,
+            consecutive=self.consecutive,
+            cooldown=self.cooldown,
+            clock=self.clock,
+        )
+
     @property
     def state(self) -> BreakerState:
         """The current state (an open breaker whose cooldown passed reads as half-open)."""

@@ -4,21 +4,26 @@
 
 1. **cache** — an LRU + TTL cache (1000 entries, 10 min) keyed by arm, playbook entry and the
    normalised message answers repeats without a call (``source="cache"``);
-2. **breaker** — while the :class:`~worker.coach.breaker.CircuitBreaker` refuses calls, the
-   built-in answer is returned at once (``source="fallback"``);
-3. **attempts** — up to 3, with exponential backoff + jitter between them (a 429's
+2. **mix** — the turn is routed to a tier drawn by the traffic shares (``LLM_TIER_WEIGHTS`` over
+   the tiers that have a model, :mod:`shared.llm_tiers`) with the turn's reproducible draw;
+3. **breakers** — one :class:`~worker.coach.breaker.CircuitBreaker` for the service (every tier
+   shares ``LLM_BASE_URL``): while it refuses calls the built-in answer is returned at once
+   (``source="fallback"``), while it is half-open its one trial goes to the fastest tier; and one
+   per tier: a *degraded* tier (its breaker open) hands its share down to the next tier that
+   lets a call through (creative → balanced → fast; the fastest's goes up to the nearest one),
+   until its breaker's half-open trial succeeds;
+4. **attempts** — up to 3, with exponential backoff + jitter between them (a 429's
    ``Retry-After`` is honoured up to the backoff cap); a timeout, connection error, 429, 5xx, a
-   body that is not JSON or JSON that fails :class:`LLMAnswer` is a failure; other 4xx stop at once;
-4. **downshift** — each attempt uses the most capable configured tier (creative → balanced →
-   fast) shifted down by the failures in a row, and the fastest tier while the breaker is
-   half-open; a success resets it;
+   body that is not JSON or JSON that fails :class:`LLMAnswer` is a failure; other 4xx stop at
+   once; each retry goes one tier down from the tier that failed (downshift);
 5. **fallback** — after the last failed attempt the built-in suggestion is the answer.
 
 After each call the optional ``report`` hook gets the tier, the outcome (``ok``, ``error``,
-``invalid``), the failure and the breaker's state; :class:`RedisTierReport` writes them into the
-``llm_tiers`` hash (shared.keys) where the coordinator's ``/health`` reads them.
+``invalid``), the failure and the breaker's state (the worse of the service's and the tier's);
+:class:`RedisTierReport` writes them into the ``llm_tiers`` hash (shared.keys) where the
+coordinator's ``/health`` reads them.
 
-One instance per worker process, shared by its threads (breaker and cache are thread-safe).
+One instance per worker process, shared by its threads (breakers and cache are thread-safe).
 """
 
 from __future__ import annotations
@@ -40,13 +45,12 @@ from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import tracing
+from shared.llm_tiers import TIERS, pick, shares
 from worker.coach import metrics
 from worker.coach.breaker import BreakerState, CircuitBreaker
 from worker.coach.cache import TTLCache
 from worker.coach.engine import Suggestion
 
-#: Model tiers, most capable first (the downshift order).
-TIERS: Final = ("creative", "balanced", "fast")
 _TIER_GAUGE = {"creative": 2, "balanced": 1, "fast": 0}
 SYSTEM_PROMPTS: Final = {
     "npc": "You role-play the prospective customer described in the playbook entry. Reply in character, "
@@ -177,6 +181,7 @@ class GuardedLLM:
         max_backoff: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         report: TierReport | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self.client = client
         self.report = report
@@ -184,18 +189,46 @@ class GuardedLLM:
         if not self.tiers:
             raise ValueError("at least one model tier must be configured")
         self.models = {t: str(models[t]) for t in self.tiers}
+        #: Traffic share per tier; without ``weights`` the most capable tier takes every turn.
+        self.share = shares(weights, self.tiers) if weights is not None else {self.tiers[0]: 1.0}
+        if not self.share:
+            raise ValueError("no configured tier has a traffic weight")
         self.breaker = breaker or CircuitBreaker()
+        self.tier_breakers = {t: self.breaker.like() for t in self.tiers}
         self.cache: TTLCache[Suggestion] = cache or TTLCache(1000, 600.0)
         self.attempts = attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.sleep = sleep
 
-    def tier(self) -> str:
-        """The tier the next call uses (downshifted while degraded)."""
+    def drawn(self, draw: float | None) -> str:
+        """The tier the mix assigns to ``draw`` (None: the first tier with a share)."""
+        return pick(self.share, 0.0 if draw is None else draw)
+
+    def _order(self, start: str) -> list[str]:
+        """``start``, the tiers below it, then the ones above it nearest first."""
+        i = self.tiers.index(start)
+        return self.tiers[i:] + self.tiers[:i][::-1]
+
+    def tier(self, draw: float | None = None) -> str:
+        """The tier a call for ``draw`` goes to now (without taking a half-open trial)."""
         if self.breaker.state is not BreakerState.CLOSED:
             return self.tiers[-1]
-        return self.tiers[min(self.breaker.failures_in_row, len(self.tiers) - 1)]
+        for tier in self._order(self.drawn(draw)):
+            if self.tier_breakers[tier].state is not BreakerState.OPEN:
+                return tier
+        return self.tiers[-1]
+
+    def _route(self, start: str) -> tuple[str, bool] | None:
+        """The tier of the next attempt and whether its tier breaker let it through (and so must
+        hear the outcome); None when every tier's breaker refuses. Call after the service
+        breaker allowed the attempt: while that one is half-open its trial goes to the fastest."""
+        if self.breaker.state is not BreakerState.CLOSED:
+            return self.tiers[-1], False
+        for tier in self._order(start):
+            if self.tier_breakers[tier].allow():
+                return tier, True
+        return None
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Backoff before attempt ``attempt + 1``: exponential, jitter: a uniform share in [½, 1] of it."""
@@ -208,8 +241,11 @@ class GuardedLLM:
         norm = " ".join(message.lower().split())
         return hashlib.sha256(f"{builtin.arm}\x1f{builtin.entry_id}\x1f{norm}".encode()).hexdigest()
 
-    def generate(self, builtin: Suggestion, message: str, grounding: str) -> Suggestion:
-        """The LLM's suggestion, a cached one, or ``builtin`` as the fallback."""
+    def generate(
+        self, builtin: Suggestion, message: str, grounding: str, *, draw: float | None = None
+    ) -> Suggestion:
+        """The LLM's suggestion, a cached one, or ``builtin`` as the fallback; ``draw`` (in
+        [0, 1), shared.llm_tiers.turn_draw) picks the turn's tier by the traffic mix."""
         key = self.cache_key(builtin, message)
         cached = self.cache.get(key)
         trace.get_current_span().set_attribute("opsdeck.llm.cache_hit", cached is not None)
@@ -221,19 +257,26 @@ class GuardedLLM:
             {"role": "system", "content": f"{SYSTEM_PROMPTS[builtin.arm]} {JSON_INSTRUCTION}"},
             {"role": "user", "content": f"Playbook entry: {grounding}\n\nProspect's last message: {message}"},
         ]
+        start = self.drawn(draw)
         for attempt in range(self.attempts):
             if not self.breaker.allow():
                 break
-            tier = self.tier()
+            routed = self._route(start)
+            if routed is None:
+                break
+            tier, counted = routed
+            if attempt == 0:
+                metrics.LLM_TIER_CHOSEN.labels(tier).inc()
             metrics.LLM_TIER.set(_TIER_GAUGE[tier])
             attributes = {"gen_ai.request.model": self.models[tier], "opsdeck.llm.tier": tier,
                           "opsdeck.llm.attempt": attempt + 1}  # fmt: skip
             with tracing.span("llm chat", attributes, kind=tracing.SpanKind.CLIENT) as call:
-                result, stop, retry_after = self._attempt(call, tier, key, builtin, messages)
+                result, stop, retry_after = self._attempt(call, tier, counted, key, builtin, messages)
             if result is not None:
                 return result
             if stop:
                 break
+            start = self.tiers[min(self.tiers.index(tier) + 1, len(self.tiers) - 1)]
             if attempt + 1 < self.attempts:
                 self.sleep(self.delay(attempt, retry_after))
         metrics.LLM_BREAKER.set(self.breaker.state)
@@ -243,18 +286,19 @@ class GuardedLLM:
         self,
         call: Span,
         tier: str,
+        counted: bool,
         key: str,
         builtin: Suggestion,
         messages: list[dict[str, str]],
     ) -> tuple[Suggestion | None, bool, float | None]:
         """One call to ``tier``'s model (``call``: its span): ``(suggestion, False, None)``, or
         ``(None, stop, retry_after)`` when it failed (``stop``: no point in another attempt;
-        ``retry_after``: the server's ask, if any)."""
+        ``retry_after``: the server's ask, if any); ``counted``: the tier's breaker hears it too."""
         try:
             answer = LLMAnswer.model_validate_json(self.client.complete(self.models[tier], messages))
         except (LLMError, ValidationError) as exc:
-            state = self.breaker.record(False)
-            metrics.LLM_BREAKER.set(state)
+            state = self._record(tier, counted, False)
+            metrics.LLM_BREAKER.set(self.breaker.state)
             outcome = "invalid" if isinstance(exc, ValidationError) else "error"
             metrics.LLM_REQUESTS.labels(tier, outcome).inc()
             call.set_attribute("opsdeck.llm.outcome", outcome)
@@ -265,8 +309,8 @@ class GuardedLLM:
             if isinstance(exc, LLMError):
                 return None, not exc.retryable, exc.retry_after
             return None, False, None
-        state = self.breaker.record(True)
-        metrics.LLM_BREAKER.set(state)
+        state = self._record(tier, counted, True)
+        metrics.LLM_BREAKER.set(self.breaker.state)
         metrics.LLM_REQUESTS.labels(tier, "ok").inc()
         call.set_attribute("opsdeck.llm.outcome", "ok")
         if self.report is not None:
@@ -274,3 +318,13 @@ class GuardedLLM:
         result = replace(builtin, text=answer.suggestion.strip(), source="llm", model=self.models[tier])
         self.cache.put(key, result)
         return result, False, None
+
+    def _record(self, tier: str, counted: bool, success: bool) -> BreakerState:
+        """Tell the service's breaker (and the tier's, when it let the call through) the outcome;
+        the worse of the two states after it."""
+        state = self.breaker.record(success)
+        if counted:
+            tier_state = self.tier_breakers[tier].record(success)
+            metrics.LLM_TIER_BREAKER.labels(tier).set(tier_state)
+            state = max(state, tier_state)
+        return state

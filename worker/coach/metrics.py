@@ -66,5 +66,17 @@ LLM_TIER = Gauge(
     "Model tier the next LLM call uses: 2 creative, 1 balanced, 0 fast (lowest live process).",
     multiprocess_mode="livemin",
 )
+LLM_TIER_CHOSEN = Counter(
+    "coordinator_llm_tier_chosen",
+    "Turns routed to each model tier: the tier of the turn's first LLM attempt (LLM_TIER_WEIGHTS's draw, "
+    "handed down while that tier is degraded).",
+    ["tier"],
+)
+LLM_TIER_BREAKER = Gauge(
+    "coordinator_llm_tier_breaker_state",
+    "Circuit breaker of one model tier: 0 closed, 1 half-open, 2 open (worst live process).",
+    ["tier"],
+    multiprocess_mode="livemax",
+)
 LLM_CACHE_HITS = Counter("coordinator_llm_cache_hits", "LLM answers served from the cache.")
 LLM_CACHE_MISSES = Counter("coordinator_llm_cache_misses", "LLM lookups the cache could not answer.")

@@ -29,6 +29,7 @@ import redis
 
 from shared import tracing
 from shared.coaching import CoachPayload, FeedbackPayload, rating_key
+from shared.llm_tiers import turn_draw
 from shared.settings import Settings
 from shared.turns import TurnState, TurnStore
 from worker.bandit.features import features
@@ -82,15 +83,10 @@ def build_llm(settings: Settings, client: redis.Redis | None = None) -> GuardedL
         return None
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     llm_client = OpenAIClient(settings.llm_base_url, key, settings.llm_timeout)
-    models = {
-        "creative": settings.llm_model_creative,
-        "balanced": settings.llm_model_balanced,
-        "fast": settings.llm_model_fast,
-    }
     report = None
     if client is not None:
         report = RedisTierReport(client, settings.keys.llm_tiers, f"{settings.worker_id}/{os.getpid()}")
-    return GuardedLLM(llm_client, models, report=report)
+    return GuardedLLM(llm_client, settings.llm_models, report=report, weights=settings.tier_weights)
 
 
 def guard(suggestion: Suggestion, builtin: Suggestion) -> Suggestion:
@@ -160,7 +156,9 @@ class CoachPipeline:
             )
             suggestion = builtin
             if self.llm is not None:
-                suggestion = self.llm.generate(builtin, payload.message, self.engine.context(arm, builtin))
+                grounding = self.engine.context(arm, builtin)
+                draw = turn_draw(session_id, turn_number)
+                suggestion = self.llm.generate(builtin, payload.message, grounding, draw=draw)
         with node("guard"):
             suggestion = guard(suggestion, builtin)
         metrics.SUGGESTIONS.labels(arm, suggestion.source).inc()
