@@ -21,12 +21,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.deploy.conditions import check as check_condition
 from shared.errors import ConfigError
 
 #: Service names: what the API, the Redis keys and git tags use.
 SERVICE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 #: Names of environment variables that hold secrets.
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+#: Names of the metrics under ``gates.metrics.queries``.
+METRIC_NAME = r"^[a-z][a-z0-9_]{0,62}$"
 #: Canary steps when a service names none (percent of traffic on the new version).
 DEFAULT_STEPS = (1, 5, 25, 100)
 
@@ -92,28 +95,70 @@ class CanaryOptions(_Strict):
 
 
 class MetricThreshold(_Strict):
-    """A Prometheus instant query (``{service}``/``{version}`` substituted) and its maximum."""
+    """A Prometheus instant query (``{service}``/``{version}`` substituted) and how one measured
+    value is judged: ``max`` (shorthand for ``success: result <= max``) or ``success``/``failure``
+    conditions (:mod:`shared.deploy.conditions`); limits unset take the gates' ones."""
 
     query: str = Field(min_length=1, max_length=2000)
-    max: float
+    max: float | None = None
+    success: str | None = None
+    failure: str | None = None
+    failure_limit: int | None = Field(default=None, ge=0, le=10000)
+    inconclusive_limit: int | None = Field(default=None, ge=0, le=10000)
+    consecutive_error_limit: int | None = Field(default=None, ge=0, le=10000)
+
+    _conditions = field_validator("success", "failure")(lambda v: check_condition(v))
+
+    @model_validator(mode="after")
+    def _judged(self) -> MetricThreshold:
+        if self.max is not None and self.success is not None:
+            raise ValueError("set max or success, not both")
+        if self.max is None and self.success is None and self.failure is None:
+            raise ValueError("needs max, success or failure")
+        return self
 
 
 class MetricsGate(_Strict):
-    """Thresholds read from a Prometheus-compatible ``/api/v1/query`` URL."""
+    """Thresholds read from a Prometheus-compatible ``/api/v1/query`` URL: the two named ones and
+    any number of others under ``queries`` (``{name: {query, success, failure, ...}}``)."""
 
     query_url: str
     error_rate: MetricThreshold | None = None
     p99_seconds: MetricThreshold | None = None
+    queries: dict[str, MetricThreshold] = Field(default_factory=dict, max_length=20)
 
     _url = field_validator("query_url")(lambda v: _http_url(v))
 
+    @field_validator("queries")
+    @classmethod
+    def _names(cls, queries: dict[str, MetricThreshold]) -> dict[str, MetricThreshold]:
+        import re
+
+        for name in queries:
+            if not re.match(METRIC_NAME, name) or name in ("error_rate", "p99_seconds"):
+                raise ValueError(
+                    f"metric name {name!r} must match {METRIC_NAME}, not error_rate or p99_seconds"
+                )
+        return queries
+
 
 class GateOptions(_Strict):
-    """Checks after each step: smoke URLs answer 2xx within the timeout; optional metrics."""
+    """Checks over each step's pause (an analysis run, :mod:`worker.deploy.analysis`): smoke URLs
+    answer 2xx within the timeout; optional metrics. Every gate is sampled every
+    ``interval_seconds`` (or the pause, if shorter) for the whole pause, at most ``count`` times,
+    and once after the last step; the limits apply to each gate (a metric may set its own)."""
 
     smoke_urls: list[str] = Field(default_factory=list, max_length=20)
     timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     metrics: MetricsGate | None = None
+    interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    count: int | None = Field(default=None, ge=1, le=10000)
+    #: Failed measurements a gate may have in one step's run; one more rolls back.
+    failure_limit: int = Field(default=0, ge=0, le=10000)
+    #: Inconclusive measurements (neither condition met) a gate may have; one more pauses.
+    inconclusive_limit: int = Field(default=0, ge=0, le=10000)
+    #: Measurements in a row a metric source may fail to answer; one more pauses (inconclusive).
+    consecutive_error_limit: int = Field(default=4, ge=0, le=10000)
 
     @field_validator("smoke_urls")
     @classmethod

@@ -8,6 +8,7 @@ A deploy's id is the id of the ``deploy`` task that started it, so ``/api/v1/tas
     queued → in_progress → canary → … → promoting → succeeded
                  │            │  ↕ paused
                  │            │  ↕ awaiting_confirmation (``confirm``; promote goes on, a timeout aborts)
+                 │            │  ↕ paused, inconclusive analysis (``inconclusive_step``; promote goes on)
                  └────────────┴──→ failed | rolled_back | canceled
 """
 
@@ -98,7 +99,10 @@ class StepPayload(BaseModel):
     step: int = Field(default=0, ge=0, le=100)
     #: ``timeout``: internal, sent delayed by ``confirm_timeout_seconds`` when a rollout starts to
     #: wait for a confirmation; it aborts the rollout if it is still waiting then.
-    action: Literal["run", "abort", "rollback", "promote", "resume", "timeout"] = "run"
+    action: Literal["run", "abort", "rollback", "promote", "resume", "timeout", "analyze"] = "run"
+    #: ``analyze``: internal, the index of the analysis round (one sample of every gate) of step
+    #: ``step`` to take; sent delayed by the gates' interval while the step's pause lasts.
+    sample: int | None = Field(default=None, ge=0, le=100000)
 
 
 #: The public task type (``POST /api/v1/tasks`` with ``"type": "deploy"``; listed in shared.task_types).
@@ -113,7 +117,9 @@ DEPLOY = TaskType(
 DEPLOY_STEP = TaskType("deploy_step", StepPayload, "One step of a rollout.", queue_group="deploy")
 
 #: Record fields holding JSON documents.
-JSON_FIELDS = frozenset({"steps", "gates", "provider_ids", "previous_stable", "history"})
+JSON_FIELDS = frozenset(
+    {"steps", "gates", "provider_ids", "previous_stable", "history", "analysis", "measurements"}
+)
 #: Record fields holding integers.
 INT_FIELDS = frozenset(
     {
@@ -128,6 +134,8 @@ INT_FIELDS = frozenset(
         "confirm_step",
         "confirmed_step",
         "confirm_deadline",
+        "inconclusive_step",
+        "accepted_step",
     }
 )
 #: Timestamps (ms) rendered as ISO 8601.

@@ -1,8 +1,9 @@
-"""Gates after each step: smoke URLs answer 2xx in time; error rate and p99 under thresholds.
+"""Gates: smoke URLs answer 2xx in time; metric queries judged by their conditions.
 
 Metric gates run an instant query against a Prometheus-compatible ``/api/v1/query`` URL
 (``{service}`` and ``{version}`` in the query are substituted). An empty result counts as 0
-(no traffic, no errors); a query that fails or returns no number fails the gate.
+(no traffic, no errors). :func:`run_gates` checks every gate once (a query that fails or returns
+no number fails it); a rollout samples them over each pause instead (:mod:`worker.deploy.analysis`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from shared import tracing
+from shared.deploy.conditions import Condition
 from shared.deploy.config import GateOptions, MetricsGate, MetricThreshold
 from worker.deploy.errors import ProviderError
 from worker.deploy.http import RetryPolicy, request
@@ -59,8 +62,29 @@ def metric(
     except (ProviderError, ValueError) as exc:
         result.update(ok=False, detail=str(exc))
         return result
-    result.update(ok=value <= threshold.max, value=value)
+    result.update(ok=judge(threshold, value) == "success", value=value)
     return result
+
+
+@lru_cache(maxsize=256)
+def _condition(text: str) -> Condition:
+    return Condition(text)
+
+
+def judge(threshold: MetricThreshold, value: float) -> str:
+    """The verdict of one measured value (Argo's ``EvaluateResult``)."""
+    success_text = threshold.success
+    if threshold.max is not None:
+        success_text = f"result <= {threshold.max!r}"
+    ok = _condition(success_text)(value) if success_text else None
+    bad = _condition(threshold.failure)(value) if threshold.failure else None
+    if ok is None:
+        ok = not bad
+    if bad is None:
+        bad = not ok
+    if bad:
+        return "failure"
+    return "success" if ok else "inconclusive"
 
 
 def run_gates(options: GateOptions, *, service: str, version: str | None) -> list[dict[str, Any]]:

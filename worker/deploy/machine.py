@@ -15,6 +15,11 @@ rollout: after its gates, before it is promoted) is not run but waited for, stat
 ``timeout`` message sent delayed by ``confirm_timeout_seconds`` aborts the rollout (``canceled``,
 traffic back to the stable version). An operator's promote during the canary counts as the
 confirmation of the 100 % step.
+
+Analysis runs (:mod:`worker.deploy.analysis_steps`): once a step is live its gates are sampled over
+the step's whole pause; a failure beyond its limit rolls back, an inconclusive run pauses the
+rollout until an operator promotes (goes on) or aborts. Every status change goes through
+:meth:`Rollout._transition`.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from shared.deploy.models import TERMINAL_STATUSES, DeployPayload, DeployStatus,
 from shared.deploy.store import new_record
 from shared.logging import get_logger
 from shared.settings import Settings
+from worker.deploy.analysis_steps import AnalysisSteps
 from worker.deploy.errors import DeployError, ProviderError, ProviderUnavailable, RecordPending
-from worker.deploy.gates import run_gates
 from worker.deploy.gittag import create_tag
 from worker.deploy.providers import Provider, ProviderStatus, StepContext, make_provider
 from worker.deploy.routers import make_router
@@ -44,7 +49,7 @@ Schedule = Callable[[dict[str, Any], float], None]
 POLL_BUDGET = 20.0
 
 
-class Rollout:
+class Rollout(AnalysisSteps):
     """Drives deploy records; every method is safe to run again after a crash."""
 
     def __init__(self, state: DeployState, settings: Settings, schedule: Schedule) -> None:
@@ -75,7 +80,7 @@ class Rollout:
         """One ``deploy_step`` message."""
         with self.state.locked(msg.deploy_id) as held:
             if not held:  # another thread is working on it: come back shortly
-                self.schedule(msg.model_dump(), 1.0)
+                self.schedule(msg.model_dump(exclude_none=True), 1.0)
                 return
             rec = self.state.get(msg.deploy_id)
             if rec is None:
@@ -93,6 +98,9 @@ class Rollout:
             if msg.action == "timeout" and waiting:
                 self._confirm_timeout(rec, msg)
             return
+        if msg.action == "analyze":
+            self._analyze(rec, msg)
+            return
         if rec["status"] == DeployStatus.QUEUED and not self._begin(rec, msg):
             return
         last = len(rec["steps"]) - 1
@@ -109,17 +117,21 @@ class Rollout:
         if step > 0 and self._needs_confirmation(rec, step):
             self._await_confirmation(rec, step)
             return
-        self._run(rec, step)
+        if not self._resume_analysis(rec, step):
+            self._run(rec, step)
 
     def _begin(self, rec: dict[str, Any], msg: StepPayload) -> bool:
         active = self.state.claim(rec["service"], rec["id"])
         if active != rec["id"]:  # queued behind the service's active deploy
             self.state.update(rec["id"], waiting_for=active)
-            self.schedule(msg.model_dump(), self.settings.deploy_poll_interval)
+            self.schedule(msg.model_dump(exclude_none=True), self.settings.deploy_poll_interval)
             return False
-        fields = {"status": DeployStatus.IN_PROGRESS, "started_at": now_ms(), "waiting_for": None,
-                  "previous_stable": self.state.stable(rec["service"])}  # fmt: skip
-        self.state.update(rec["id"], **fields)
+        fields = {
+            "started_at": now_ms(),
+            "waiting_for": None,
+            "previous_stable": self.state.stable(rec["service"]),
+        }
+        self._transition(rec, DeployStatus.IN_PROGRESS, **fields)
         rec.update(fields)
         return True
 
@@ -127,7 +139,7 @@ class Rollout:
         config = self._config(rec["service"])
         weight = rec["steps"][n]
         ctx = StepContext(rec["id"], rec["service"], rec.get("version"), n, weight)
-        self.state.update(rec["id"], status=DeployStatus.IN_PROGRESS, step=n)
+        self._transition(rec, DeployStatus.IN_PROGRESS, step=n)
         try:
             provider = make_provider(config, self.settings)
             if n == 0 or provider.per_step:
@@ -156,25 +168,23 @@ class Rollout:
         except DeployError as exc:
             self._fail(rec, ctx, str(exc))
             return
-        results = run_gates(config.gates, service=rec["service"], version=rec.get("version"))
-        passed = all(r["ok"] for r in results)
-        gates = [*(rec.get("gates") or []), {"step": n, "weight": weight, "ok": passed, "at": now_ms(),
-                                              "results": results}]  # fmt: skip
-        self.state.update(rec["id"], gates=gates)
-        if not passed:
-            bad = "; ".join(
-                f"{r['gate']} {r.get('url') or r.get('query')}: {r.get('detail') or r.get('value')}"
-                for r in results
-                if not r["ok"]
-            )
-            self._fail(rec, ctx, f"gate failed at step {n} ({weight}%): {bad}")
-        elif n == len(rec["steps"]) - 1:
-            if n == 0 and self._needs_confirmation(rec, n):  # one step: confirm before promotion
-                self._await_confirmation(rec, n)
-                return
-            self._succeed(rec, ctx, config, provider)
-        else:
-            self._advance(rec, n, config)
+        self._start_analysis(rec, n, config)
+
+    def _analysis_passed(self, rec: dict[str, Any], n: int, config: ServiceConfig) -> None:
+        """Step ``n``'s analysis run passed (or an operator accepted it): next step or promotion."""
+        if n < len(rec["steps"]) - 1:
+            self._advance(rec, n, config, self._pause_left(rec))
+            return
+        if n == 0 and self._needs_confirmation(rec, n):  # one step: confirm before promotion
+            self._await_confirmation(rec, n)
+            return
+        ctx = StepContext(rec["id"], rec["service"], rec.get("version"), n, rec["steps"][n])
+        try:
+            provider = make_provider(config, self.settings)
+        except DeployError as exc:
+            self._fail(rec, ctx, str(exc))
+            return
+        self._succeed(rec, ctx, config, provider)
 
     def _wait_live(
         self, rec: dict[str, Any], ctx: StepContext, provider: Provider, pid: str, config: ServiceConfig
@@ -210,8 +220,8 @@ class Rollout:
         """Wait before ``step`` (or, one-step rollouts, before promotion) until promote or timeout."""
         timeout = self._config(rec["service"]).confirm_timeout_seconds
         deadline = now_ms() + int(timeout * 1000)
-        self.state.update(rec["id"], status=DeployStatus.AWAITING_CONFIRMATION, step=step, confirm_step=step,
-                          confirm_deadline=deadline)  # fmt: skip
+        self._transition(rec, DeployStatus.AWAITING_CONFIRMATION, step=step, confirm_step=step,
+                         confirm_deadline=deadline)  # fmt: skip
         self.schedule({"deploy_id": rec["id"], "step": step, "action": "timeout"}, timeout)
         log.info("deploy awaiting confirmation", deploy_id=rec["id"], service=rec["service"], step=step,
                  timeout_seconds=timeout)  # fmt: skip
@@ -222,7 +232,7 @@ class Rollout:
             return  # sent for an earlier wait
         left = ((rec.get("confirm_deadline") or 0) - now_ms()) / 1000
         if left > 0:  # early (another host's clock): come back when it is due
-            self.schedule(msg.model_dump(), max(left, 1.0))
+            self.schedule(msg.model_dump(exclude_none=True), max(left, 1.0))
             return
         config = self._config(rec["service"])
         n = msg.step
@@ -233,15 +243,20 @@ class Rollout:
                   f"aborted before {what}")  # fmt: skip
         self._fail(rec, ctx, reason, rolled=DeployStatus.CANCELED, unchanged=DeployStatus.CANCELED)
 
-    def _advance(self, rec: dict[str, Any], n: int, config: ServiceConfig) -> None:
+    def _advance(
+        self, rec: dict[str, Any], n: int, config: ServiceConfig, delay: float | None = None
+    ) -> None:
+        """Send the step after ``n`` (the last one after a promote), ``delay`` (default: the
+        pause) later; a held rollout is paused before it instead."""
         fresh = self.state.get(rec["id"]) or rec
         promote = fresh.get("promote") == "1"
         nxt = len(rec["steps"]) - 1 if promote else n + 1
         if fresh.get("hold") == "1":
-            self.state.update(rec["id"], status=DeployStatus.PAUSED, step=nxt)
+            self._transition(rec, DeployStatus.PAUSED, step=nxt)
             return
-        self.state.update(rec["id"], status=DeployStatus.CANARY, step=nxt)
-        self._send_next({**rec, "step": nxt}, 0 if promote else config.canary.pause_seconds)
+        self._transition(rec, DeployStatus.CANARY, step=nxt)
+        pause = config.canary.pause_seconds if delay is None else delay
+        self._send_next({**rec, "step": nxt}, 0 if promote else pause)
 
     def _send_next(self, rec: dict[str, Any], delay: float) -> None:
         self.schedule({"deploy_id": rec["id"], "step": rec["step"]}, delay)
@@ -262,7 +277,7 @@ class Rollout:
     def _succeed(
         self, rec: dict[str, Any], ctx: StepContext, config: ServiceConfig, provider: Provider
     ) -> None:
-        self.state.update(rec["id"], status=DeployStatus.PROMOTING)
+        self._transition(rec, DeployStatus.PROMOTING)
         ids = rec.get("provider_ids") or {}
         pid = ids.get(str(ctx.step)) or ids.get("0") or ""
         try:
@@ -313,10 +328,10 @@ class Rollout:
         self.state.update(rec["id"], weight=0)
 
     def _finish(self, rec: dict[str, Any], status: DeployStatus, *, error: str | None = None) -> None:
-        fields: dict[str, Any] = {"status": status, "finished_at": now_ms(), "requested": None}
+        fields: dict[str, Any] = {"finished_at": now_ms(), "requested": None}
         if error is not None:
             fields["error"] = error
-        self.state.update(rec["id"], **fields)
+        self._transition(rec, status, **fields)
         self.state.release(rec["service"], rec["id"])
         DEPLOYS_ENDED.labels(rec["service"], status.value).inc()
         log.info(
@@ -356,10 +371,15 @@ class Rollout:
             self.state.update(rec["id"], requested=None, last_action_error=problem)
         else:
             self.state.set_stable(rec["service"], rec.get("previous_stable"))
-            self.state.update(rec["id"], status=DeployStatus.ROLLED_BACK, requested=None,
-                              error=f"rolled back by {who}")  # fmt: skip
+            self._transition(rec, DeployStatus.ROLLED_BACK, requested=None, error=f"rolled back by {who}")
             DEPLOYS_ENDED.labels(rec["service"], DeployStatus.ROLLED_BACK.value).inc()
         self.state.release(rec["service"], rec["id"])
+
+    def _transition(self, rec: dict[str, Any], status: DeployStatus, **fields: Any) -> None:
+        """Set a rollout's status (with ``fields``): every status change goes through here, the one
+        place for what must follow each stage change (logs, notifications)."""
+        self.state.update(rec["id"], status=status, **fields)
+        rec["status"] = status
 
     def _config(self, service: str) -> ServiceConfig:
         config = self.settings.services.services.get(service)

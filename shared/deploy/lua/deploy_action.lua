@@ -1,6 +1,8 @@
 -- Apply an operator action (pause, resume, promote, abort, rollback) to a deploy when its status
 -- allows it; the worker acts on the flags it sets. Promote of a deploy awaiting confirmation
 -- confirms the step it waits before (confirmed_step) and sends it (it does not skip steps).
+-- Promote or resume of a deploy paused by an inconclusive analysis (inconclusive_step set) accepts
+-- that step's analysis (accepted_step) and goes on to the next step.
 --
 -- KEYS: 1 deploy hash
 -- ARGV: 1 action, 2 who, 3 now (ms), 4 steps left ("1" if any)
@@ -10,9 +12,14 @@ if not st then return {"missing", ""} end
 local a, who, now = ARGV[1], ARGV[2], ARGV[3]
 local running = st == "in_progress" or st == "canary" or st == "paused" or st == "promoting"
 local waiting = st == "awaiting_confirmation"
+local judged = st == "paused" and (redis.call("hget", KEYS[1], "inconclusive_step") or "") ~= ""
 local function ok(status, enqueue)
     redis.call("hset", KEYS[1], "status", status, "updated_at", now, "last_action", a, "last_action_by", who)
     return {"ok", status, enqueue}
+end
+if judged and (a == "promote" or a == "resume") then
+    redis.call("hset", KEYS[1], "accepted_step", redis.call("hget", KEYS[1], "inconclusive_step"), "hold", "0")
+    return ok("in_progress", "1")
 end
 if a == "pause" then
     if st == "canary" then redis.call("hset", KEYS[1], "hold", "1") return ok("paused", "0") end
