@@ -129,4 +129,3 @@ def _eval(node: ast.AST, result: float) -> Any:
     if isinstance(node, ast.Call):
         return abs(_eval(node.args[0], result))
     raise ValueError(f"{type(node).__name__} is not allowed")  # unreachable after parse()
-
