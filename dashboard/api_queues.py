@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from dashboard import audit
 from dashboard.appkeys import KEYS, QUEUES, REDIS, USER
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.keys import Keys
+from shared.transport.api import QueueAdmin
 from shared.transport.queues import known_queues
 from shared.web import json_response, parse_query, read_json
 
@@ -33,9 +35,13 @@ class ListQuery(BaseModel):
 
 async def queue_rows(request: web.Request) -> list[dict[str, Any]]:
     """Every known queue's counters (one pipelined round trip after the paused set)."""
-    client, keys = request.app[REDIS], request.app[KEYS]
+    return await read_queue_rows(request.app[REDIS], request.app[KEYS], request.app[QUEUES])
+
+
+async def read_queue_rows(client: Any, keys: Keys, admin: QueueAdmin) -> list[dict[str, Any]]:
+    """:func:`queue_rows` without a request (the live stream reads it too)."""
     paused = {q.decode() for q in await client.smembers(keys.paused_queues)}
-    return await request.app[QUEUES].stats(known_queues(paused), paused)
+    return await admin.stats(known_queues(paused), paused)
 
 
 async def checked_queue_name(request: web.Request) -> str:
@@ -54,12 +60,20 @@ async def queue_stats(request: web.Request) -> web.Response:
 
 async def queue_detail_data(request: web.Request, name: str, limit: int) -> dict[str, Any]:
     """One queue's counters, its delayed messages (with ETA) and its newest dead letters."""
-    admin = request.app[QUEUES]
-    row = next(r for r in await queue_rows(request) if r["name"] == name)
+    return await read_queue_detail(request.app[REDIS], request.app[KEYS], request.app[QUEUES], name, limit)
+
+
+async def read_queue_detail(
+    client: Any, keys: Keys, admin: QueueAdmin, name: str, limit: int
+) -> dict[str, Any]:
+    """:func:`queue_detail_data` without a request (the live stream reads it too); NotFound when
+    ``name`` is not a known queue."""
+    row = next((r for r in await read_queue_rows(client, keys, admin) if r["name"] == name), None)
+    if row is None:
+        raise NotFound(f"unknown queue {name!r}")
     dead = await admin.dead_letters(name, limit)
     if dead:  # each dead letter's error, from its task's record (one round trip for the page)
-        keys = request.app[KEYS]
-        async with request.app[REDIS].pipeline(transaction=False) as pipe:
+        async with client.pipeline(transaction=False) as pipe:
             for letter in dead:
                 pipe.hget(keys.task(letter["id"]), "error")
             errors = await pipe.execute()

@@ -13,6 +13,7 @@ from dashboard.appkeys import KEYS, REDIS, USER
 from dashboard.snapshot import shape_worker
 from shared.control import MAX_PROCESSES, Action, decode_record, issue_async, new_command
 from shared.errors import NotFound, ValidationFailed
+from shared.keys import Keys
 from shared.web import json_response, parse_query, read_json
 
 #: Actions of ``POST /api/worker/{id}/{action}`` (scale has its own route with a body).
@@ -65,7 +66,11 @@ async def worker_detail(request: web.Request) -> web.Response:
 
 async def worker_detail_data(request: web.Request, worker_id: str) -> dict[str, Any]:
     """What the worker detail page and API show."""
-    client, keys = request.app[REDIS], request.app[KEYS]
+    return await read_worker_detail(request.app[REDIS], request.app[KEYS], worker_id)
+
+
+async def read_worker_detail(client: Any, keys: Keys, worker_id: str) -> dict[str, Any]:
+    """:func:`worker_detail_data` without a request (the live stream reads it too)."""
     async with client.pipeline(transaction=False) as pipe:
         pipe.zscore(keys.workers, worker_id)
         pipe.get(keys.worker(worker_id))

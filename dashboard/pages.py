@@ -48,8 +48,15 @@ def render(request: web.Request, template: str, page: str, context: dict[str, An
         "page": page,
         "version": __version__,
         "interval": request.app[SETTINGS].dashboard_stream_interval,
+        # a heartbeat key lives 3 poll intervals (worker/agent.py): older than that, it is stale
+        "heartbeat_ttl": 3 * request.app[SETTINGS].worker_poll_interval,
     }
     return aiohttp_jinja2.render_template(template, request, {**base, **context})
+
+
+def live_key(kind: str, arg: str) -> str:
+    """A page section key of the live stream (``task:<id>``, ...; see dashboard.live_sections)."""
+    return f"{kind}:{quote(arg, safe='')}"
 
 
 def fmt_time(value: Any) -> str:
@@ -69,31 +76,35 @@ def fmt_json(value: Any) -> str:
 
 async def overview(request: web.Request) -> web.Response:
     """Worker cards, queues, throughput and error-rate charts, alerts (live)."""
-    return render(request, "overview.html", "overview", {})
+    return render(
+        request, "overview.html", "overview", {"live": ["workers", "queues", "throughput", "alerts"]}
+    )
 
 
 async def workers(request: web.Request) -> web.Response:
     """Workers with controls (live) and the recent audit log."""
     entries = await audit.recent(request.app[REDIS], request.app[KEYS], 50)
-    return render(request, "workers.html", "workers", {"audit": entries})
+    live = ["workers", "alerts", "audit?limit=50"]
+    return render(request, "workers.html", "workers", {"audit": entries, "live": live})
 
 
 async def worker(request: web.Request) -> web.Response:
     """One worker: heartbeat, processes, desired state, command history with replies."""
     data = await worker_detail_data(request, request.match_info["id"])
-    return render(request, "worker.html", "worker", {"w": data})
+    live = ["workers", live_key("worker", data["id"])]
+    return render(request, "worker.html", "worker", {"w": data, "live": live})
 
 
 async def queues(request: web.Request) -> web.Response:
     """Every queue with depth, delayed and dead letters (live), pause/resume/purge."""
-    return render(request, "queues.html", "queues", {})
+    return render(request, "queues.html", "queues", {"live": ["queues"]})
 
 
 async def queue(request: web.Request) -> web.Response:
     """One queue: delayed messages with ETA, dead letters with retry one/all, purge."""
     name = await checked_queue_name(request)
     data = await queue_detail_data(request, name, MAX_LIST)
-    return render(request, "queue.html", "queue", {"q": data})
+    return render(request, "queue.html", "queue", {"q": data, "live": [live_key("queue", name)]})
 
 
 async def tasks(request: web.Request) -> web.Response:
@@ -124,6 +135,7 @@ async def tasks(request: web.Request) -> web.Response:
             "views": await views.list_views(request),
             "saved": saved,
             "error": error,
+            "live": [] if error else ["tasks?" + urlencode(params)],
             "types": sorted(task_types()),
             "statuses": [s.value for s in TaskStatus],
             "priorities": [p.value for p in Priority],
@@ -160,7 +172,14 @@ async def task(request: web.Request) -> web.Response:
     """One task: payload, result, error, traceback, timeline; retry (exact or edited) and cancel."""
     data = await task_detail_data(request, request.match_info["id"])
     return render(
-        request, "task.html", "task", {"t": data, "trace_url": trace_url(request, data.get("trace_id"))}
+        request,
+        "task.html",
+        "task",
+        {
+            "t": data,
+            "trace_url": trace_url(request, data.get("trace_id")),
+            "live": [live_key("task", data["id"])],
+        },
     )
 
 
@@ -175,7 +194,8 @@ def trace_url(request: web.Request, trace_id: object) -> str | None:
 async def audit_page(request: web.Request) -> web.Response:
     """The audit log of control actions."""
     entries = await audit.recent(request.app[REDIS], request.app[KEYS], audit.MAX_AUDIT)
-    return render(request, "audit.html", "audit", {"audit": entries})
+    live = [f"audit?limit={audit.MAX_AUDIT}"]
+    return render(request, "audit.html", "audit", {"audit": entries, "live": live})
 
 
 async def health(request: web.Request) -> web.Response:

@@ -38,7 +38,8 @@ async def test_snapshot_then_changes(as_role, rclient):
         snap = await ws.receive_json()
         assert snap["type"] == "snapshot"
         state = dict(snap["data"])
-        assert set(snap["data"]) == {"workers", "queues", "throughput", "alerts", "meta"}
+        assert set(snap["data"]) == {"workers", "queues", "throughput", "alerts", "meta", "status"}
+        assert snap["data"]["status"] == {"redis": "ok"}
         assert snap["data"]["workers"][0]["cpu_percent"] == 10.0
         fake_heartbeat(
             rclient,
