@@ -20,10 +20,18 @@ ACTION_WHEN = {
     "abort": ("queued", "in_progress", "canary", "paused", "awaiting_confirmation", "promoting"),
     "rollback": ("in_progress", "canary", "paused", "awaiting_confirmation", "promoting", "succeeded"),
 }
+#: Class of each measurement verdict's cell (the deploy page's measurements table).
+VERDICT_CLASS = {
+    "success": "st-succeeded",
+    "failure": "st-failed",
+    "inconclusive": "st-paused",
+    "error": "st-paused",
+}
 #: Confirmation text of each action's button.
 ACTION_CONFIRM = {
-    "promote": "Promote: a rollout awaiting confirmation goes on to the step it waits before; otherwise "
-    "skip the remaining canary steps and go to 100 % now (gates still run)?",
+    "promote": "Promote: a rollout awaiting confirmation goes on to the step it waits before, one paused by "
+    "an inconclusive analysis accepts the step and goes on; otherwise skip the remaining canary steps and "
+    "go to 100 % now (gates still run)?",
     "pause": "Hold the rollout after the current step?",
     "resume": "Continue the rollout?",
     "abort": "Abort the rollout and return all traffic to the stable version?",
@@ -49,7 +57,7 @@ async def deploys(request: web.Request) -> web.Response:
 
 
 async def deploy(request: web.Request) -> web.Response:
-    """``/deploys/{id}``: one rollout — canary steps, weight, gates, error and operator actions."""
+    """``/deploys/{id}``: one rollout — canary steps, weight, gates, measurements, error and actions."""
     record = await deploy_store(request).get(checked_deploy_id(request))
-    context = {"d": record, "when": ACTION_WHEN, "confirm": ACTION_CONFIRM}
+    context = {"d": record, "when": ACTION_WHEN, "confirm": ACTION_CONFIRM, "verdict_class": VERDICT_CLASS}
     return render(request, "deploy.html", "deploy", context)

@@ -87,6 +87,20 @@ class GateRun(BaseModel):
     results: list[dict[str, Any]] = []
 
 
+class Measurement(BaseModel):
+    """One sample of one gate in a step's analysis run (the record keeps the newest 500)."""
+
+    step: int = Field(description="The step (0-based) whose run took it.")
+    index: int = Field(description="The round of that run (0-based); (step, index, metric) is unique.")
+    metric: str = Field(
+        description="smoke[i] (the i-th smoke URL), error_rate, p99_seconds or a query's name."
+    )
+    value: float | None = Field(default=None, description="The measured value (a smoke URL's HTTP status).")
+    verdict: Literal["success", "failure", "inconclusive", "error"]
+    at: int = Field(description="When it was taken (ms since the epoch).")
+    detail: str | None = None
+
+
 class DeployRecord(BaseModel):
     """A deploy: what, who, where it is in the rollout, gate results and provider ids."""
 
@@ -108,6 +122,15 @@ class DeployRecord(BaseModel):
     provider_ids: dict[str, str] | None = None
     previous_stable: dict[str, Any] | None = None
     error: str | None = None
+    analysis: dict[str, Any] | None = Field(
+        default=None,
+        description="The current step's analysis run: step, weight, rounds, interval, next, state "
+        "(running, passed, failed, inconclusive), counts per gate, reasons.",
+    )
+    measurements: list[Measurement] = []
+    paused_reason: str | None = Field(default=None, description="Why an inconclusive analysis paused it.")
+    inconclusive_step: int | None = Field(default=None, description="The step a paused analysis waits on.")
+    accepted_step: int | None = Field(default=None, description="The inconclusive step an operator accepted.")
     created_at: str | None = None
     started_at: str | None = None
     updated_at: str | None = None

@@ -316,8 +316,29 @@
       checks.append(el("div", { text: `${r.ok ? "ok" : "FAIL"} · ${r.gate} ${r.url || r.query || ""}${extra}` }));
     }
     return el("tr", {}, el("td", { text: (g.step || 0) + 1 }), el("td", { text: `${g.weight} %` }),
-      el("td", { class: `st ${g.ok ? "st-succeeded" : "st-failed"}`, text: g.ok ? "passed" : "failed" }),
+      el("td", { class: `st ${g.ok ? "st-succeeded" : g.verdict === "inconclusive" ? "st-paused" : "st-failed"}`,
+        text: (g.verdict || (g.ok ? "passed" : "failed")) + (g.rounds ? ` · ${g.rounds} round${g.rounds !== 1 ? "s" : ""}` : "") }),
       el("td", { text: msTime(g.at) }), checks);
+  }
+  const VERDICT_CLASS = { success: "st-succeeded", failure: "st-failed", inconclusive: "st-paused", error: "st-paused" };
+  function measurementRow(m) {
+    return el("tr", { "data-measurement": "" }, el("td", { text: m.step + 1 }), el("td", { text: m.index + 1 }),
+      el("td", { text: m.metric }), el("td", { text: m.value === null || m.value === undefined ? "-" : m.value }),
+      el("td", { class: `st ${VERDICT_CLASS[m.verdict] || ""}`, text: m.verdict }), el("td", { text: msTime(m.at) }),
+      el("td", { text: m.detail || "" }));
+  }
+  function renderAnalysis(d) {
+    const rows = (d.measurements || []).slice().reverse().map(measurementRow);
+    $("#deploy-measurements").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 7, class: "muted", text: "no measurement yet" }))]));
+    const a = d.analysis;
+    if (a) {
+      const every = a.rounds > 1 ? `, every ${a.interval} s` : "";
+      $("#deploy-analysis").textContent = `step ${a.step + 1} (${a.weight} %): ${a.next} of ${a.rounds} round${a.rounds !== 1 ? "s" : ""}${every} · ${a.state}`;
+    }
+    const judged = d.status === "paused" && d.paused_reason;
+    const reason = $("#deploy-paused-reason");
+    reason.hidden = !judged;
+    reason.textContent = judged ? `Paused: ${d.paused_reason}. Promote (or resume) to accept this step and go on, abort to return traffic to the stable version.` : "";
   }
   function renderDeploy(d) {
     const status = $("#deploy-status");
@@ -330,6 +351,7 @@
       el("li", { class: i < done ? "done" : i === current && !TERMINAL.includes(d.status) ? "current" : "pending", text: `${w} %` })));
     const gates = (d.gates || []).map(gateRow);
     $("#deploy-gates").tBodies[0].replaceChildren(...(gates.length ? gates : [el("tr", {}, el("td", { colspan: 5, class: "muted", text: "no gate has run yet" }))]));
+    renderAnalysis(d);
     const err = $("#deploy-error");
     err.textContent = d.error || ""; err.hidden = !d.error;
     $("#deploy-started").textContent = isoTime(d.started_at);

@@ -3,9 +3,11 @@
 They speak the real request and response shapes (Render ``/v1/services/{id}/deploys`` deploy
 objects with ``status``; Vercel ``/v13/deployments`` with ``readyState``; Prometheus instant
 vectors) and are scriptable through attributes: fail builds, fail a gate at a weight, answer
-429 with Retry-After, hang, or reject the credentials. ``block_creates`` holds the next creations
-(Render deploy, Vercel deployment, webhook step) after the provider recorded them and before it
-answers: :attr:`Fakes.created` is set at that moment and the answer waits for :attr:`Fakes.release`
+429 with Retry-After, hang, or reject the credentials; the metrics endpoint answers a series of
+error rates one query at a time (``error_rates``) or 503 (``metrics_down``). ``block_creates``
+holds the next creations (Render deploy, Vercel deployment, webhook step) after the provider
+recorded them and before it answers: :attr:`Fakes.created` is set at that moment and the answer
+waits for :attr:`Fakes.release`
 (a worker killed then leaves a deployment the provider accepted and the worker never heard of).
 The lookups a worker makes before repeating a call are served too: Render's list of a service's
 deploys (``createdAfter``, ``limit``; ``[{"deploy": {...}, "cursor"}]``), Vercel's ``GET
@@ -47,6 +49,8 @@ class Script:
     error_rate: float = 0.0
     hang_seconds: float = 0.0
     block_creates: int = 0  # hold this many creations after recording them (see Fakes.created)
+    error_rates: list[float] = field(default_factory=list)  # next error_rate answers, then error_rate
+    metrics_down: bool = False  # the Prometheus endpoint answers 503
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Fakes:
     created: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     smoke_calls: int = 0
+    metric_queries: list[str] = field(default_factory=list)
     weight: int = 0
     url: str = ""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -233,7 +238,13 @@ class Fakes:
         return web.json_response({"ok": not failing}, status=500 if failing else 200)
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        value = self.script.error_rate if "error" in request.query.get("query", "") else 0.05
+        query = request.query.get("query", "")
+        self.metric_queries.append(query)
+        if self.script.metrics_down:
+            return web.json_response({"status": "error", "error": "unavailable"}, status=503)
+        value = self.script.error_rate if "error" in query else 0.05
+        if "error" in query and self.script.error_rates:
+            value = self.script.error_rates.pop(0)
         return web.json_response(
             {"status": "success", "data": {"resultType": "vector", "result": [
                 {"metric": {}, "value": [time.time(), str(value)]}]}}
