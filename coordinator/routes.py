@@ -19,6 +19,7 @@ from coordinator.schemas import (
     TaskListQuery,
 )
 from coordinator.views import bandit_eval, chat, deploys, health, meta, tasks
+from coordinator.views.llm_health import LLMHealthQuery, LLMHealthReport, llm_health
 from shared.coaching import FeedbackPayload
 from shared.openapi import Endpoint, add_routes
 from shared.schemas import DeployList, DeployRecord, ErrorBody, ServiceList, TaskPage, TaskRecord
@@ -79,6 +80,10 @@ ENDPOINTS: list[Endpoint] = [
              scope=None, responses={200: HealthReport, 503: HealthReport}),
     Endpoint("GET", "/health", health.health, "Component health report", scope=None,
              responses={200: HealthReport, 503: HealthReport}),
+    Endpoint("GET", "/health/llm", llm_health,
+             "Per-model LLM health (?model=all|fast|balanced|creative): 200 healthy, 503 naming the others",
+             scope=None, query=LLMHealthQuery,
+             responses={200: LLMHealthReport, 503: LLMHealthReport, 404: ErrorBody}),
     Endpoint("GET", "/metrics", meta.metrics, "Prometheus metrics (METRICS_TOKEN or an admin token)",
              scope="admin", responses={200: None}, content_type="text/plain"),
     Endpoint("GET", "/openapi.json", meta.openapi, "This document", responses={200: None}),
@@ -103,7 +108,7 @@ RATE_CLASSES: dict[tuple[str, str], str] = {
 }  # fmt: skip
 #: Routes without a bucket: health checks (no token), the scrape and the cached document.
 EXEMPT = frozenset({("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/health"),
-                    ("GET", "/metrics"), ("GET", "/openapi.json")})  # fmt: skip
+                    ("GET", "/health/llm"), ("GET", "/metrics"), ("GET", "/openapi.json")})  # fmt: skip
 
 #: Routes whose callers present credentials otherwise than ``Authorization: Bearer`` (the
 #: others get :func:`coordinator.http.bearer_guard`); each guard checks the row's scope.

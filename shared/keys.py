@@ -131,10 +131,23 @@ class Keys:
     @property
     def llm_tiers(self) -> str:
         """Hash: LLM tier (``creative``/``balanced``/``fast``) → JSON ``{breaker, outcome, detail,
-        at, worker}`` of the last call a worker process made with that tier: its breaker's state
-        after the call (``closed``/``half_open``/``open``), ``ok``/``error``/``invalid``, the
-        failure, the time (ms) and ``<worker>/<pid>``; read by the coordinator's ``/health``."""
+        at, worker, probe, last_success, last_failure, last_error, p50_ms, p95_ms, calls}`` of the
+        last call a worker process made with that tier (written by ``worker/coach/lua/llm_report.lua``):
+        its breaker's state after the call (``closed``/``half_open``/``open``),
+        ``ok``/``error``/``invalid``/``rejected``, the failure, the time (ms), ``<worker>/<pid>``,
+        whether it was an idle-tier probe, the times (ms) of the last success and failure and the
+        latency percentiles over the tier's last LLM_HEALTH_WINDOW calls; read by the
+        coordinator's ``/health`` and ``/health/llm``."""
         return f"{self.prefix}llm:tiers"
+
+    def llm_latency(self, tier: str) -> str:
+        """List (newest first, capped at LLM_HEALTH_WINDOW): latency (ms) of a tier's last calls."""
+        return f"{self.prefix}llm:latency:{tier}"
+
+    def llm_probe(self, tier: str) -> str:
+        """String (expires after LLM_PROBE_INTERVAL): lease of the one worker process that may probe
+        an idle tier in this interval (``SET NX EX``), holding ``<worker>/<pid>``."""
+        return f"{self.prefix}llm:probe:{tier}"
 
     # -- worker control --------------------------------------------------------------------------
     def worker_desired(self, worker_id: str) -> str:

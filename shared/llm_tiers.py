@@ -8,6 +8,19 @@ tiers that have a model and a positive weight and renormalises them to 1.
 The draw is reproducible: :func:`turn_draw` hashes the session id and turn number into a
 uniform number in [0, 1), so the same turn is routed to the same tier on every worker and on a
 redelivery, while many turns realise the weights.
+
+**Healthy** (:func:`tier_health`, what ``GET /health/llm`` answers): a tier is healthy when a
+worker has reported a call to it (traffic or an idle-tier probe) and that last report says
+
+1. its circuit breaker is ``closed`` (the worse of the service's and the tier's breaker), and
+2. the call's outcome was ``ok`` (or ``rejected``: the guard refused the answer's content, the
+   model itself answered), and
+3. the report is not stale: at most ``2 × LLM_PROBE_INTERVAL + LLM_TIMEOUT`` old (an idle tier is
+   probed every interval by some worker, so an older report means nobody is checking it; no
+   staleness rule when probes are off).
+
+Anything else is unhealthy, with the reason: never reported, breaker open / half-open, the last
+call failed (its error), or stale.
 """
 
 from __future__ import annotations
@@ -15,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 #: Model tiers, most capable first (the downshift order: creative → balanced → fast).
 TIERS: Final = ("creative", "balanced", "fast")
@@ -74,3 +87,28 @@ def pick(share: Mapping[str, float], draw: float) -> str:
         if draw < total:
             return tier
     return tiers[-1]  # draw within rounding of 1
+
+
+#: Outcomes that say the model answered (``rejected``: the guard refused what it said).
+ANSWERED: Final = ("ok", "rejected")
+
+
+def tier_health(record: Mapping[str, Any] | None, now_ms: int, stale_after: float | None) -> str | None:
+    """None when the tier's last report makes it healthy (module docstring), else why not."""
+    if record is None:
+        return "no worker has reported a call to this tier yet"
+    if not record:
+        return "unreadable report"
+    breaker = record.get("breaker")
+    if breaker != "closed":
+        return f"breaker {breaker}"
+    if record.get("outcome") not in ANSWERED:
+        detail = record.get("detail") or record.get("outcome")
+        return f"last call failed: {detail}"
+    try:
+        age = max(0.0, (now_ms - int(record["at"])) / 1000)
+    except (KeyError, TypeError, ValueError):
+        return "unreadable report"
+    if stale_after is not None and age > stale_after:
+        return f"stale: last call {age:.0f} s ago (older than {stale_after:g} s)"
+    return None

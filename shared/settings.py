@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(default=10.0, gt=0, le=120)
     #: Traffic mix over the model tiers (shared.llm_tiers): ``tier=weight`` pairs.
     llm_tier_weights: str = "fast=60,balanced=30,creative=10"
+    #: Calls per tier whose latency the health record's p50/p95 cover.
+    llm_health_window: int = Field(default=50, ge=1, le=10_000)
+    #: A tier without a call for this long (s) gets one tiny probe call (one worker per interval);
+    #: 0 = no probes (and no staleness rule in /health/llm).
+    llm_probe_interval: float = Field(default=300.0, ge=0, le=86_400)
     bandit_alpha: float = Field(default=1.0, ge=0, le=100)
     bandit_warmup: int = Field(default=1000, ge=0, le=10_000_000)
     #: ``linear:<start>:<end>:<decisions>`` decays α after warm-up (shared.bandit_schedule);
@@ -225,6 +230,14 @@ class Settings(BaseSettings):
         from shared.llm_tiers import parse_weights
 
         return parse_weights(self.llm_tier_weights)
+
+    @property
+    def llm_stale_after(self) -> float | None:
+        """Seconds after which a tier's record is too old to vouch for it (/health/llm): two probe
+        intervals and a call's timeout; None without probes."""
+        if not self.llm_probe_interval:
+            return None
+        return 2 * self.llm_probe_interval + self.llm_timeout
 
     @property
     def llm_models(self) -> dict[str, str | None]:

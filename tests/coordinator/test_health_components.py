@@ -135,7 +135,7 @@ async def test_llm_tiers_as_the_worker_reports_them(aiohttp_client, settings, rc
         "fast": {"breaker": None, "outcome": None},
     }
 
-    write = RedisTierReport(rclient, settings.keys.llm_tiers, "w1/123")
+    write = RedisTierReport(rclient, settings.keys, "w1/123")
     write("creative", "ok", None, BreakerState.CLOSED)
     report = await _report(client, 200)
     creative = report["components"]["llm"]["tiers"]["creative"]
@@ -181,7 +181,7 @@ def test_the_guarded_llm_writes_each_calls_tier_state(settings, rclient):
                 raise answer
             return answer
 
-    report = RedisTierReport(rclient, settings.keys.llm_tiers, "w1/7")
+    report = RedisTierReport(rclient, settings.keys, "w1/7")
     llm = GuardedLLM(Client(), {"creative": "m-big", "fast": "m-fast"}, report=report, backoff=0.001)
     builtin = Suggestion(text="builtin", arm="tools", entry_id="e1", title="t")
     assert llm.generate(builtin, "hello", "{}").source == "llm"

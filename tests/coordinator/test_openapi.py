@@ -42,7 +42,7 @@ def test_submission_schema_comes_from_the_model():
 def test_protected_routes_refuse_anonymous_callers(settings):
     """Every route but health answers 401 without credentials (enumerated from the router)."""
     app = create_app(settings)
-    public = {"/health", "/health/live", "/health/ready"}
+    public = {"/health", "/health/live", "/health/ready", "/health/llm"}
     protected = [r for r in router_routes(app) if r[1] not in public]
     assert protected
     doc = build_openapi()
@@ -58,7 +58,7 @@ async def test_undeclared_method_is_405_with_allow(api, auth):
 
 
 async def test_anonymous_calls_are_401_on_every_protected_route(api):
-    public = {"/health", "/health/live", "/health/ready"}
+    public = {"/health", "/health/live", "/health/ready", "/health/llm"}
     for method, path in router_routes(api.server.app):
         if path in public:
             continue

@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 #: The product's top-level packages and scripts.
 PRODUCT = ["coordinator", "worker", "dashboard", "shared", "scripts"]
 #: Packages with a ``lua/`` directory of scripts.
-LUA_PACKAGES = ["shared", "shared.deploy", "shared.transport", "worker.bandit"]
+LUA_PACKAGES = ["shared", "shared.deploy", "shared.transport", "worker.bandit", "worker.coach"]
 SCRIPTS = sorted(
     (package, path.stem)
     for package in LUA_PACKAGES

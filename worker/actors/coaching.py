@@ -13,6 +13,7 @@ P0 and P1 queues (chat is P1) poll at most every ``COACH_IDLE_WAIT_MS`` instead.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from shared.settings import Settings
 from shared.tasks import Priority, TaskType, queue_name
 from worker.actors.builtin import declare
 from worker.coach.pipeline import CoachingError, CoachPipeline
+from worker.coach.probe import LLMProbes, TierProber
 
 #: Queues whose consumers use ``COACH_IDLE_WAIT_MS``.
 FAST_QUEUES = frozenset(queue_name(COACH.queue_group, p) for p in (Priority.P0, Priority.P1))
@@ -62,4 +64,9 @@ def register(broker: Broker, settings: Settings) -> CoachPipeline:
     _declare(broker, settings, COACH, coach)
     _declare(broker, settings, FEEDBACK, bandit_update)
     _fast_idle_polls(broker, settings.coach_idle_wait_ms)
+    if pipeline.llm is not None and settings.llm_probe_interval > 0:
+        worker = f"{settings.worker_id}/{os.getpid()}"
+        client = broker.client  # type: ignore[attr-defined]
+        prober = TierProber(pipeline.llm, client, settings.keys, settings.llm_probe_interval, worker)
+        broker.add_middleware(LLMProbes(prober))
     return pipeline

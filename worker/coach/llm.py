@@ -36,7 +36,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import redis
@@ -45,7 +45,9 @@ from opentelemetry.trace import Span
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import tracing
+from shared.keys import Keys
 from shared.llm_tiers import TIERS, pick, shares
+from shared.store import lua_source
 from worker.coach import metrics
 from worker.coach.breaker import BreakerState, CircuitBreaker
 from worker.coach.cache import TTLCache
@@ -61,6 +63,11 @@ SYSTEM_PROMPTS: Final = {
     "the prospect's last message, in one or two sentences. Never invent facts.",
 }
 JSON_INSTRUCTION: Final = 'Answer with one JSON object only: {"suggestion": "<text>"}.'
+#: The idle-tier probe: as small as a call that still exercises the JSON answer can be.
+PROBE_MESSAGES: Final = [
+    {"role": "system", "content": 'Health check. Answer with one JSON object only: {"suggestion": "ok"}.'},
+    {"role": "user", "content": "ping"},
+]
 
 
 class LLMError(Exception):
@@ -94,16 +101,17 @@ class OpenAIClient:
         self.api_key = api_key
         self.timeout = timeout
 
-    def complete(self, model: str, messages: list[dict[str, str]]) -> str:
+    def complete(self, model: str, messages: list[dict[str, str]], *, max_tokens: int | None = None) -> str:
         """The first choice's message content; LLMError on any transport or HTTP failure."""
-        body = json.dumps(
-            {
-                "model": model,
-                "messages": messages,
-                "response_format": {"type": "json_object"},
-                "temperature": 0.3,
-            }
-        ).encode()
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "response_format": {"type": "json_object"},
+            "temperature": 0.3,
+        }
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        body = json.dumps(request).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -141,29 +149,59 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
-#: ``report(tier, outcome, detail, breaker_state)`` after each LLM call.
-TierReport = Callable[[str, str, str | None, BreakerState], None]
+class TierReport(Protocol):
+    """``report(tier, outcome, detail, breaker_state, latency=, probe=)`` after each LLM call
+    (``latency`` in seconds; ``probe``: an idle-tier probe, not a turn's call)."""
+
+    def __call__(
+        self,
+        tier: str,
+        outcome: str,
+        detail: str | None,
+        breaker: BreakerState,
+        *,
+        latency: float | None = None,
+        probe: bool = False,
+    ) -> None: ...
 
 
 class RedisTierReport:
-    """Write a tier's last outcome and breaker state into one Redis hash field (``Keys.llm_tiers``);
-    a Redis error is ignored: reporting never fails a coaching turn."""
+    """Write a call into its tier's health record in Redis (``Keys.llm_tiers``, one atomic
+    ``llm_report.lua``: outcome, breaker state, last success / failure, p50 / p95 over the tier's
+    last ``window`` latencies in ``Keys.llm_latency``); a Redis error is ignored: reporting never
+    fails a coaching turn."""
 
-    def __init__(self, client: redis.Redis, key: str, worker: str) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, worker: str, *, window: int = 50) -> None:
         self.client = client
-        self.key = key
+        self.keys = keys
+        self.key = keys.llm_tiers
         self.worker = worker
+        self.window = window
+        self.script = client.register_script(lua_source("worker.coach", "llm_report"))
 
-    def __call__(self, tier: str, outcome: str, detail: str | None, breaker: BreakerState) -> None:
-        state = {
-            "breaker": breaker.name.lower(),
-            "outcome": outcome,
-            "detail": detail,
-            "at": int(time.time() * 1000),
-            "worker": self.worker,
-        }
+    def __call__(
+        self,
+        tier: str,
+        outcome: str,
+        detail: str | None,
+        breaker: BreakerState,
+        *,
+        latency: float | None = None,
+        probe: bool = False,
+    ) -> None:
+        args = [
+            tier,
+            outcome,
+            detail or "",
+            breaker.name.lower(),
+            int(time.time() * 1000),
+            self.worker,
+            "" if latency is None else round(latency * 1000, 3),
+            self.window,
+            "1" if probe else "0",
+        ]
         with contextlib.suppress(redis.RedisError):
-            self.client.hset(self.key, tier, json.dumps(state))
+            self.script(keys=[self.key, self.keys.llm_latency(tier)], args=args)
 
 
 class GuardedLLM:
@@ -294,9 +332,13 @@ class GuardedLLM:
         """One call to ``tier``'s model (``call``: its span): ``(suggestion, False, None)``, or
         ``(None, stop, retry_after)`` when it failed (``stop``: no point in another attempt;
         ``retry_after``: the server's ask, if any); ``counted``: the tier's breaker hears it too."""
+        started = time.perf_counter()
         try:
-            answer = LLMAnswer.model_validate_json(self.client.complete(self.models[tier], messages))
+            raw = self.client.complete(self.models[tier], messages)
+            latency = time.perf_counter() - started
+            answer = LLMAnswer.model_validate_json(raw)
         except (LLMError, ValidationError) as exc:
+            latency = time.perf_counter() - started
             state = self._record(tier, counted, False)
             metrics.LLM_BREAKER.set(self.breaker.state)
             outcome = "invalid" if isinstance(exc, ValidationError) else "error"
@@ -305,7 +347,7 @@ class GuardedLLM:
             tracing.record_error(call, exc)
             if self.report is not None:
                 detail = str(exc) if outcome == "error" else "answer failed validation"
-                self.report(tier, outcome, detail, state)
+                self.report(tier, outcome, detail, state, latency=latency)
             if isinstance(exc, LLMError):
                 return None, not exc.retryable, exc.retry_after
             return None, False, None
@@ -314,7 +356,7 @@ class GuardedLLM:
         metrics.LLM_REQUESTS.labels(tier, "ok").inc()
         call.set_attribute("opsdeck.llm.outcome", "ok")
         if self.report is not None:
-            self.report(tier, "ok", None, state)
+            self.report(tier, "ok", None, state, latency=latency)
         result = replace(builtin, text=answer.suggestion.strip(), source="llm", model=self.models[tier])
         self.cache.put(key, result)
         return result, False, None
@@ -328,3 +370,24 @@ class GuardedLLM:
             metrics.LLM_TIER_BREAKER.labels(tier).set(tier_state)
             state = max(state, tier_state)
         return state
+
+    def probe(self, tier: str) -> str:
+        """One tiny call to ``tier``'s model (an idle-tier health probe): its outcome (``ok``,
+        ``error``, ``invalid``) and latency go to ``report``; no breaker, cache or metric of the
+        turns is touched (a probe is not traffic)."""
+        started = time.perf_counter()
+        outcome, detail = "ok", None
+        try:
+            LLMAnswer.model_validate_json(
+                self.client.complete(self.models[tier], PROBE_MESSAGES, max_tokens=16)
+            )
+        except LLMError as exc:
+            outcome, detail = "error", str(exc)
+        except ValidationError:
+            outcome, detail = "invalid", "answer failed validation"
+        latency = time.perf_counter() - started
+        metrics.LLM_PROBES.labels(tier, outcome).inc()
+        if self.report is not None:
+            state = max(self.breaker.state, self.tier_breakers[tier].state)
+            self.report(tier, outcome, detail, state, latency=latency, probe=True)
+        return outcome

@@ -78,5 +78,10 @@ LLM_TIER_BREAKER = Gauge(
     ["tier"],
     multiprocess_mode="livemax",
 )
+LLM_PROBES = Counter(
+    "coordinator_llm_probes",
+    "Idle-tier health probes (LLM_PROBE_INTERVAL) by tier and outcome (ok|error|invalid).",
+    ["tier", "outcome"],
+)
 LLM_CACHE_HITS = Counter("coordinator_llm_cache_hits", "LLM answers served from the cache.")
 LLM_CACHE_MISSES = Counter("coordinator_llm_cache_misses", "LLM lookups the cache could not answer.")

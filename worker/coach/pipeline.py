@@ -85,7 +85,8 @@ def build_llm(settings: Settings, client: redis.Redis | None = None) -> GuardedL
     llm_client = OpenAIClient(settings.llm_base_url, key, settings.llm_timeout)
     report = None
     if client is not None:
-        report = RedisTierReport(client, settings.keys.llm_tiers, f"{settings.worker_id}/{os.getpid()}")
+        worker = f"{settings.worker_id}/{os.getpid()}"
+        report = RedisTierReport(client, settings.keys, worker, window=settings.llm_health_window)
     return GuardedLLM(llm_client, settings.llm_models, report=report, weights=settings.tier_weights)
 
 
