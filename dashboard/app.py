@@ -18,7 +18,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from dashboard import auth, metrics, pages, stream
+from dashboard import auth, bandit_view, metrics, pages, stream
 from dashboard.appkeys import KEYS, QUEUES, REDIS, SESSIONS, SETTINGS, SOCKETS, STORE
 from dashboard.error_pages import error_pages
 from dashboard.guard import make_guard, security_headers
@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYS] = settings.keys
     app[SESSIONS] = auth.Sessions(settings.jwt_key, settings.dashboard_session_ttl, settings.production)
     app[SOCKETS] = weakref.WeakSet()
+    app[bandit_view.EVALUATION] = bandit_view.EvaluationCache()  # the bandit page's, per process
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),

@@ -28,6 +28,7 @@ from dashboard import audit
 from dashboard.api_queues import MAX_LIST, read_queue_detail
 from dashboard.api_tasks import TIMELINE_SCAN, TaskQuery, for_display
 from dashboard.api_workers import read_worker_detail
+from dashboard.bandit_view import BanditLive
 from shared.keys import Keys
 from shared.taskstore import TaskStore, readable_record
 from shared.transport.api import QueueAdmin
@@ -202,6 +203,7 @@ SECTIONS: dict[str, Kind] = {
     "queue": Kind("this queue", QueueDetail),
     "worker": Kind("this worker's commands", WorkerDetail),
     "audit": Kind("the audit log", AuditLog),
+    "bandit": Kind("the bandit", BanditLive),
 }
 
 

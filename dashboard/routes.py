@@ -22,6 +22,7 @@ from dashboard import (
     api_tasks,
     api_workers,
     auth,
+    bandit_view,
     history,
     pages,
     pages_deploys,
@@ -66,6 +67,12 @@ class QueuePath(BaseModel):
     """Path parameters of the queue routes (a queue that is not known is a 404)."""
 
     name: str = Field(json_schema_extra=lambda schema: schema.update(examples=list(all_queues())))
+
+
+class CheckpointPath(BaseModel):
+    """Path parameters of the bandit rollback route."""
+
+    id: int = Field(ge=1, description="A kept checkpoint's id (GET /api/bandit lists them)")
 
 
 class DeployPath(BaseModel):
@@ -152,6 +159,18 @@ API: list[Endpoint] = [
              responses={202: DeployRecord}, errors=(409,)),
     Endpoint("GET", "/api/services", api_deploys.services, "Configured services with their stable version",
              scope="viewer", responses={200: ServiceList}),
+    Endpoint("GET", "/api/bandit", bandit_view.bandit_state,
+             "The coaching bandit: phase, alpha, arms, window, checkpoints, LLM tiers, last 15 minutes",
+             scope="viewer", responses={200: bandit_view.BanditState}),
+    Endpoint("GET", "/api/bandit/history", bandit_view.bandit_history,
+             "Decisions, exploration, pulls, rewards and UCB score distribution over a range", scope="viewer",
+             query=bandit_view.HistoryQuery, responses={200: bandit_view.BanditHistory}),
+    Endpoint("GET", "/api/bandit/evaluation", bandit_view.bandit_evaluation,
+             "Offline evaluation of the running, uniform and configured-alpha policies (cached a minute)",
+             scope="viewer", responses={200: bandit_view.BanditEvaluationReport}),
+    Endpoint("POST", "/api/bandit/checkpoints/{id}/rollback", bandit_view.rollback,
+             "Roll the shared bandit back to a kept checkpoint (audited)", scope="admin",
+             path_params=CheckpointPath, responses={200: bandit_view.BanditRollback}, errors=(422,)),
 ]  # fmt: skip
 
 
@@ -197,6 +216,7 @@ PAGES: list[Endpoint] = [
     Endpoint("GET", "/audit", pages.audit_page, "The audit log", scope="viewer"),
     Endpoint("GET", "/deploys", pages_deploys.deploys, "Deploys", scope="viewer"),
     Endpoint("GET", "/deploys/{id}", pages_deploys.deploy, "One deploy", scope="viewer"),
+    Endpoint("GET", "/bandit", bandit_view.page, "The coaching bandit", scope="viewer"),
     Endpoint("GET", "/ws", stream.ws_handler, "The live stream (same-origin WebSocket)", scope="viewer"),
 ]  # fmt: skip
 #: The scope of the routes the app registers by other means: ``/metrics`` (by

@@ -1,5 +1,6 @@
 """Checkpoints of the shared bandit and the rollback rule (issue 18, part 4), shared by the worker
-(automatic checks) and the coordinator (``GET /api/v1/bandit``, ``POST /api/v1/bandit/rollback``).
+(automatic checks), the coordinator (``GET /api/v1/bandit``, ``POST /api/v1/bandit/rollback``) and
+the dashboard's bandit page (:func:`manual_rollback`).
 
 **Checkpoints.** Every ``BANDIT_CHECKPOINT_EVERY`` (500) applied ratings ``bandit_update.lua``
 copies the whole model into Redis in the same atomic call as the rating that crossed the period,
@@ -50,6 +51,7 @@ from statistics import NormalDist
 from typing import Any, Final
 
 import orjson
+import redis.asyncio as aioredis
 
 from shared.keys import Keys
 from shared.store import script_source
@@ -250,3 +252,21 @@ def rollback_args(
 def rollback_source() -> str:
     """The text of ``shared/lua/bandit_rollback.lua``."""
     return script_source("bandit_rollback")
+
+
+async def manual_rollback(
+    client: aioredis.Redis, keys: Keys, checkpoint: int, subject: str, name: str = "coach"
+) -> dict[str, Any] | None:
+    """Roll the shared model back to a kept checkpoint by hand (``POST /api/v1/bandit/rollback``
+    on the coordinator, the dashboard's bandit page): the rollback record, or None when
+    ``checkpoint`` is not kept. ``subject`` (who asked) is stored in the record's reason."""
+    reason = {"why": "manual", "subject": subject}
+    args = rollback_args(
+        "manual", checkpoint, expected=None, cooldown=0, reason=reason, log_maxlen=LOG_MAXLEN
+    )
+    script = client.register_script(rollback_source())
+    result = await script(keys=rollback_keys(keys, name), args=args)
+    if int(result[0]) != 1:
+        return None
+    record: dict[str, Any] = orjson.loads(result[1])
+    return record

@@ -8,7 +8,8 @@
 
 Both run in their own queue group ``coach`` (``coach.p0`` … ``coach.p3``), so chat never waits
 behind diagnostics or deploys. :func:`bandit_summary` reads the bandit's counters from Redis
-without numpy, for ``GET /api/v1/bandit`` (the coordinator must not import the worker).
+without numpy, for ``GET /api/v1/bandit`` (the coordinator must not import the worker) and, as
+:func:`queue_summary` + :func:`summary_from` on its own pipeline, for the dashboard's live poller.
 """
 
 from __future__ import annotations
@@ -92,6 +93,23 @@ def _window_stats(items: list[tuple[str, float]]) -> dict[str, Any]:
     return {"count": n, "mean": mean, "std": std, "arms": arms}
 
 
+#: ``bandit_summary``'s reads, in the order :func:`summary_from` takes their replies.
+SUMMARY_COMMANDS: Final = 7
+
+
+def queue_summary(pipe: Any, keys: Keys, *, window_size: int = 1000, name: str = "coach") -> None:
+    """Queue :func:`bandit_summary`'s :data:`SUMMARY_COMMANDS` reads on ``pipe`` (the dashboard's
+    live poller adds them to its own round trip)."""
+    state_key = keys.bandit_state(name)
+    pipe.hget(state_key, "arms")
+    pipe.get(keys.bandit_decisions(name))
+    pipe.lrange(keys.bandit_window(name), 0, window_size - 1)
+    pipe.hgetall(state_key)
+    pipe.hgetall(keys.bandit_checkpoint_meta(name))
+    pipe.lrange(keys.bandit_rollbacks(name), 0, ROLLBACKS_SHOWN - 1)
+    pipe.hmget(keys.bandit_guard(name), ["applied", "last_check", "rollbacks:auto", "rollbacks:manual"])
+
+
 async def bandit_summary(
     client: aioredis.Redis,
     keys: Keys,
@@ -112,16 +130,17 @@ async def bandit_summary(
     (newest first, with their window's reward), ``rollbacks`` the last records (why, when, to
     which checkpoint), ``last_check`` the last automatic rollback check.
     """
-    state_key = keys.bandit_state(name)
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hget(state_key, "arms")
-        pipe.get(keys.bandit_decisions(name))
-        pipe.lrange(keys.bandit_window(name), 0, window_size - 1)
-        pipe.hgetall(state_key)
-        pipe.hgetall(keys.bandit_checkpoint_meta(name))
-        pipe.lrange(keys.bandit_rollbacks(name), 0, ROLLBACKS_SHOWN - 1)
-        pipe.hmget(keys.bandit_guard(name), ["applied", "last_check", "rollbacks:auto", "rollbacks:manual"])
-        arms_raw, decisions_raw, window_raw, fields, metas, rollbacks, guard = await pipe.execute()
+        queue_summary(pipe, keys, window_size=window_size, name=name)
+        replies = await pipe.execute()
+    return summary_from(replies, alpha=alpha, warmup=warmup, schedule=schedule)
+
+
+def summary_from(
+    replies: list[Any], *, alpha: float, warmup: int, schedule: AlphaSchedule | None = None
+) -> dict[str, Any]:
+    """:func:`bandit_summary`'s answer from the replies of :func:`queue_summary`'s reads."""
+    arms_raw, decisions_raw, window_raw, fields, metas, rollbacks, guard = replies
     arms = arms_raw.decode().split(",") if arms_raw else list(ARMS)
     decisions = int(decisions_raw or 0)
     out: dict[str, dict[str, Any]] = {}

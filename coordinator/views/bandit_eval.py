@@ -3,8 +3,8 @@
 Reads at most ``limit`` logged turns (default 5000, at most 20000; the answer says how many and
 whether it stopped at the cap) in two round trips under the Redis deadline (503 when Redis is
 down, like every route), then computes off the event loop. The method is
-:mod:`coordinator.bandit_evaluation` (numpy, imported on the first call so the coordinator's
-start-up does not pay for it) and :mod:`coordinator.offpolicy`; docs/coaching.md explains it.
+:mod:`shared.bandit_evaluation` (numpy, imported on the first call so the coordinator's
+start-up does not pay for it) and :mod:`shared.offpolicy`; docs/coaching.md explains it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def _invalid(name: str, msg: str) -> ValidationFailed:
 
 async def evaluation(request: web.Request) -> web.Response:
     """Estimates of the running policy, a uniform one and candidate α values from the logged turns."""
-    from coordinator.bandit_evaluation import evaluate_log, read_log
+    from shared.bandit_evaluation import evaluate_log, read_log
 
     query = parse_query(request, EvaluationQuery)
     settings = request.app[SETTINGS]

@@ -36,7 +36,7 @@ from coordinator.schemas import BanditRollbackRequest, ChatQuery, ChatRequest
 from coordinator.views.tasks import status_url
 from coordinator.waiter import WAITER
 from shared.aio import cancel_and_wait
-from shared.bandit_checkpoints import LOG_MAXLEN, rollback_args, rollback_keys, rollback_source
+from shared.bandit_checkpoints import manual_rollback
 from shared.coaching import CHAT_PRIORITY, COACH, FEEDBACK, FEEDBACK_PRIORITY, FeedbackPayload, bandit_summary
 from shared.errors import Conflict, NotFound, OpsdeckError
 from shared.jsondepth import check_depth
@@ -146,20 +146,16 @@ async def bandit(request: web.Request) -> web.Response:
 async def bandit_rollback(request: web.Request) -> web.Response:
     """Roll the shared bandit back to a kept checkpoint (manual; 404 for one not kept)."""
     body = await read_json(request, BanditRollbackRequest)
-    keys = request.app[STORE].keys
-    reason = {"why": "manual", "subject": request[PRINCIPAL].subject}
-    args = rollback_args(
-        "manual", body.checkpoint, expected=None, cooldown=0, reason=reason, log_maxlen=LOG_MAXLEN
-    )
     async with redis_deadline(request):
-        script = request.app[REDIS].register_script(rollback_source())
-        result = await script(keys=rollback_keys(keys), args=args)
-    if int(result[0]) != 1:
+        record = await manual_rollback(
+            request.app[REDIS], request.app[STORE].keys, body.checkpoint, request[PRINCIPAL].subject
+        )
+    if record is None:
         raise NotFound(
             f"checkpoint {body.checkpoint} is not kept (GET /api/v1/bandit lists them)",
             fields=[{"loc": ["body", "checkpoint"], "msg": "unknown checkpoint"}],
         )
-    return json_response(orjson.loads(result[1]))
+    return json_response(record)
 
 
 # -- WebSocket ---------------------------------------------------------------------------------

@@ -44,10 +44,13 @@
 
   // -- live stream -----------------------------------------------------------------------------
   let retry = 0;
+  // The sections this page shows (its meta live-section tags; none: the overview's).
+  const live = [...document.querySelectorAll('meta[name="live-section"]')].map((m) => m.content);
   function connect() {
     const conn = $("#conn");
     if (!conn) return;
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+    const query = live.length ? `?${live.map((k) => `s=${encodeURIComponent(k)}`).join("&")}` : "";
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${query}`);
     ws.onopen = () => { retry = 0; conn.textContent = "live"; conn.className = "conn conn-on"; };
     ws.onmessage = (ev) => {
       const frame = JSON.parse(ev.data);
@@ -67,6 +70,8 @@
     if (sections.includes("queues")) renderQueues();
     if (sections.includes("alerts")) renderAlerts();
     if (sections.includes("throughput") && range === "15m") renderCharts(state.throughput, 60);
+    // a page's own script (static/bandit.js) renders its sections from this
+    document.dispatchEvent(new CustomEvent("opsdeck:live", { detail: { state, sections } }));
   }
 
   // -- workers ---------------------------------------------------------------------------------
@@ -370,6 +375,6 @@
   if (page === "deploys") setInterval(pollDeploys, 2000);
   if (page === "deploy") setInterval(pollDeploy, 2000);
 
-  if (["overview", "workers", "worker", "queues"].includes(page)) connect();
+  if (["overview", "workers", "worker", "queues", "bandit"].includes(page)) connect();
   else if ($("#conn")) $("#conn").hidden = true;
 })();

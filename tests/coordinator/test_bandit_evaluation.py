@@ -155,7 +155,7 @@ def test_the_replay_chooses_like_the_worker():
     """The coordinator cannot import the worker: its greedy rule is the worker's (first maximum)."""
     import numpy as np
 
-    from coordinator.bandit_evaluation import greedy
+    from shared.bandit_evaluation import greedy
 
     state = linucb.initial_state()
     mean = state.theta @ np.ones(state.dim)

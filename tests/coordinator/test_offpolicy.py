@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coordinator.offpolicy import evaluate, logger_distribution, reward_model
+from shared.offpolicy import evaluate, logger_distribution, reward_model
 
 K, D, POOL, ROWS, SEEDS = 3, 4, 40, 1000, 300
 TOLERANCE = 4 * math.sqrt(0.95 * 0.05 / SEEDS)

@@ -1,4 +1,5 @@
-"""Offline evaluation of the coaching bandit from its logged turns (``GET /api/v1/bandit/evaluation``).
+"""Offline evaluation of the coaching bandit from its logged turns: the one implementation behind the
+coordinator's ``GET /api/v1/bandit/evaluation`` and the dashboard's bandit page.
 
 **The log.** Every applied rating is an entry of the bandit's rating stream (``k`` =
 ``session_id:turn_number``, ``arm``, packed context ``x``, reward ``r`` ∈ [0, 1]); the turn's record
@@ -24,7 +25,7 @@ target has support there, and IPS, SNIPS and DR are unbiased for it. After warm-
 deterministic (propensity 1 for the chosen arm, 0 for the others): a target is supported only
 on the turns where it agrees with the log (``match_rate``), so on that segment only the running
 policy — and a target that agrees on every turn — gets an estimate; for any other the answer is
-a refusal with the bounds the data imply (:mod:`coordinator.offpolicy`).
+a refusal with the bounds the data imply (:mod:`shared.offpolicy`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 
-from coordinator.offpolicy import Array, evaluate, logger_distribution, reward_model
 from shared.coaching import ARMS
 from shared.keys import Keys
+from shared.offpolicy import Array, evaluate, logger_distribution, reward_model
 
 #: Propensities within this of 1/K (uniform) or 1 (deterministic) name the segment.
 _EPS: Final = 1e-9
