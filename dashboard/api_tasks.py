@@ -4,6 +4,7 @@ cancel, and failures grouped by exception type."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,10 +16,11 @@ from dashboard import audit
 from dashboard.appkeys import KEYS, REDIS, SETTINGS, STORE, USER
 from shared.errors import NotFound, ValidationFailed, pydantic_fields
 from shared.jsondepth import MAX_JSON_DEPTH, TOO_DEEP, deeper_than, too_deep
+from shared.keys import Keys
 from shared.store import iso
 from shared.task_types import get_task_type
 from shared.tasks import Priority, TaskStatus
-from shared.taskstore import MAX_ID_MATCHES, MAX_SCAN, TaskScan
+from shared.taskstore import MAX_ID_MATCHES, MAX_SCAN, TaskScan, payload_digest
 from shared.web import json_response, parse_query, read_json, truncate
 
 #: Largest page of ``GET /api/tasks``.
@@ -199,11 +201,11 @@ async def task_detail(request: web.Request) -> web.Response:
     return json_response(await task_detail_data(request, request.match_info["id"]))
 
 
-async def stored_payload(request: web.Request, task_id: str) -> dict[str, Any]:
+async def stored_payload(client: Any, keys: Keys, task_id: str) -> dict[str, Any]:
     """The payload of a stored task for an exact replay, held to today's rules: a 422 naming
     ``payload`` when it is no JSON object or nests deeper than MAX_JSON_DEPTH (older versions
     stored payloads up to orjson's limit; a read shows those as a marker, not resubmitted here)."""
-    raw = await request.app[REDIS].hget(request.app[KEYS].task(task_id), "payload")
+    raw = await client.hget(keys.task(task_id), "payload")
     try:
         payload = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:
@@ -221,37 +223,79 @@ async def stored_payload(request: web.Request, task_id: str) -> dict[str, Any]:
     return payload
 
 
+#: Idempotency scope of the dashboard's retries (TaskStore.submit's ``idempotency_scope``): a task
+#: retried again with the same payload and priority before it ends again gives the task the first
+#: retry made, whoever asks and however often (the retry button, a bulk retry, two operators), so
+#: one failure is never run twice by retrying it twice.
+RETRY_SCOPE = "dashboard:retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """What :func:`retry_task` did: the new task (or the one an earlier identical retry made)."""
+
+    task_id: str
+    created: bool
+    edited: bool
+
+
+async def retry_task(
+    app: web.Application,
+    task_id: str,
+    subject: str,
+    *,
+    payload: dict[str, Any] | None = None,
+    priority: Priority | None = None,
+    record: dict[str, Any] | None = None,
+) -> Retried:
+    """Submit a task again (its stored payload, or ``payload``), validated by its type's model as
+    the API validates a submission: the path of the retry button and of the bulk retry. The
+    idempotency key names the task, when it last ended and what is submitted (RETRY_SCOPE), so
+    a second identical retry gives the first one's task (``created`` False)."""
+    store = app[STORE]
+    record = record if record is not None else await store.get(task_id)
+    task_type = get_task_type(record.get("type") or "")
+    if task_type is None:
+        raise NotFound(f"task type {record.get('type')!r} is not registered here")
+    edited = payload is not None
+    if payload is None:
+        payload = await stored_payload(app[REDIS], app[KEYS], task_id)
+    try:
+        payload_json = task_type.encode_payload(payload, app[SETTINGS])
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "payload is invalid for its type", fields=pydantic_fields(exc, "payload")
+        ) from None
+    priority = priority or Priority(record.get("priority") or "P2")
+    digest = payload_digest(task_type.name, orjson.loads(payload_json), priority)[:32]
+    submitted = await store.submit_json(
+        task_type,
+        payload_json,
+        priority,
+        subject=subject,
+        correlation_id=os.urandom(16).hex(),
+        idempotency_key=f"{task_id}:{record.get('finished_at') or ''}:{digest}",
+        idempotency_scope=RETRY_SCOPE,
+    )
+    return Retried(submitted.task_id, submitted.created, edited)
+
+
 async def retry(request: web.Request) -> web.Response:
-    """``POST /api/tasks/{id}/retry``: submit the same type again (same or edited payload) → 202."""
+    """``POST /api/tasks/{id}/retry``: submit the same type again (same or edited payload) → 202;
+    200 with the task of an identical earlier retry (since the task last ended)."""
     user = request[USER]
     task_id = request.match_info["id"]
     body = await read_json(request, Retry, empty_ok=True)
     if body.payload is not None and deeper_than(body.payload, MAX_JSON_DEPTH):
         raise too_deep(["body", "payload"])  # the edge's check_depth says so first; kept here too
-    store = request.app[STORE]
-    record = await store.get(task_id)
-    task_type = get_task_type(record.get("type") or "")
-    if task_type is None:
-        raise NotFound(f"task type {record.get('type')!r} is not registered here")
-    payload = body.payload if body.payload is not None else await stored_payload(request, task_id)
-    try:
-        task_type.payload_model.model_validate(payload, context=request.app[SETTINGS])
-    except ValidationError as exc:
-        raise ValidationFailed(
-            "payload is invalid for its type", fields=pydantic_fields(exc, "payload")
-        ) from None
-    priority = body.priority or Priority(record.get("priority") or "P2")
-    submitted = await store.submit(
-        task_type, payload, priority, subject=user.subject, correlation_id=os.urandom(16).hex()
-    )
+    done = await retry_task(request.app, task_id, user.subject, payload=body.payload, priority=body.priority)
     client, keys = request.app[REDIS], request.app[KEYS]
-    edited = "edited payload" if body.payload is not None else "exact replay"
-    await audit.record(
-        client, keys, "task.retry", f"task {task_id}", user.subject, reason=f"{edited} as {submitted.task_id}"
-    )
+    edited = "edited payload" if done.edited else "exact replay"
+    outcome = f"{edited} as {done.task_id}" if done.created else f"already retried as {done.task_id}"
+    await audit.record(client, keys, "task.retry", f"task {task_id}", user.subject, reason=outcome)
     return json_response(
-        {"id": submitted.task_id, "retry_of": task_id, "status_url": f"/api/tasks/{submitted.task_id}"},
-        status=202,
+        {"id": done.task_id, "retry_of": task_id, "status_url": f"/api/tasks/{done.task_id}"},
+        status=202 if done.created else 200,
     )
 
 

@@ -17,8 +17,11 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from dashboard import (
+    api_bulk,
+    api_dead,
     api_deploys,
     api_queues,
+    api_submit,
     api_tasks,
     api_workers,
     auth,
@@ -26,6 +29,7 @@ from dashboard import (
     history,
     pages,
     pages_deploys,
+    pages_submit,
     schemas,
     stream,
     views,
@@ -36,6 +40,7 @@ from shared.deploy.models import ID_PATTERN, Action
 from shared.openapi import BEARER, ERRORS, Endpoint, build_document, input_errors
 from shared.schemas import DeployList, DeployRecord, ServiceList, TaskRecord
 from shared.task_types import all_queues
+from shared.tasks import TaskSubmission
 from shared.web import json_response
 
 #: Routes that answer without touching Redis (no 503).
@@ -54,6 +59,7 @@ DESCRIPTIONS = {
     400: "Malformed JSON",
     401: "No session, or no bearer token with a dashboard role (viewer, operator, admin)",
     403: f"A viewer (operator or admin needed), a cross-origin request, or a session without {CSRF_HEADER}",
+    429: "Rate limited: the caller's submit bucket is empty (RATE_LIMIT_SUBMIT; see Retry-After)",
 }
 
 
@@ -135,6 +141,29 @@ API: list[Endpoint] = [
              query=api_tasks.FindQuery, responses={200: schemas.TaskMatches}),
     Endpoint("GET", "/api/tasks/failures", api_tasks.failures, "Failed and dead tasks by exception type",
              scope="viewer", query=api_tasks.FailureQuery, responses={200: schemas.FailureGroups}),
+    Endpoint("GET", "/api/tasks/count", api_bulk.count,
+             f"How many tasks a bulk command on this filter acts on (at most {api_bulk.BULK_MAX})",
+             scope="viewer", query=api_bulk.TaskFilter, responses={200: schemas.TaskCount}),
+    Endpoint("POST", "/api/tasks", api_submit.add_task,
+             "Add a task (the coordinator's validation and path, under the caller's name)", scope="operator",
+             body=TaskSubmission, responses={202: schemas.TaskAdded, 200: schemas.TaskAdded},
+             errors=(409, 429)),
+    Endpoint("GET", "/api/task-types", api_submit.list_types, "Task types with their payloads' JSON schemas",
+             scope="viewer", responses={200: schemas.TaskTypes}),
+    Endpoint("POST", "/api/tasks/bulk", api_bulk.bulk,
+             f"Retry, cancel or delete selected tasks or every task a filter matches (≤ {api_bulk.BULK_MAX})",
+             scope="operator", body=api_bulk.Bulk, responses={200: schemas.BulkDone}),
+    Endpoint("POST", "/api/tasks/clean", api_bulk.clean,
+             "Delete finished records older than an age (preview counts them)", scope="operator",
+             body=api_bulk.Clean, responses={200: schemas.CleanDone}),
+    Endpoint("POST", "/api/dead/retry", api_dead.retry_all, "Retry every dead letter of every queue",
+             scope="operator", responses={200: schemas.BulkDone}),
+    Endpoint("POST", "/api/queue/{name}/dead/bulk", api_dead.dead_bulk,
+             "Retry or delete selected dead letters", scope="operator", path_params=QueuePath,
+             body=api_dead.DeadBulk, responses={200: schemas.BulkDone}, errors=(409,)),
+    Endpoint("POST", "/api/queue/{name}/delayed/run", api_dead.delayed_run,
+             "Run selected delayed messages now", scope="operator", path_params=QueuePath,
+             body=api_dead.DelayedRun, responses={200: schemas.BulkDone}, errors=(409,)),
     Endpoint("GET", "/api/tasks/{id}", api_tasks.task_detail, "One task with its timeline", scope="viewer",
              responses={200: schemas.TaskDetail}),
     Endpoint("POST", "/api/tasks/{id}/retry", api_tasks.retry,
@@ -209,6 +238,7 @@ PAGES: list[Endpoint] = [
     Endpoint("GET", "/queues/{name}", pages.queue, "One queue", scope="viewer"),
     Endpoint("GET", "/tasks", pages.tasks, "Tasks", scope="viewer"),
     Endpoint("GET", "/tasks/find", pages.find, "Find a task by its id or its start", scope="viewer"),
+    Endpoint("GET", "/tasks/new", pages_submit.add_task_page, "Add a task", scope="operator"),
     Endpoint("POST", "/tasks/views", views.form_save, "Save the tasks page's filters as a view",
              scope="viewer"),
     Endpoint("POST", "/tasks/views/delete", views.form_delete, "Delete a saved view", scope="viewer"),

@@ -286,3 +286,62 @@ class History(BaseModel):
     step_seconds: int
     points: list[HistoryPoint]
     totals: HistoryTotals
+
+
+# -- bulk actions, add a task -----------------------------------------------------------------
+class TaskCount(BaseModel):
+    """``GET /api/tasks/count``: how many tasks a bulk command on the filter would act on."""
+
+    count: int | None = Field(description="None when more than ``limit`` match (too_many).")
+    limit: int
+    too_many: bool
+    message: str | None = None
+
+
+class BulkDone(BaseModel):
+    """A bulk command's outcome: how many it changed, what it skipped and why, its summary."""
+
+    done: int
+    skipped: dict[str, int]
+    summary: str
+    action: str | None = None
+    matched: int | None = None
+    queue: str | None = None
+    queues: dict[str, int] | None = None
+    refused: list[DeadRefused] | None = None
+
+
+class CleanDone(BaseModel):
+    """``POST /api/tasks/clean``: records matched (preview) or deleted."""
+
+    preview: bool
+    matched: int
+    deleted: int
+    limit: int
+    what: str
+    summary: str | None = None
+
+
+class TaskTypeInfo(BaseModel):
+    """One task type a form may submit."""
+
+    name: str
+    description: str
+    queue_group: str
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON schema of its payload.")
+
+
+class TaskTypes(BaseModel):
+    """``GET /api/task-types``."""
+
+    types: list[TaskTypeInfo]
+    priorities: list[str]
+
+
+class TaskAdded(BaseModel):
+    """``POST /api/tasks``: the task (a replayed idempotency key gives the first one, 200)."""
+
+    id: str
+    status: str
+    status_url: str
+    created: bool

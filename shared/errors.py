@@ -8,6 +8,7 @@ OpsdeckError
 ├── ValidationFailed      a request body or query failed validation              → 422
 ├── NotFound              the named thing does not exist (or has expired)        → 404
 ├── Conflict              the request clashes with the thing's current state     → 409
+│   └── Unsupported       the configured broker cannot do what was asked          → 409
 └── Unavailable           Redis (or another dependency) cannot be reached        → 503
 
 Redis failures raised by redis-py or the submit batcher are not wrapped in this tree: the edges
@@ -82,6 +83,12 @@ class Conflict(OpsdeckError):
 
     status = 409
     code = "conflict"
+
+
+class Unsupported(Conflict):
+    """The configured broker (e.g. RabbitMQ, whose queues cannot be browsed) cannot do this."""
+
+    code = "unsupported"
 
 
 class Unavailable(OpsdeckError):

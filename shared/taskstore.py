@@ -1,4 +1,4 @@
-"""Async access to task records (coordinator and dashboard): submit, read, list and cancel."""
+"""Async access to task records (coordinator and dashboard): submit, read, list, cancel and delete."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ MAX_LIMIT = 200
 MAX_SCAN = 2000
 #: Most ids one prefix lookup (:meth:`TaskStore.find_ids`) returns.
 MAX_ID_MATCHES = 50
+#: Task ids per ``task_delete.lua`` call of :meth:`TaskStore.delete_finished`.
+DELETE_CHUNK = 200
 #: Arguments per task of ``submit.lua`` (after its fixed ones; see the script's header).
 SUBMIT_TASK_ARGS = 14
 #: The two trace-context arguments of a submission made while no span is current (or tracing is off).
@@ -77,6 +79,7 @@ class TaskStore:
             client, settings.redis_timeout, [str(v).encode() for v in header], SUBMIT_TASK_ARGS
         )
         self._cancel = client.register_script(script_source("cancel"))
+        self._delete = client.register_script(script_source("task_delete"))
         #: RESP of the names that repeat across submissions (queues, types, priorities, subjects)
         self._named = BulkCache()
         #: RESP of each subject's submit bucket key
@@ -98,12 +101,15 @@ class TaskStore:
         correlation_id: str,
         idempotency_key: str | None = None,
         rate_limit: bool = False,
+        idempotency_scope: str | None = None,
     ) -> asyncio.Future[Submitted]:
         """Record and enqueue one task atomically (await the result). A seen idempotency key
         gives the first task (``created`` False), or Conflict when it named a different request.
 
         ``rate_limit``: take a token of ``subject``'s submit bucket in the same call (when the
-        submit class has one); RateLimited, and nothing recorded, when it is empty."""
+        submit class has one); RateLimited, and nothing recorded, when it is empty.
+        ``idempotency_scope``: whose keys ``idempotency_key`` is one of (default ``subject``; the
+        dashboard's retries share one scope, so two operators retrying a task make one task)."""
         return self.submit_json(
             task_type,
             orjson.dumps(payload),
@@ -112,6 +118,7 @@ class TaskStore:
             correlation_id=correlation_id,
             idempotency_key=idempotency_key,
             rate_limit=rate_limit,
+            idempotency_scope=idempotency_scope,
         )
 
     def submit_json(
@@ -124,6 +131,7 @@ class TaskStore:
         correlation_id: str,
         idempotency_key: str | None = None,
         rate_limit: bool = False,
+        idempotency_scope: str | None = None,
     ) -> asyncio.Future[Submitted]:
         """:meth:`submit` with the payload as JSON already (a validated ``encode_payload``)."""
         task_id = uuid4_text().encode()
@@ -131,7 +139,7 @@ class TaskStore:
         named = self._named
         idem = key = digest = EMPTY
         if idempotency_key:  # the digest tells a replay from a different request with the same key
-            idem = bulk([self.keys.idempotency(subject, idempotency_key).encode()])
+            idem = bulk([self.keys.idempotency(idempotency_scope or subject, idempotency_key).encode()])
             key = bulk([idempotency_key.encode()])
             digest = bulk([payload_digest(task_type.name, orjson.loads(payload_json), priority).encode()])
         bucket = (
@@ -192,6 +200,23 @@ class TaskStore:
         if outcome != TaskStatus.CANCELED:
             raise Conflict(f"task {task_id} is {outcome}; only queued tasks can be canceled")
         return await self.get(task_id)
+
+    async def delete_finished(self, task_ids: list[str]) -> dict[str, str]:
+        """Delete the records of finished tasks (succeeded, failed, dead, canceled) with their
+        index entries, ``DELETE_CHUNK`` per script call; per id ``"deleted"``, ``"unknown"``, or
+        the status of a task that has not finished (left alone)."""
+        keys = self.keys
+        out: dict[str, str] = {}
+        for start in range(0, len(task_ids), DELETE_CHUNK):
+            chunk = task_ids[start : start + DELETE_CHUNK]
+            replies = await self._delete(
+                keys=[keys.tasks_all, keys.tasks_ids],
+                args=[keys.task_prefix, keys.tasks_status_prefix, keys.tasks_type_prefix, *chunk],
+            )
+            for task_id, reply in zip(chunk, replies, strict=True):
+                text = reply.decode() if isinstance(reply, bytes) else str(reply)
+                out[task_id] = "deleted" if text == "1" else text or "unknown"
+        return out
 
     async def find_ids(self, prefix: str, limit: int = MAX_ID_MATCHES) -> tuple[list[str], bool]:
         """Ids of recorded tasks that start with ``prefix``, in id order, at most ``limit``, and

@@ -132,6 +132,10 @@ async def test_dashboard_every_route_refuses_the_role_below_its_own(dash, as_rol
         if (method, path) in METRICS_TOKEN_ROUTES:  # a scrape credential: every refusal is a 401
             await assert_error(resp, 401, "unauthorized", where)
             continue
+        if method == "GET" and not is_json_route(path):  # a page only operators see: the 403 page
+            assert resp.status == 403 and resp.content_type == "text/html", where
+            assert "viewers cannot change anything" in await resp.text(), where
+            continue
         body = await assert_error(resp, 403, "forbidden", where)
         refusal = SHORT[scope]  # an operator on an admin route, a viewer on an operator route
         assert refusal in body["error"]["message"], where

@@ -15,9 +15,9 @@ from coordinator.http import (
     redis_deadline,
 )
 from coordinator.schemas import TaskListQuery
-from coordinator.submission import parse_submission
 from shared.errors import NotFound
 from shared.logging import CORRELATION_ID
+from shared.submission import submit_body
 from shared.tasks import TaskStatus
 
 #: Length of a task id (a UUID) — anything else is a 404 without touching Redis.
@@ -37,16 +37,13 @@ async def submit_task(request: web.Request) -> web.Response:
     """Validate a task against its type's model and enqueue it (202; 200 for a replayed key)."""
     app = request.app
     principal = request[PRINCIPAL]
-    body = parse_submission(await read_body(request), app[SETTINGS])
     store = app[STORE]
-    task_id, created = await store.submit_json(  # bounded by the batcher's deadline
-        body.task_type,
-        body.payload_json,
-        body.priority,
+    task_id, created = await submit_body(  # bounded by the batcher's deadline
+        store,
+        await read_body(request),
+        app[SETTINGS],
         subject=principal.subject,
         correlation_id=CORRELATION_ID.get(),
-        idempotency_key=body.idempotency_key,
-        rate_limit=True,  # the subject's submit bucket, checked in the same script call
     )
     url = _TASKS + task_id
     if created:

@@ -3,7 +3,7 @@
 Two small interfaces, one per caller that needs the broker's own state:
 
 - :class:`QueueAdmin` (async; the dashboard): every queue's counters, its delayed messages and
-  dead letters, a dead-letter retry and a purge;
+  dead letters, a dead-letter retry and delete, running a delayed message now, and a purge;
 - :class:`BrokerUpkeep` (sync; the worker agent): the broker's periodic maintenance and the queue
   depths the agent exports as metrics.
 
@@ -59,6 +59,18 @@ class QueueAdmin(Protocol):
 
     async def retry_dead_letters(self, queue: str, ids: list[str] | None, *, by: str) -> RetryOutcome:
         """Run dead letters again as a new attempt series (all of them when ``ids`` is None)."""
+        ...
+
+    async def delete_dead_letters(self, queue: str, ids: list[str]) -> int:
+        """Delete dead letters of ``queue`` (the ids its :meth:`dead_letters` names as
+        ``message_id``, else ``id``); how many were deleted. The task records stay. Raises
+        :class:`shared.errors.Unsupported` when the broker's dead letters cannot be deleted one by one."""
+        ...
+
+    async def promote_delayed(self, queue: str, ids: list[str], *, by: str) -> RetryOutcome:
+        """Run delayed messages of ``queue`` now instead of at their ETA (``requeued`` counts them;
+        a task that has ended or runs already is refused). Raises :class:`shared.errors.Unsupported`
+        when the broker's delayed messages cannot be reached."""
         ...
 
     async def purge(self, queue: str) -> int:

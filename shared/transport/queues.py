@@ -1,4 +1,5 @@
-"""Dramatiq's Redis queues as operators see them: depth, delayed, dead letters; retry and purge.
+"""Dramatiq's Redis queues as operators see them: depth, delayed, dead letters; retry, delete,
+run-now and purge.
 
 :class:`RedisQueueAdmin` is the Redis broker's :class:`shared.transport.api.QueueAdmin`. Every
 queue's counters are one pipelined round trip. Changes go through Lua scripts in
@@ -8,6 +9,7 @@ queue's counters are one pipelined round trip. Changes go through Lua scripts in
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -167,13 +169,58 @@ async def retry_dead_letters(
                 keys.task_events,
             ],
             args=[mid, orjson.dumps(msg), keys.task_prefix, keys.tasks_status_prefix, now_ms, events_maxlen,
-                  task_id, by],
+                  task_id, by, keys.queue_wakeups, queue],
         )  # fmt: skip
         if isinstance(reply, bytes):
             reason = f"task already {reply.decode()}"
             outcome.refused.append({"id": mid, "task_id": task_id, "reason": reason})
         else:
             outcome.requeued += int(reply)
+    return outcome
+
+
+async def delete_dead_letters(client: Any, keys: Keys, queue: str, ids: list[str]) -> int:
+    """Delete dead letters of ``queue`` by Redis message id (one script call); how many were there."""
+    if not ids:
+        return 0
+    script = client.register_script(script_source("dead_letter_delete"))
+    return int(await script(keys=[keys.dead_letters(queue), keys.dead_letter_messages(queue)], args=ids))
+
+
+async def promote_delayed(
+    client: Any, keys: Keys, queue: str, ids: list[str], events_maxlen: int, *, by: str
+) -> RetryOutcome:
+    """Run delayed messages of ``queue`` (by Redis message id) now: a copy without its ETA onto the
+    queue under a new Redis id, as Dramatiq's worker does at the ETA (``delayed_promote.lua``;
+    a copy a worker still holds is refused by the task store when its ETA comes). A message that
+    is no longer delayed is skipped; one whose task has ended or runs is refused with its status."""
+    outcome = RetryOutcome()
+    if not ids:
+        return outcome
+    raws = await client.hmget(keys.delay_queue_messages(queue), ids)
+    script = client.register_script(script_source("delayed_promote"))
+    now_ms = time.time_ns() // 1_000_000
+    for mid, raw in zip(ids, raws, strict=True):
+        msg = decode_message(raw)
+        if msg is None:
+            continue
+        task_id = str(msg.get("message_id") or mid)
+        new_id = str(uuid.uuid4())
+        msg["queue_name"] = queue
+        options = msg.setdefault("options", {})
+        options.pop("eta", None)
+        options["redis_message_id"] = new_id
+        reply = await script(
+            keys=[keys.delay_queue(queue), keys.delay_queue_messages(queue), keys.queue(queue),
+                  keys.queue_messages(queue), keys.task_events],
+            args=[mid, new_id, orjson.dumps(msg), keys.task_prefix, now_ms, events_maxlen, task_id, by,
+                  keys.queue_wakeups, queue],
+        )  # fmt: skip
+        if isinstance(reply, bytes):
+            reason = f"task already {reply.decode()}"
+            outcome.refused.append({"id": mid, "task_id": task_id, "reason": reason})
+        elif int(reply):
+            outcome.requeued += 1
     return outcome
 
 
@@ -232,6 +279,12 @@ class RedisQueueAdmin:
 
     async def retry_dead_letters(self, queue: str, ids: list[str] | None, *, by: str) -> RetryOutcome:
         return await retry_dead_letters(self.client, self.keys, queue, ids, self.events_maxlen, by=by)
+
+    async def delete_dead_letters(self, queue: str, ids: list[str]) -> int:
+        return await delete_dead_letters(self.client, self.keys, queue, ids)
+
+    async def promote_delayed(self, queue: str, ids: list[str], *, by: str) -> RetryOutcome:
+        return await promote_delayed(self.client, self.keys, queue, ids, self.events_maxlen, by=by)
 
     async def purge(self, queue: str) -> int:
         return await purge_queue(self.client, self.keys, queue, self.events_maxlen)

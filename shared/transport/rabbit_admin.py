@@ -52,7 +52,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 from dramatiq.common import dq_name, q_name, xq_name
 
-from shared.errors import Unavailable
+from shared.errors import Unavailable, Unsupported
 from shared.keys import Keys
 from shared.store import MAX_TRACEBACK_CHARS
 from shared.transport.api import RetryOutcome
@@ -444,6 +444,22 @@ class RabbitQueueAdmin:
             else:
                 outcome.requeued += int(reply)
         return outcome
+
+    async def delete_dead_letters(self, queue: str, ids: list[str]) -> int:
+        """Not with RabbitMQ: its ``.XQ`` cannot be browsed, so one message cannot be taken out of
+        it (they expire by the queue's ``x-message-ttl``, 7 days); raises Unsupported (409)."""
+        raise Unsupported(
+            f"dead letters of {queue} cannot be deleted one by one with RabbitMQ as the broker (its "
+            "dead-letter queue cannot be browsed; its messages expire after 7 days); retry them instead"
+        )
+
+    async def promote_delayed(self, queue: str, ids: list[str], *, by: str) -> RetryOutcome:
+        """Not with RabbitMQ: a delayed message sits in the ``.DQ`` (or held by a worker until its
+        ETA), which cannot be browsed; raises Unsupported (409)."""
+        raise Unsupported(
+            f"delayed messages of {queue} cannot be run early with RabbitMQ as the broker (its delay "
+            "queue cannot be browsed); they run at their ETA"
+        )
 
     async def purge(self, queue: str) -> int:
         """Take the ready messages off ``queue`` (at most PURGE_MAX), cancel their queued tasks,

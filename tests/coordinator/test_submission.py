@@ -10,9 +10,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from coordinator import submission
-from coordinator.submission import Submission, parse_submission
+from shared import submission
 from shared.errors import BadRequest, OpsdeckError, ValidationFailed, pydantic_fields
+from shared.submission import Submission, parse_submission
 from shared.task_types import get_task_type
 from shared.tasks import ECHO, EchoPayload, SleepPayload, TaskSubmission, accepts_any_object
 

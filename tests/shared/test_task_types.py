@@ -50,7 +50,7 @@ def test_the_allow_list_is_the_explicit_list():
 
 
 @pytest.mark.parametrize(
-    "module", ["shared.tasks", "shared.settings", "coordinator.submission", "worker.agent", "worker.metrics"]
+    "module", ["shared.tasks", "shared.settings", "shared.submission", "worker.agent", "worker.metrics"]
 )
 def test_validating_settings_registers_nothing(module, tmp_path):
     services = tmp_path / "services.yaml"

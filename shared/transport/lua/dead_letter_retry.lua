@@ -13,7 +13,9 @@
 -- KEYS: 1 dead-letter zset (.XQ), 2 dead-letter messages hash (.XQ.msgs), 3 queue list,
 --       4 queue messages hash (.msgs), 5 task events stream
 -- ARGV: 1 Redis message id, 2 message data (retries reset), 3 task key prefix,
---       4 status index prefix, 5 now (ms), 6 events maxlen, 7 task id, 8 who asked
+--       4 status index prefix, 5 now (ms), 6 events maxlen, 7 task id, 8 who asked,
+--       9 wake-up channel ("" or absent: none), 10 the queue's name (published on it, so an
+--       idle consumer fetches it now)
 -- Returns 1 when the message was moved, 0 when it was not dead-lettered, else the task's status.
 local id = ARGV[1]
 if redis.call("zscore", KEYS[1], id) == false then
@@ -38,5 +40,8 @@ if status then
     redis.call("xadd", KEYS[5], "MAXLEN", "~", ARGV[6], "*",
         "id", task_id, "type", info[3] or "", "status", "queued", "ts", ARGV[5], "worker", "dashboard",
         "by", ARGV[8], "note", "dead letter retried")
+end
+if ARGV[9] and ARGV[9] ~= "" then
+    redis.call("publish", ARGV[9], ARGV[10])
 end
 return 1

@@ -1,4 +1,5 @@
-"""Reading the body of ``POST /api/v1/tasks``: the coordinator's hot path.
+"""Reading a task submission: the body of the coordinator's ``POST /api/v1/tasks`` (its hot path)
+and of the dashboard's add-task form (``POST /api/tasks``), one parser for both.
 
 A well-formed body costs one orjson parse, a length (two byte counts past 131 bytes: the
 nesting bound, :mod:`shared.jsondepth`) and a few dict lookups: exact types, known keys, a
@@ -7,6 +8,9 @@ checks do not accept is handed to :class:`~shared.tasks.TaskSubmission` (the mod
 document shows), so every error names its field exactly as pydantic does; the fast checks
 accept nothing the model would refuse (``tests/coordinator/test_submission.py`` holds both to the
 same corpus of bodies). The payload is then validated by its type's model and kept as JSON.
+
+:func:`submit_body` is the whole path from body to enqueue (parse, then the task store's one
+script call) that both apps call.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ from shared.task_types import BY_NAME, task_types
 from shared.tasks import Priority, TaskSubmission, TaskType
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from shared.batcher import Submitted
     from shared.settings import Settings
+    from shared.taskstore import TaskStore
 
 #: The keys a submission may have.
 KEYS = frozenset(TaskSubmission.model_fields)
@@ -81,6 +89,24 @@ def parse_submission(body: bytes, settings: Settings | None = None) -> Submissio
     except ValidationError as exc:
         raise _payload_error(task_type, exc) from None
     return _make(Submission, (task_type, payload_json, priority, key))
+
+
+def submit_body(
+    store: TaskStore, body: bytes, settings: Settings, *, subject: str, correlation_id: str
+) -> asyncio.Future[Submitted]:
+    """Parse a submission body (:func:`parse_submission`) and submit it under ``subject``'s rate
+    limit and idempotency keys (await the result: the task id, and whether this call created it).
+    Not a coroutine: the coordinator's hot path pays one call, no task."""
+    sub = parse_submission(body, settings)
+    return store.submit_json(
+        sub.task_type,
+        sub.payload_json,
+        sub.priority,
+        subject=subject,
+        correlation_id=correlation_id,
+        idempotency_key=sub.idempotency_key,
+        rate_limit=True,  # the subject's submit bucket, checked in the same script call
+    )
 
 
 def _parse_with_model(data: dict[str, Any], settings: Settings | None) -> Submission:
