@@ -13,6 +13,11 @@ For each viewer count, two servers run in turn, each in its own process, against
   the bare server sent one frame a second, so the comparison charged the dashboard for the two
   frames a second it must send beyond that.
 
+Viewers are spread evenly over every live page (:data:`PAGES`: overview, workers, one worker,
+queues, one queue, the task list, one task, the audit log), each socket subscribed to the sections
+its page shows, as the browser does (``/ws?s=<section key>``): Redis cost per tick then counts one
+read per distinct section, the same for 100 viewers as for 1000.
+
 Reported per phase: the server process's CPU (psutil, percent of one core) and per frame sent
 (CPU time / frames the viewers received), Redis commands per poller tick (INFO commandstats delta
 / ticks from ``/api/stream/stats``) and per second, frames received, and update latency p50/p99
@@ -37,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -47,15 +53,31 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import psutil  # noqa: E402
 import redis  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from shared.auth import mint  # noqa: E402
 from shared.devtools.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.procutil import python_module, spawn, terminate  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.tasks import SLEEP, Priority  # noqa: E402
+from shared.taskstore import TaskStore  # noqa: E402
 
 SECRET = "bench-secret-" + "x" * 40
 WORKERS = 3
+#: Every live page and the section keys its socket subscribes to (dashboard/pages.py; "{task}" is
+#: a task recorded before the phases). Viewer i shows page i % len(PAGES).
+PAGES: dict[str, list[str]] = {
+    "overview": [],
+    "workers": ["workers", "alerts", "audit?limit=50"],
+    "worker": ["workers", "worker:bench-0"],
+    "queues": ["queues"],
+    "queue": ["queue:default.p2"],
+    "tasks": ["tasks?"],
+    "task": ["task:{task}"],
+    "audit": ["audit?limit=500"],
+}
 FRAME_BYTES = 1300
 TARGETS = {"cpu_percent_1000_max": 5.0, "latency_p99_ms_max": 250.0}
 
@@ -140,6 +162,22 @@ async def heartbeats(client: redis.Redis, keys: Keys, stop: asyncio.Event, writt
         await asyncio.sleep(max(0.0, slot + random.uniform(0.0, 1.0 / WORKERS) - time.monotonic()))
 
 
+def page_url(url: str, page: str, task_id: str) -> str:
+    """The ``/ws`` URL of a viewer of ``page``."""
+    keys = [k.replace("{task}", task_id) for k in PAGES[page]]
+    return url + ("?" + urlencode([("s", k) for k in keys]) if keys else "")
+
+
+async def record_task(redis_url: str) -> str:
+    """One task recorded as the coordinator does (the task page's subject); its id."""
+    client = aioredis.Redis.from_url(redis_url)
+    store = TaskStore(client, Settings(redis_url=redis_url, jwt_secret=SECRET))  # type: ignore[arg-type]
+    submitted = await store.submit(SLEEP, {"seconds": 0}, Priority.P2, subject="bench", correlation_id="c")
+    await store.aclose()
+    await client.aclose()
+    return submitted.task_id
+
+
 async def viewer(
     session: aiohttp.ClientSession,
     url: str,
@@ -169,9 +207,10 @@ async def viewer(
 
 
 async def phase(
-    kind: str, n: int, seconds: float, port: int, proc: psutil.Process, redis_url: str
+    kind: str, n: int, seconds: float, port: int, proc: psutil.Process, redis_url: str, task_id: str
 ) -> dict[str, Any]:
-    """Connect ``n`` viewers, measure for ``seconds``, disconnect."""
+    """Connect ``n`` viewers (spread over :data:`PAGES` on the dashboard), measure for ``seconds``,
+    disconnect."""
     url = f"http://127.0.0.1:{port}"
     headers = {"Origin": url}
     if kind == "dashboard":
@@ -182,9 +221,9 @@ async def phase(
     written: list[float] = []
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        tasks = [
-            asyncio.create_task(viewer(session, f"{url}/ws", headers, out, ready, stop)) for _ in range(n)
-        ]
+        pages = list(PAGES) if kind == "dashboard" else ["overview"]
+        urls = [page_url(f"{url}/ws", pages[i % len(pages)], task_id) for i in range(n)]
+        tasks = [asyncio.create_task(viewer(session, u, headers, out, ready, stop)) for u in urls]
         beats = (
             asyncio.create_task(heartbeats(rclient, Keys(), stop, written)) if kind == "dashboard" else None
         )
@@ -282,6 +321,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         assert server.port != 6379
         server.start()
         try:
+            task_id = await record_task(server.url)
             for n in args.viewers:
                 for kind in ("bare", "dashboard"):
                     port = free_port()
@@ -290,7 +330,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         await wait_up(port)
                         log(f"{kind}: {n} viewers for {args.seconds} s")
                         result = await phase(
-                            kind, n, args.seconds, port, psutil.Process(proc.pid), server.url
+                            kind, n, args.seconds, port, psutil.Process(proc.pid), server.url, task_id
                         )
                         phases.append({"server": kind, **result})
                         log(json.dumps(phases[-1]))
@@ -303,6 +343,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "seconds_per_phase": args.seconds,
         "targets": TARGETS,
+        "viewer_pages": {page: keys for page, keys in PAGES.items()},
         "phases": phases,
     }
 
