@@ -18,9 +18,10 @@ from coordinator.schemas import (
     TaskAccepted,
     TaskListQuery,
 )
-from coordinator.views import bandit_eval, chat, deploys, health, meta, tasks
+from coordinator.views import bandit_eval, chat, deploys, emergency, health, meta, tasks
 from coordinator.views.llm_health import LLMHealthQuery, LLMHealthReport, llm_health
 from shared.coaching import FeedbackPayload
+from shared.deploy.rollback import ServiceRollback
 from shared.openapi import Endpoint, add_routes
 from shared.schemas import DeployList, DeployRecord, ErrorBody, ServiceList, TaskPage, TaskRecord
 from shared.tasks import TaskSubmission
@@ -57,6 +58,13 @@ ENDPOINTS: list[Endpoint] = [
              "Roll back to the previous stable version", scope="deploy", responses={202: DeployRecord}),
     Endpoint("GET", "/api/v1/services", deploys.list_services, "Configured services with stable versions",
              scope="deploy", responses={200: ServiceList}),
+    Endpoint("POST", "/api/v1/services/{service}/rollback", emergency.rollback_service,
+             "Roll a service back: stable pointer, a version once stable (to), its git tag or a provider "
+             "deployment", scope="deploy", body=ServiceRollback,
+             responses={202: emergency.ServiceRolledBack, 404: ErrorBody, 409: ErrorBody}),
+    Endpoint("POST", "/api/v1/workers/stop", emergency.stop_workers,
+             "Emergency stop: a stop command to every worker agent (or those named), audited", scope="admin",
+             body=emergency.WorkersStop, responses={202: emergency.WorkersStopped, 404: ErrorBody}),
     Endpoint("POST", "/api/v1/chat", chat.chat, "Answer a chat turn (?wait=S: up to S s for the suggestion)",
              scope="tasks:write", body=schemas.ChatRequest, query=schemas.ChatQuery,
              responses={202: schemas.ChatAccepted, 200: schemas.ChatAnswer}),
@@ -100,6 +108,7 @@ RATE_CLASSES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/bandit"): "read",
     ("GET", "/api/v1/bandit/evaluation"): "read",
     ("POST", "/api/v1/bandit/rollback"): "submit",
+    ("POST", "/api/v1/workers/stop"): "submit",
     ("POST", "/api/v1/chat"): "chat",
     ("GET", "/ws/chat"): "chat",
     ("POST", "/api/v1/feedback/submit"): "chat",

@@ -340,6 +340,11 @@ class Keys:
         """String: provider call marker of one step (``pending:<ms>`` then ``done:<provider id>``)."""
         return f"{self.prefix}deploy:{deploy_id}:call:{step}"
 
+    def deploy_notified(self, deploy_id: str) -> str:
+        """Hash (expires): notifications of one deploy — per event the message that owns its
+        delivery, per event and channel ``sent`` (one message per event, whatever is redelivered)."""
+        return f"{self.prefix}deploy:{deploy_id}:notified"
+
     def deploy_lock(self, deploy_id: str) -> str:
         """String (expires): lock held by the one worker thread changing a deploy right now."""
         return f"{self.prefix}deploy:{deploy_id}:lock"

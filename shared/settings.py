@@ -160,6 +160,15 @@ class Settings(BaseSettings):
     deploy_http_retries: int = Field(default=4, ge=0, le=20)
     deploy_http_backoff: float = Field(default=0.5, gt=0, le=60)
     deploy_http_timeout: float = Field(default=10.0, gt=0, le=300)
+    #: Deploy notifications (worker.deploy.notify): the *name* of the environment variable that
+    #: holds a Slack-compatible incoming-webhook URL (the URL is a secret: never in a file or log).
+    deploy_notify_webhook_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    #: The name of the variable holding a generic JSON webhook URL for the same events.
+    deploy_notify_generic_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    #: The name of the variable holding the secret that signs the generic webhook's events.
+    deploy_notify_secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    #: The dashboard's public base URL, for links in notifications (unset: DASHBOARD_HOST:PORT).
+    dashboard_url: str | None = None
 
     #: Per-subject rate limits by route class (shared.ratelimit): ``<rate>/s[:<burst>]`` or
     #: ``off``; unset = off in development, shared.ratelimit.PRODUCTION_DEFAULTS in production.
@@ -271,6 +280,19 @@ class Settings(BaseSettings):
         """The services file (``OPSDECK_SERVICES``) as loaded with these settings; empty when unset."""
         return self._services
 
+    @field_validator(
+        "deploy_notify_webhook_env", "deploy_notify_generic_env", "deploy_notify_secret_env", mode="before"
+    )
+    @classmethod
+    def _notify_env_name(cls, value: object) -> object:
+        """Empty is unset (then the name must be a valid variable name: the pattern)."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def dashboard_base_url(self) -> str:
+        """Where the dashboard is reached: DASHBOARD_URL, else its bind address (no trailing /)."""
+        return (self.dashboard_url or f"http://{self.dashboard_host}:{self.dashboard_port}").rstrip("/")
+
     @field_validator("knowledge_base_path", mode="before")
     @classmethod
     def _check_playbook(cls, value: object) -> object:
@@ -291,7 +313,10 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint", "trace_url_template"
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
+        "trace_url_template",
+        "dashboard_url",
     )
     @classmethod
     def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from typing import Final
 
 from shared.coaching import COACH, FEEDBACK
-from shared.deploy.models import DEPLOY, DEPLOY_STEP
+from shared.deploy.models import DEPLOY, DEPLOY_NOTIFY, DEPLOY_RESTORE, DEPLOY_STEP
 from shared.tasks import ECHO, FAIL, SLEEP, TaskRegistry, TaskType
 
 #: The task types a client may submit (``POST /api/v1/tasks``), in display order.
 TASK_TYPES: Final[tuple[TaskType, ...]] = (ECHO, SLEEP, FAIL, COACH, FEEDBACK, DEPLOY)
-#: Types with an actor and a queue that only the worker sends (one message per rollout step).
-INTERNAL_TASK_TYPES: Final[tuple[TaskType, ...]] = (DEPLOY_STEP,)
+#: Types with an actor and a queue that only Opsdeck sends (rollout steps, restores, notifications).
+INTERNAL_TASK_TYPES: Final[tuple[TaskType, ...]] = (DEPLOY_STEP, DEPLOY_RESTORE, DEPLOY_NOTIFY)
 
 #: This process's allow-list; :meth:`~shared.tasks.TaskRegistry.register` adds to it (benchmarks).
 REGISTRY: Final = TaskRegistry(TASK_TYPES, internal=INTERNAL_TASK_TYPES)

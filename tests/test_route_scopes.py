@@ -15,7 +15,8 @@ from dashboard.routes import METRICS_TOKEN_ROUTES, SCOPES
 from shared.auth import SCOPES as TOKEN_SCOPES
 from tests.dashboard.conftest import as_role, dash, dash_settings  # noqa: F401  (fixtures)
 
-FILL = {"task_id": "0" * 36, "id": "w1", "name": "default.p2", "action": "restart", "message_id": "m1"}
+FILL = {"task_id": "0" * 36, "id": "w1", "name": "default.p2", "action": "restart", "message_id": "m1",
+        "service": "api"}  # fmt: skip
 #: Concrete paths of routes whose pattern is no plain ``{name}`` substitution.
 CONCRETE = {"/static": "/static/app.css"}
 #: Roles from least to most (the dashboard's scopes).

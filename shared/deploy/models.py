@@ -116,6 +116,34 @@ DEPLOY = TaskType(
 #: Internal: one message per step or operator action; not in the allow-list, so not submittable.
 DEPLOY_STEP = TaskType("deploy_step", StepPayload, "One step of a rollout.", queue_group="deploy")
 
+
+class RestorePayload(BaseModel):
+    """Payload of a ``deploy_restore`` message: put a recorded earlier deployment back live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deploy_id: str = Field(pattern=ID_PATTERN)
+
+
+class NotifyPayload(BaseModel):
+    """Payload of a ``deploy_notify`` message: one event of a deploy to tell the team about."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deploy_id: str = Field(pattern=ID_PATTERN)
+    #: What happened, unique per deploy (``started``, ``canary:2``, ``paused:1``, ``rolled_back``).
+    event: str = Field(pattern=r"^[a-z_]{1,40}(:[0-9]{1,3})?$")
+
+
+#: Internal: ``opsdeck deploy rollback`` to a version, tag or provider deployment (worker/deploy/restore.py).
+DEPLOY_RESTORE = TaskType(
+    "deploy_restore", RestorePayload, "Put an earlier deployment back live.", queue_group="deploy"
+)
+#: Internal: one team notification per deploy event (worker/deploy/notify.py), retried with backoff.
+DEPLOY_NOTIFY = TaskType(
+    "deploy_notify", NotifyPayload, "Tell the team about a deploy event.", queue_group="deploy", max_retries=8
+)
+
 #: Record fields holding JSON documents.
 JSON_FIELDS = frozenset(
     {"steps", "gates", "provider_ids", "previous_stable", "history", "analysis", "measurements"}

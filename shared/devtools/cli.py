@@ -1,5 +1,6 @@
-"""The ``opsdeck`` command: ``up`` (dev launcher), ``token`` (mint a bearer token), ``deploy``,
-``analyze``, ``bandit evaluate`` (offline evaluation of the coaching bandit) and ``load`` (load suites)."""
+"""The ``opsdeck`` command: ``up`` (dev launcher), ``token`` (mint a bearer token), ``deploy`` (and
+``deploy rollback``), ``worker stop`` (emergency stop), ``analyze``, ``bandit evaluate`` (offline
+evaluation of the coaching bandit) and ``load`` (load suites)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,43 @@ def _deploy(args: argparse.Namespace) -> int:
         print("opsdeck deploy: name a SERVICE to deploy, or --confirm ID", file=sys.stderr)
         return 2
     return run(load_settings(), args.service, args.version, args.watch)
+
+
+def _deploy_rollback(args: argparse.Namespace) -> int:
+    from shared.devtools.deploy_client import rollback
+
+    target = {"to": args.to, "tag": args.tag, "provider_deploy": args.provider_deploy}
+    return rollback(load_settings(), args.service, target, args.watch)
+
+
+def _worker_stop(args: argparse.Namespace) -> int:
+    from shared.devtools.worker_client import stop
+
+    if args.all == bool(args.workers):
+        print("opsdeck worker stop: name WORKER ids or --all (not both)", file=sys.stderr)
+        return 2
+    return stop(load_settings(), args.workers, args.all)
+
+
+def rollback_parser() -> argparse.ArgumentParser:
+    """``opsdeck deploy rollback``: its own parser (``deploy`` takes an optional SERVICE first)."""
+    p = argparse.ArgumentParser(
+        prog="opsdeck deploy rollback",
+        description="Roll a service back through the coordinator. Without an option: a running deploy "
+        "goes back to the stable version, else the stable version to the one stable before it.",
+    )
+    p.add_argument("service", help="a service of the services file")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--to", metavar="VERSION", help="a version that was stable (Opsdeck's deploy history)")
+    which.add_argument(
+        "--tag", metavar="TAG", help="the git tag Opsdeck made when that version became stable"
+    )
+    which.add_argument(
+        "--provider-deploy", metavar="ID", help="a deployment of the provider's history (Render, Vercel)"
+    )
+    p.add_argument("--watch", action="store_true", help="follow the rollback until it ends")
+    p.set_defaults(func=_deploy_rollback)
+    return p
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -94,7 +132,9 @@ def parser() -> argparse.ArgumentParser:
     tok.add_argument("--sub", default="operator", help="subject: who the token is for (default operator)")
     tok.set_defaults(func=_token)
     dep = sub.add_parser(
-        "deploy", help="start a deploy through the coordinator (OPSDECK_URL; OPSDECK_TOKEN or JWT_SECRET)"
+        "deploy",
+        help="start a deploy through the coordinator (OPSDECK_URL; OPSDECK_TOKEN or JWT_SECRET); "
+        "`opsdeck deploy rollback SERVICE [--to V | --tag T | --provider-deploy ID]` rolls one back",
     )
     dep.add_argument("service", nargs="?", help="a service of the services file")
     dep.add_argument("--version", default=None, help="commit, image or tag (default: the provider's latest)")
@@ -103,6 +143,14 @@ def parser() -> argparse.ArgumentParser:
     )
     dep.add_argument("--watch", action="store_true", help="follow the rollout until it ends")
     dep.set_defaults(func=_deploy)
+    wrk = sub.add_parser("worker", help="worker agents, through the coordinator (scope admin)")
+    wrk_sub = wrk.add_subparsers(dest="worker_command", required=True)
+    stp = wrk_sub.add_parser(
+        "stop", help="emergency stop: a stop command to worker agents through the control channel (audited)"
+    )
+    stp.add_argument("workers", nargs="*", metavar="WORKER", help="worker agent ids")
+    stp.add_argument("--all", action="store_true", help="every registered worker agent")
+    stp.set_defaults(func=_worker_stop)
     ana = sub.add_parser(
         "analyze", help="production-readiness report: queues, bottlenecks, resources, security"
     )
@@ -131,7 +179,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["deploy", "rollback"]:
+        args = rollback_parser().parse_args(argv[2:])
+    else:
+        args = parser().parse_args(argv)
     try:
         sys.exit(args.func(args))
     except ConfigError as exc:

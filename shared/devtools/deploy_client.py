@@ -1,6 +1,8 @@
 """``opsdeck deploy SERVICE [--version V] [--watch]``: start a deploy over the coordinator's HTTP API;
 ``opsdeck deploy --confirm ID [--watch]``: confirm a rollout that waits in ``awaiting_confirmation``
-(``POST /api/v1/deploys/{id}/promote``; refused, exit 1, when the deploy is not waiting).
+(``POST /api/v1/deploys/{id}/promote``; refused, exit 1, when the deploy is not waiting);
+``opsdeck deploy rollback SERVICE [--to VERSION | --tag TAG | --provider-deploy ID] [--watch]``: one
+command per rollback method (``POST /api/v1/services/{service}/rollback``).
 
 The coordinator is ``OPSDECK_URL`` (default ``http://COORDINATOR_HOST:COORDINATOR_PORT``); the
 token is ``OPSDECK_TOKEN``, or one minted with the ``deploy`` scope from ``JWT_SECRET`` (the
@@ -65,19 +67,19 @@ def progress(record: dict[str, Any]) -> str:
     return line
 
 
-def _coordinator(settings: Settings) -> tuple[str, str]:
-    """The coordinator's base URL and a bearer token with the ``deploy`` scope."""
+def coordinator(settings: Settings, scope: str = "deploy") -> tuple[str, str]:
+    """The coordinator's base URL and a bearer token with ``scope``."""
     base = (
         os.environ.get("OPSDECK_URL")
         or f"http://{settings.coordinator_host}:{settings.coordinator_bind_port}"
     )
-    token = os.environ.get("OPSDECK_TOKEN") or mint(settings.jwt_key, ["deploy"], subject="cli", ttl=3600)
+    token = os.environ.get("OPSDECK_TOKEN") or mint(settings.jwt_key, [scope], subject="cli", ttl=3600)
     return base.rstrip("/"), token
 
 
 def run(settings: Settings, service: str, version: str | None, watch: bool, out: TextIO = sys.stdout) -> int:
     """Start the deploy, optionally follow it; exit code 0 on success (or when not watching)."""
-    base, token = _coordinator(settings)
+    base, token = coordinator(settings)
     status, body = call(base, token, "POST", "/api/v1/deploys", {"service": service, "version": version})
     if status != 202:
         print(error_line("opsdeck deploy", status, body), file=sys.stderr)
@@ -88,7 +90,7 @@ def run(settings: Settings, service: str, version: str | None, watch: bool, out:
 
 def confirm(settings: Settings, deploy_id: str, watch: bool, out: TextIO = sys.stdout) -> int:
     """Confirm a rollout awaiting confirmation (its promote action); optionally follow it."""
-    base, token = _coordinator(settings)
+    base, token = coordinator(settings)
     url = f"/api/v1/deploys/{urllib.parse.quote(deploy_id, safe='')}"
     status, record = call(base, token, "GET", url)
     if status != 200:
@@ -106,6 +108,35 @@ def confirm(settings: Settings, deploy_id: str, watch: bool, out: TextIO = sys.s
         return 1
     print(f"deploy {deploy_id} confirmed: {record['service']} goes on to {what}", file=out)
     return follow(base, token, url, out) if watch else 0
+
+
+def rollback(
+    settings: Settings,
+    service: str,
+    target: dict[str, str | None],
+    watch: bool,
+    out: TextIO | None = None,
+) -> int:
+    """Roll ``service`` back (``target``: ``to``, ``tag`` or ``provider_deploy``; none: the stable
+    pointer); optionally follow the deploy it acted on or recorded."""
+    out = out or sys.stdout
+    base, token = coordinator(settings)
+    body = {k: v for k, v in target.items() if v is not None}
+    path = f"/api/v1/services/{urllib.parse.quote(service, safe='')}/rollback"
+    status, reply = call(base, token, "POST", path, body)
+    if status != 202:
+        print(error_line("opsdeck deploy rollback", status, reply), file=sys.stderr)
+        return 1
+    deploy, method = reply["deploy"], reply["method"]
+    if method == "stable":
+        version = deploy.get("version") or "(latest)"
+        where = "the version stable before it" if deploy["status"] == "succeeded" else "the stable version"
+        what = f"deploy {deploy['id']} ({version}) goes back to {where}"
+    else:
+        to = deploy.get("version") or deploy.get("rollback_provider_id")
+        what = f"rollback deploy {deploy['id']} queued: {service} back to {to} (from {method})"
+    print(f"{what}: {base}{reply['status_url']}", file=out)
+    return follow(base, token, reply["status_url"], out) if watch else 0
 
 
 def follow(base: str, token: str, status_url: str, out: TextIO) -> int:

@@ -206,8 +206,13 @@ class Fakes:
         return web.json_response({k: v for k, v in dpl.items() if not k.startswith("_")})
 
     async def vercel_action(self, request: web.Request) -> web.Response:
+        """Promote or roll back to a deployment of the project (404 for one Vercel does not know)."""
         if (bad := await self._gate(request, VERCEL_TOKEN, self.vercel_calls)) is not None:
             return bad
+        if request.match_info["id"] not in self.vercel_deployments:
+            return web.json_response(
+                {"error": {"code": "not_found", "message": "Deployment not found"}}, status=404
+            )
         return web.json_response({}, status=201)
 
     # -- webhook, smoke, metrics -------------------------------------------------------------

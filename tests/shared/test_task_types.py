@@ -45,8 +45,8 @@ def test_the_allow_list_is_the_explicit_list():
     assert sorted(t.name for t in TASK_TYPES) == EXPECTED
     assert sorted(task_types()) == EXPECTED
     assert all_queues() == QUEUES
-    assert [t.name for t in INTERNAL_TASK_TYPES] == ["deploy_step"]
-    assert REGISTRY.get("deploy_step") is None  # internal: not submittable
+    assert [t.name for t in INTERNAL_TASK_TYPES] == ["deploy_step", "deploy_restore", "deploy_notify"]
+    assert all(REGISTRY.get(t.name) is None for t in INTERNAL_TASK_TYPES)  # internal: not submittable
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,9 @@ class Rollout(AnalysisSteps):
         self.state = state
         self.settings = settings
         self.schedule = schedule
+        #: The notify hook (worker.deploy.notify.Notifier.transition): called by :meth:`_transition`
+        #: with the fields of every status change, whatever the status (None: nobody listens).
+        self.on_transition: Callable[[str, dict[str, Any]], None] | None = None
 
     # -- entry points ----------------------------------------------------------------------------
     def start(self, payload: DeployPayload, task_id: str, trigger: str) -> dict[str, Any]:
@@ -380,6 +383,8 @@ class Rollout(AnalysisSteps):
         place for what must follow each stage change (logs, notifications)."""
         self.state.update(rec["id"], status=status, **fields)
         rec["status"] = status
+        if self.on_transition is not None:
+            self.on_transition(rec["id"], {"status": status, **fields})
 
     def _config(self, service: str) -> ServiceConfig:
         config = self.settings.services.services.get(service)

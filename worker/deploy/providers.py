@@ -61,6 +61,10 @@ class Provider(Protocol):
     def rollback(self, ctx: StepContext, stable: dict[str, Any] | None) -> str | None:
         """Return traffic to the stable deployment; a provider id to poll, or None."""
 
+    def restore(self, ctx: StepContext, target: dict[str, Any]) -> str | None:
+        """Serve an earlier deployment again (``target``: ``provider_deploy_id``, ``version``), from
+        the provider's own history (``opsdeck deploy rollback``); a provider id to poll, or None."""
+
 
 def secret(name: str) -> str:
     """The value of the environment variable ``name``; ProviderRejected when unset."""

@@ -128,6 +128,10 @@ class RenderProvider:
         body = self._call("POST", "/rollback", {"deployId": target})
         return str(body["id"]) if isinstance(body, dict) and body.get("id") else None
 
+    def restore(self, ctx: StepContext, target: dict[str, Any]) -> str | None:
+        """Render's rollback to any earlier deploy of the service (a new deploy from its build)."""
+        return self.rollback(ctx, target)
+
 
 def _epoch_ms(created: Any) -> float:
     """Render's ``createdAt`` (ISO 8601) in epoch ms; infinity when absent or unreadable."""

@@ -111,3 +111,9 @@ class VercelProvider:
             raise ProviderRejected("no stable Vercel deployment recorded to roll back to")
         self._call("POST", f"/v9/projects/{self.options.project_id}/rollback/{target}")
         return None
+
+    def restore(self, ctx: StepContext, target: dict[str, Any]) -> str | None:
+        """Promote an older deployment: production points at it again, without a rebuild."""
+        deployment = urllib.parse.quote(str(target["provider_deploy_id"]), safe="")
+        self._call("POST", f"/v10/projects/{self.options.project_id}/promote/{deployment}")
+        return None

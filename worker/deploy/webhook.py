@@ -85,3 +85,8 @@ class WebhookProvider:
         """POST ``action: rollback`` with the stable version and weight 0."""
         self._post(ctx, action="rollback", version=(stable or {}).get("version"), weight=0)
         return None
+
+    def restore(self, ctx: StepContext, target: dict[str, Any]) -> str | None:
+        """POST ``action: rollback`` with the target's version at weight 100 (the receiver deploys it)."""
+        self._post(ctx, action="rollback", version=target.get("version"), weight=100)
+        return None
