@@ -54,7 +54,11 @@
     ws.onopen = () => { retry = 0; conn.textContent = "live"; conn.className = "conn conn-on"; };
     ws.onmessage = (ev) => {
       const frame = JSON.parse(ev.data);
-      if (frame.type === "snapshot") for (const k of Object.keys(state)) delete state[k];
+      if (frame.type === "snapshot") {
+        for (const k of Object.keys(state)) delete state[k];
+        liveLabels = frame.live || {};
+        for (const [key, why] of Object.entries(frame.refused || {})) notice(`not live: ${key} (${why})`, true);
+      }
       Object.assign(state, frame.data);
       render(Object.keys(frame.data));
     };
@@ -66,6 +70,7 @@
   }
 
   function render(sections) {
+    renderLive(sections);
     if (sections.includes("workers")) renderWorkers();
     if (sections.includes("queues")) renderQueues();
     if (sections.includes("alerts")) renderAlerts();
@@ -104,6 +109,12 @@
     if (w.state === "down") {
       card.append(el("p", { class: "muted", text: `no heartbeat since ${new Date(w.last_seen * 1000).toLocaleTimeString()}` }));
       return card;
+    }
+    const late = beatLate(w);
+    if (late) {
+      title.lastChild.textContent = "stale"; title.lastChild.className = "state st-stale";
+      card.classList.add("beat-stale");
+      card.append(el("p", { class: "beat-note", role: "status", text: late }));
     }
     const rows = [["host", w.host], ["pid", w.pid], ["CPU", pct(w.cpu_percent), "cpu"],
       ["memory", `${mib(w.rss_bytes)} (${pct(w.memory_percent)})`, "mem"], ["uptime", duration(w.uptime_seconds), "uptime"],
@@ -170,6 +181,162 @@
     if (!list) return;
     const items = (state.alerts || []).map((a) => el("li", { class: a.level, "data-kind": a.kind, text: `${a.level.toUpperCase()} · ${a.message}` }));
     list.replaceChildren(...(items.length ? items : [el("li", { class: "ok", text: "no active alert" })]));
+  }
+
+  // -- the stream's health, stale heartbeats -------------------------------------------------------
+  const beatTtl = Number(($('meta[name="heartbeat-ttl"]') || {}).content) || 15;
+  const BASE_LABELS = { workers: "worker cards", queues: "queue counts", throughput: "charts", alerts: "alerts" };
+  let liveLabels = {};  // the page sections of this socket and what each is called (from the snapshot)
+  let clockSkew = 0;  // the server's clock minus this browser's (s), from the frames' meta.time
+  const serverNow = () => Date.now() / 1000 + clockSkew;
+  const utc = (seconds) => (seconds ? String(new Date(seconds * 1000).toISOString()).replace("T", " ").slice(0, 19) : "-");
+  // "heartbeat 21 s old, past its 15 s TTL" when a worker's last beat is older than its key lives
+  function beatLate(w) {
+    const age = serverNow() - (w.last_seen || 0);
+    return w.state !== "down" && w.last_seen && age > beatTtl
+      ? `heartbeat ${Math.round(age)} s old, past its ${beatTtl} s TTL: its state is not known` : "";
+  }
+  let lateShown = "";
+  setInterval(() => {  // a beat ages without any frame (the agent froze, or Redis did): re-check
+    const now = (state.workers || []).filter(beatLate).map((w) => w.id).join(" ");
+    if (now !== lateShown) { lateShown = now; renderWorkers(); renderProcs(); }
+  }, 1000);
+  function renderStatus() {
+    const st = state.status || { redis: "ok" }, ok = st.redis === "ok";
+    const conn = $("#conn"), banner = $("#stale");
+    if (conn && !conn.classList.contains("conn-off")) {
+      conn.textContent = ok ? "live" : "stale"; conn.className = ok ? "conn conn-on" : "conn conn-stale";
+    }
+    document.body.classList.toggle("is-stale", !ok);
+    if (!banner) return;
+    banner.hidden = ok;
+    if (ok) { banner.textContent = ""; return; }
+    const base = live.length ? live.filter((k) => BASE_LABELS[k]) : Object.keys(BASE_LABELS);
+    const shown = [...base.map((k) => BASE_LABELS[k]), ...Object.values(liveLabels)];
+    banner.textContent = `Redis unreachable (${st.reason || "no answer"}): ${shown.join(", ") || "this page"} `
+      + `${shown.length > 1 ? "are" : "is"} as of ${utc(st.since)} UTC and not updating.`;
+  }
+
+  // -- live page sections: tasks, one task, one queue, one worker, the audit log ----------------------
+  const kindOf = (key) => key.split(/[:?]/, 1)[0];
+  const isoText = (v) => (v ? String(v).replace("T", " ").replace("Z", "").slice(0, 23) : "-");
+  function renderLive(sections) {
+    if (sections.includes("meta") && state.meta) clockSkew = state.meta.time - Date.now() / 1000;
+    if (sections.includes("status")) renderStatus();
+    if (sections.includes("workers")) renderProcs();
+    for (const key of sections) {
+      if (!(key in liveLabels)) continue;
+      const value = state[key];
+      if (value && value.error && !Array.isArray(value)) { notice(`${liveLabels[key]}: ${value.error}`, true); continue; }
+      const render = { tasks: renderTaskList, task: renderTask, queue: renderQueue, worker: renderWorkerDetail, audit: renderAudit }[kindOf(key)];
+      if (render) render(value);
+    }
+  }
+  // Rows keyed by data-task: kept (so a selection survives), filled from the stream, new ones
+  // copied from #task-row, gone ones removed, in the stream's order.
+  function renderTaskList(data) {
+    const table = $("#task-table"), tmpl = $("#task-row");
+    if (!table || !tmpl) return;
+    const body = table.tBodies[0];
+    const old = new Map([...body.querySelectorAll("tr[data-task]")].map((tr) => [tr.dataset.task, tr]));
+    const rows = data.items.map((t) => {
+      const tr = old.get(t.id) || tmpl.content.firstElementChild.cloneNode(true);
+      tr.dataset.task = t.id;
+      for (const cell of tr.querySelectorAll("[data-field]")) {
+        const f = cell.dataset.field;
+        if (cell.tagName === "INPUT") { if (f === "id") cell.value = t.id; continue; }
+        if (f === "id") {
+          cell.href = `/tasks/${encodeURIComponent(t.id)}`;
+          (cell.querySelector("code") || cell).textContent = t.id.slice(0, 8);
+        } else if (f === "created_at") cell.textContent = isoText(t.created_at);
+        else if (f === "status") { cell.textContent = t.status; cell.className = `st st-${t.status}`; }
+        else cell.textContent = t[f] ?? "";
+      }
+      return tr;
+    });
+    body.replaceChildren(...(rows.length ? rows : [el("tr", { class: "empty" }, el("td", { colspan: table.tHead.rows[0].cells.length, class: "muted", text: "no task matches" }))]));
+  }
+  function setText(sel, text) { const n = $(sel); if (n) n.textContent = text; }
+  function showSection(id, text) {
+    const box = $(`#${id}-section`);
+    if (!box) return;
+    box.hidden = text === null || text === undefined || text === "";
+    setText(`#${id}`, box.hidden ? "" : text);
+  }
+  function renderTask(t) {
+    const badge = $("#task-status");
+    if (badge) { badge.textContent = t.status; badge.className = `state st-${t.status}`; }
+    setText("#task-attempts", t.attempts ?? 0); setText("#task-worker", t.worker || "-");
+    setText("#task-started", isoText(t.started_at)); setText("#task-finished", isoText(t.finished_at));
+    for (const b of document.querySelectorAll("#task-cancel[data-when]")) b.hidden = !b.dataset.when.split(" ").includes(t.status);
+    showSection("task-result", t.result === null || t.result === undefined ? null : JSON.stringify(t.result, null, 2));
+    showSection("task-error", t.error); showSection("task-traceback", t.traceback);
+    const list = $("#task-timeline");
+    if (!list) return;
+    const items = (t.timeline || []).map((e) => el("li", {}, el("span", { class: `st st-${e.status}`, text: e.status }),
+      ` ${utc(Number(e.ts) / 1000)}${e.worker ? ` · ${e.worker}` : ""}`));
+    list.replaceChildren(...(items.length ? items : [el("li", { class: "muted", text: "no event left in the capped stream" })]));
+  }
+  function keyedRows(body, attr, items, key, make, empty) {
+    const old = new Map([...body.querySelectorAll(`tr[${attr}]`)].map((tr) => [tr.getAttribute(attr), tr]));
+    const rows = items.map((m) => { const tr = old.get(key(m)) || make(m); tr.setAttribute(attr, key(m)); return tr; });
+    body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: empty, class: "muted", text: "none" }))]));
+  }
+  function renderQueue(q) {
+    setText("#queue-counts", `${q.ready} ready · ${known(q.in_progress)} in progress · ${known(q.delayed)} delayed · ${known(q.dead)} dead`);
+    for (const [sel, hide] of [["#queue-paused", !q.paused], ["#queue-resume", !q.paused], ["#queue-pause", q.paused], ["#queue-dead-retry", !q.dead]]) {
+      const n = $(sel); if (n) n.hidden = hide;
+    }
+    const delayed = $("#delayed-table"), dead = $("#dead-table");
+    setText("#delayed-count", q.delayed_messages.length); setText("#dead-count", q.dead_letters.length);
+    const taskLink = (m) => el("td", {}, el("a", { href: `/tasks/${encodeURIComponent(m.id)}`, text: m.id }));
+    if (delayed) keyedRows(delayed.tBodies[0], "data-delayed", q.delayed_messages, (m) => m.message_id || m.id, (m) => el("tr", {},
+      taskLink(m), el("td", { text: m.actor }), el("td", { text: m.eta ? utc(m.eta / 1000) : "-" }), el("td", { text: m.retries ?? "" })), 4);
+    if (!dead) return;
+    const base = `/api/queue/${encodeURIComponent(q.name)}/dead`;
+    keyedRows(dead.tBodies[0], "data-letter", q.dead_letters, (m) => m.message_id || m.id, (m) => el("tr", {},
+      taskLink(m), el("td", { text: m.actor }), el("td", { text: utc(m.dead_at / 1000) }), el("td", { text: m.retries ?? "" }),
+      el("td", { class: "error", text: m.error || "-" }),
+      el("td", {}, m.traceback ? el("details", {}, el("summary", { text: "show" }), el("pre", { text: m.traceback.slice(0, 4000) })) : null),
+      canControl ? el("td", {}, el("button", { "data-post": `${base}/${encodeURIComponent(m.message_id || m.id)}/retry`, "data-action": "retry", "data-confirm": "Requeue this message?", text: "Retry" })) : null),
+    canControl ? 7 : 6);
+  }
+  function renderProcs() {
+    const table = $("#proc-table"), box = $("#worker-cards");
+    if (!table || !box) return;
+    const w = (state.workers || []).find((x) => x.id === box.dataset.only);
+    const section = $("#worker-procs-section");
+    if (section) section.hidden = !w || w.state === "down";
+    if (!w) return;
+    setText("#worker-last-seen", `${utc(w.last_seen)}${beatLate(w) ? ` (${beatLate(w)})` : ""}`);
+    if (w.state === "down") return;
+    table.tBodies[0].replaceChildren(...(w.procs || []).map((p) => el("tr", {}, el("td", { text: p.pid }),
+      el("td", { text: p.alive ? "yes" : "no" }), el("td", { text: (p.cpu_percent || 0).toFixed(1) }),
+      el("td", { text: `${((p.rss_bytes || 0) / 1048576).toFixed(1)} MiB` }), el("td", { text: utc(p.started_at) }),
+      el("td", { text: p.restarts ?? "" }), el("td", { class: "inflight", text: p.in_flight ?? "" }),
+      el("td", { text: p.processed ?? "" }), el("td", { text: p.failed ?? "" }))));
+    const queues = $("#worker-queues");
+    if (queues) queues.replaceChildren(...(w.queues || []).flatMap((q) => [el("code", { text: q }), " "]));
+  }
+  function renderWorkerDetail(d) {
+    const want = d.desired || {};
+    setText("#worker-desired", `${want.state || "running"}${want.processes ? `, ${want.processes} process(es)` : ""}`);
+    const table = $("#command-table");
+    if (!table) return;
+    const rows = (d.commands || []).map((c) => el("tr", {}, el("td", { text: utc(c.issued_at) }),
+      el("td", { text: `${c.action}${c.processes !== null && c.processes !== undefined ? ` → ${c.processes}` : ""}` }),
+      el("td", { text: c.issuer }), el("td", { class: `st st-${c.status}`, text: c.status }), el("td", { text: c.reason || "" }),
+      el("td", { text: utc(c.updated_at) })));
+    table.tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted", text: "no command yet" }))]));
+  }
+  function renderAudit(entries) {
+    const table = $("#audit-table");
+    if (!table) return;
+    const rows = entries.map((e) => el("tr", {}, el("td", { text: utc(e.at) }),
+      el("td", { text: `${e.action}${e.processes !== null && e.processes !== undefined ? ` → ${e.processes}` : ""}` }),
+      el("td", {}, e.worker ? el("a", { href: `/workers/${encodeURIComponent(e.worker)}`, text: e.target }) : e.target),
+      el("td", { text: e.issuer }), el("td", { class: `st st-${e.status}`, text: e.status }), el("td", { text: e.reason || "" })));
+    table.tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted", text: "no control action yet" }))]));
   }
 
   // -- charts ----------------------------------------------------------------------------------
@@ -242,6 +409,8 @@
     const items = fields.map((f) => el("li", {}, el("code", { text: (f.loc || []).join(".") }), `: ${f.msg}`));
     box.replaceChildren(el("strong", { text: error.message || "refused" }), ...(items.length ? [el("ul", {}, ...items)] : []));
   }
+  // For the page scripts loaded after this one (bulk.js, addtask.js): one dialog, one notice area.
+  window.Opsdeck = { el, notice, confirmAction, fieldErrors };
   async function post(button) {
     const ok = await confirmAction(button.dataset.confirm || "Are you sure?", button.dataset.confirmInput);
     if (!ok) return;
@@ -267,10 +436,10 @@
         const refused = data.refused || [];
         notice(`${label}: ${data.requeued} requeued` + (refused.length ? `, ${refused.length} refused (${refused[0].reason})` : ""), refused.length > 0);
       }
+      else if (data.summary) notice(`${label}: ${data.summary}`);  // a bulk command's result
       else notice(`${label}: done`);
       if (button.dataset.follow && data.id) location.assign(`/tasks/${encodeURIComponent(data.id)}`);
-      else if (["queue", "task", "worker"].includes(page) && !data.command_id) setTimeout(() => location.reload(), 600);
-      else if (page === "deploy") pollDeploy();
+      else if (page === "deploy") pollDeploy();  // the other pages are live: the stream shows the change
     } finally { button.disabled = false; }
   }
   document.addEventListener("click", (ev) => {
@@ -375,6 +544,6 @@
   if (page === "deploys") setInterval(pollDeploys, 2000);
   if (page === "deploy") setInterval(pollDeploy, 2000);
 
-  if (["overview", "workers", "worker", "queues", "bandit"].includes(page)) connect();
+  if (live.length || ["overview", "workers", "worker", "queues", "bandit"].includes(page)) connect();
   else if ($("#conn")) $("#conn").hidden = true;
 })();
