@@ -16,10 +16,14 @@
    ``Retry-After`` is honoured up to the backoff cap); a timeout, connection error, 429, 5xx, a
    body that is not JSON or JSON that fails :class:`LLMAnswer` is a failure; other 4xx stop at
    once; each retry goes one tier down from the tier that failed (downshift);
-5. **fallback** — after the last failed attempt the built-in suggestion is the answer.
+5. **guard** — the message goes out only as delimited data and each answer is checked before
+   use (:mod:`worker.coach.guard`): one it rejects (echo of the instructions or of another
+   session's text, injection output, too long) ends the attempts with the built-in answer
+   (outcome ``rejected``);
+6. **fallback** — after the last failed attempt the built-in suggestion is the answer.
 
 After each call the optional ``report`` hook gets the tier, the outcome (``ok``, ``error``,
-``invalid``), the failure and the breaker's state (the worse of the service's and the tier's);
+``invalid``, ``rejected``), the failure and the breaker's state (the worse of the service's and the tier's);
 :class:`RedisTierReport` writes them into the ``llm_tiers`` hash (shared.keys) where the
 coordinator's ``/health`` reads them.
 
@@ -52,17 +56,19 @@ from worker.coach import metrics
 from worker.coach.breaker import BreakerState, CircuitBreaker
 from worker.coach.cache import TTLCache
 from worker.coach.engine import Suggestion
+from worker.coach.guard import (
+    JSON_INSTRUCTION,
+    SYSTEM_PROMPTS,
+    Prompt,
+    RecentMessages,
+    build_prompt,
+    check_raw,
+    check_text,
+)
+
+__all__ = ["JSON_INSTRUCTION", "SYSTEM_PROMPTS", "GuardedLLM", "LLMAnswer", "LLMError", "OpenAIClient"]
 
 _TIER_GAUGE = {"creative": 2, "balanced": 1, "fast": 0}
-SYSTEM_PROMPTS: Final = {
-    "npc": "You role-play the prospective customer described in the playbook entry. Reply in character, "
-    "in one or two sentences, to the seller's last message.",
-    "tools": "You coach a salesperson. Suggest the sales technique from the playbook entry, adapted to "
-    "the prospect's last message, with one example sentence.",
-    "knowledge": "You coach a salesperson. Give the product fact from the playbook entry that answers "
-    "the prospect's last message, in one or two sentences. Never invent facts.",
-}
-JSON_INSTRUCTION: Final = 'Answer with one JSON object only: {"suggestion": "<text>"}.'
 #: The idle-tier probe: as small as a call that still exercises the JSON answer can be.
 PROBE_MESSAGES: Final = [
     {"role": "system", "content": 'Health check. Answer with one JSON object only: {"suggestion": "ok"}.'},
@@ -233,6 +239,8 @@ class GuardedLLM:
             raise ValueError("no configured tier has a traffic weight")
         self.breaker = breaker or CircuitBreaker()
         self.tier_breakers = {t: self.breaker.like() for t in self.tiers}
+        #: Recent messages of every session this process answered (the guard's cross-session check).
+        self.recent = RecentMessages()
         self.cache: TTLCache[Suggestion] = cache or TTLCache(1000, 600.0)
         self.attempts = attempts
         self.backoff = backoff
@@ -280,10 +288,19 @@ class GuardedLLM:
         return hashlib.sha256(f"{builtin.arm}\x1f{builtin.entry_id}\x1f{norm}".encode()).hexdigest()
 
     def generate(
-        self, builtin: Suggestion, message: str, grounding: str, *, draw: float | None = None
+        self,
+        builtin: Suggestion,
+        message: str,
+        grounding: str,
+        *,
+        draw: float | None = None,
+        session_id: str | None = None,
     ) -> Suggestion:
         """The LLM's suggestion, a cached one, or ``builtin`` as the fallback; ``draw`` (in
-        [0, 1), shared.llm_tiers.turn_draw) picks the turn's tier by the traffic mix."""
+        [0, 1), shared.llm_tiers.turn_draw) picks the turn's tier by the traffic mix;
+        ``session_id`` lets the guard refuse another session's text."""
+        if session_id is not None:
+            self.recent.remember(session_id, message)
         key = self.cache_key(builtin, message)
         cached = self.cache.get(key)
         trace.get_current_span().set_attribute("opsdeck.llm.cache_hit", cached is not None)
@@ -291,10 +308,7 @@ class GuardedLLM:
             metrics.LLM_CACHE_HITS.inc()
             return replace(cached, source="cache")
         metrics.LLM_CACHE_MISSES.inc()
-        messages = [
-            {"role": "system", "content": f"{SYSTEM_PROMPTS[builtin.arm]} {JSON_INSTRUCTION}"},
-            {"role": "user", "content": f"Playbook entry: {grounding}\n\nProspect's last message: {message}"},
-        ]
+        prompt = build_prompt(builtin.arm, grounding, message)
         start = self.drawn(draw)
         for attempt in range(self.attempts):
             if not self.breaker.allow():
@@ -309,7 +323,8 @@ class GuardedLLM:
             attributes = {"gen_ai.request.model": self.models[tier], "opsdeck.llm.tier": tier,
                           "opsdeck.llm.attempt": attempt + 1}  # fmt: skip
             with tracing.span("llm chat", attributes, kind=tracing.SpanKind.CLIENT) as call:
-                result, stop, retry_after = self._attempt(call, tier, counted, key, builtin, messages)
+                found = self._attempt(call, tier, counted, key, builtin, prompt, session_id)
+            result, stop, retry_after = found
             if result is not None:
                 return result
             if stop:
@@ -327,39 +342,49 @@ class GuardedLLM:
         counted: bool,
         key: str,
         builtin: Suggestion,
-        messages: list[dict[str, str]],
+        prompt: Prompt,
+        session_id: str | None,
     ) -> tuple[Suggestion | None, bool, float | None]:
         """One call to ``tier``'s model (``call``: its span): ``(suggestion, False, None)``, or
-        ``(None, stop, retry_after)`` when it failed (``stop``: no point in another attempt;
-        ``retry_after``: the server's ask, if any); ``counted``: the tier's breaker hears it too."""
+        ``(None, stop, retry_after)`` when it failed or the guard rejected it (``stop``: no point
+        in another attempt; ``retry_after``: the server's ask, if any); ``counted``: the tier's
+        breaker hears it too."""
         started = time.perf_counter()
         try:
-            raw = self.client.complete(self.models[tier], messages)
+            raw = self.client.complete(self.models[tier], prompt.messages)
             latency = time.perf_counter() - started
-            answer = LLMAnswer.model_validate_json(raw)
+            rejected = check_raw(raw)
+            if rejected is None:
+                text = LLMAnswer.model_validate_json(raw).suggestion.strip()
+                rejected = check_text(text, prompt, recent=self.recent, session_id=session_id)
         except (LLMError, ValidationError) as exc:
             latency = time.perf_counter() - started
-            state = self._record(tier, counted, False)
-            metrics.LLM_BREAKER.set(self.breaker.state)
             outcome = "invalid" if isinstance(exc, ValidationError) else "error"
-            metrics.LLM_REQUESTS.labels(tier, outcome).inc()
-            call.set_attribute("opsdeck.llm.outcome", outcome)
+            detail = str(exc) if outcome == "error" else "answer failed validation"
+            self._outcome(call, tier, counted, outcome, detail, latency)
             tracing.record_error(call, exc)
-            if self.report is not None:
-                detail = str(exc) if outcome == "error" else "answer failed validation"
-                self.report(tier, outcome, detail, state, latency=latency)
             if isinstance(exc, LLMError):
                 return None, not exc.retryable, exc.retry_after
             return None, False, None
-        state = self._record(tier, counted, True)
-        metrics.LLM_BREAKER.set(self.breaker.state)
-        metrics.LLM_REQUESTS.labels(tier, "ok").inc()
-        call.set_attribute("opsdeck.llm.outcome", "ok")
-        if self.report is not None:
-            self.report(tier, "ok", None, state, latency=latency)
-        result = replace(builtin, text=answer.suggestion.strip(), source="llm", model=self.models[tier])
+        if rejected is not None:  # the model answered (no breaker failure), but not usably
+            metrics.LLM_GUARD_REJECTIONS.labels(rejected).inc()
+            self._outcome(call, tier, counted, "rejected", rejected, latency)
+            return None, True, None
+        self._outcome(call, tier, counted, "ok", None, latency)
+        result = replace(builtin, text=text, source="llm", model=self.models[tier])
         self.cache.put(key, result)
         return result, False, None
+
+    def _outcome(
+        self, call: Span, tier: str, counted: bool, outcome: str, detail: str | None, latency: float
+    ) -> None:
+        """Breakers, metrics, span and report of one attempt's ``outcome``."""
+        state = self._record(tier, counted, outcome in ("ok", "rejected"))
+        metrics.LLM_BREAKER.set(self.breaker.state)
+        metrics.LLM_REQUESTS.labels(tier, outcome).inc()
+        call.set_attribute("opsdeck.llm.outcome", outcome)
+        if self.report is not None:
+            self.report(tier, outcome, detail, state, latency=latency)
 
     def _record(self, tier: str, counted: bool, success: bool) -> BreakerState:
         """Tell the service's breaker (and the tier's, when it let the call through) the outcome;

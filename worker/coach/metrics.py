@@ -83,5 +83,10 @@ LLM_PROBES = Counter(
     "Idle-tier health probes (LLM_PROBE_INTERVAL) by tier and outcome (ok|error|invalid).",
     ["tier", "outcome"],
 )
+LLM_GUARD_REJECTIONS = Counter(
+    "coordinator_llm_guard_rejections",
+    "LLM answers the prompt-injection guard refused (the built-in answer was used), by reason.",
+    ["reason"],
+)
 LLM_CACHE_HITS = Counter("coordinator_llm_cache_hits", "LLM answers served from the cache.")
 LLM_CACHE_MISSES = Counter("coordinator_llm_cache_misses", "LLM lookups the cache could not answer.")

@@ -159,7 +159,9 @@ class CoachPipeline:
             if self.llm is not None:
                 grounding = self.engine.context(arm, builtin)
                 draw = turn_draw(session_id, turn_number)
-                suggestion = self.llm.generate(builtin, payload.message, grounding, draw=draw)
+                suggestion = self.llm.generate(
+                    builtin, payload.message, grounding, draw=draw, session_id=session_id
+                )
         with node("guard"):
             suggestion = guard(suggestion, builtin)
         metrics.SUGGESTIONS.labels(arm, suggestion.source).inc()
