@@ -36,6 +36,8 @@ from shared.web import truncate
 
 #: Longest section key a socket may name.
 MAX_KEY = 400
+#: Distinct task-list filters read per tick (each a bounded scan of up to MAX_SCAN index entries).
+MAX_TASK_LISTS = 20
 #: Characters of a task's error shown per row of the live task list (as the page renders it).
 LIST_ERROR_CHARS = 120
 #: Timeline events kept per live task (the newest).
@@ -67,6 +69,8 @@ class Kind:
 
     label: str
     parse: Callable[[str, dict[str, str]], Section]
+    #: Distinct keys of this kind one process reads per tick (None: only the poller's overall cap).
+    most: int | None = None
 
 
 def _query(query: dict[str, str], model: type[BaseModel]) -> Any:
@@ -198,7 +202,7 @@ class AuditLog:
 
 #: Every page section kind: ``kind -> Kind(label, parser)``. One row per kind.
 SECTIONS: dict[str, Kind] = {
-    "tasks": Kind("the task list", TaskList),
+    "tasks": Kind("the task list", TaskList, most=MAX_TASK_LISTS),
     "task": Kind("this task", TaskDetail),
     "queue": Kind("this queue", QueueDetail),
     "worker": Kind("this worker's commands", WorkerDetail),
@@ -217,6 +221,11 @@ def split_key(key: str) -> tuple[str, str, dict[str, str]]:
     if len({k for k, _ in pairs}) != len(pairs):
         raise ValueError("a query field is repeated")
     return kind, unquote(arg), dict(pairs)
+
+
+def kind_of(key: str) -> str:
+    """The kind part of a section key (``task`` of ``task:abc``)."""
+    return key.partition("?")[0].partition(":")[0]
 
 
 def parse_key(key: str) -> tuple[Kind, Section]:

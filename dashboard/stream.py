@@ -27,7 +27,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from dashboard.appkeys import KEYS, POLLER, QUEUES, REDIS, SETTINGS, SOCKETS, STORE
 from dashboard.guard import same_origin
-from dashboard.live_sections import MAX_KEY, LiveContext, Section, parse_key
+from dashboard.live_sections import MAX_KEY, Kind, LiveContext, Section, kind_of, parse_key
 from dashboard.snapshot import SnapshotReader, alerts
 from shared.aio import cancel_and_wait
 from shared.errors import NotFound, ValidationFailed
@@ -186,8 +186,9 @@ class Poller:
                 refused[key[:MAX_KEY]] = str(exc)
                 continue
             if key not in self.sections:
-                if len(self.sections) >= MAX_LIVE_SECTIONS:
-                    refused[key] = "too many distinct live sections on this dashboard process"
+                full = self._full(kind, kind_of(key))
+                if full:
+                    refused[key] = full
                     continue
                 self.sections[key], self.labels[key], self._refs[key] = section, kind.label, 0
             self._refs[key] += 1  # held until remove(): kept while the socket takes its snapshot
@@ -195,6 +196,14 @@ class Poller:
         for key in keys[MAX_KEYS_PER_SOCKET:]:
             refused[key[:MAX_KEY]] = f"at most {MAX_KEYS_PER_SOCKET} sections per socket"
         return frozenset(wants), refused
+
+    def _full(self, kind: Kind, name: str) -> str:
+        """Why a new key of ``kind`` cannot be read (too many distinct ones), or ""."""
+        if len(self.sections) >= MAX_LIVE_SECTIONS:
+            return "too many distinct live sections on this dashboard process"
+        if kind.most is not None and sum(kind_of(k) == name for k in self.sections) >= kind.most:
+            return f"too many distinct live {name!r} sections on this dashboard process (at most {kind.most})"
+        return ""
 
     def add(self, client: Client) -> None:
         """Start sending updates to ``client`` (after its snapshot)."""

@@ -185,3 +185,21 @@ async def test_a_section_nobody_shows_is_not_read(as_role, rclient):
             frame = await asyncio.wait_for(overview.receive_json(), 0.5)
             assert not [k for k in frame["data"] if k.startswith("task")]
     await overview.close()
+
+
+async def test_distinct_task_lists_are_capped(as_role):
+    """Each task-list key is a bounded scan per tick: a process reads at most MAX_TASK_LISTS."""
+    from dashboard.live_sections import MAX_TASK_LISTS
+
+    client, _ = await as_role("viewer")
+    keys = [f"tasks?limit={n}" for n in range(1, MAX_TASK_LISTS + 2)]
+    sockets = []
+    for i in range(0, len(keys), 7):
+        sockets.append(ws := await client.ws_connect(ws_url(*keys[i : i + 7]), headers=origin(client)))
+        snap = await ws.receive_json()
+    assert list(snap["refused"].values()) == [
+        f"too many distinct live 'tasks' sections on this dashboard process (at most {MAX_TASK_LISTS})"
+    ]
+    assert f"tasks?limit={MAX_TASK_LISTS}" in snap["data"]
+    for ws in sockets:
+        await ws.close()
