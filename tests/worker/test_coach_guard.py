@@ -23,6 +23,7 @@ from worker.coach.guard import (
     build_prompt,
     check_text,
     clean_message,
+    shingles,
 )
 from worker.coach.llm import GuardedLLM, OpenAIClient
 from worker.coach.pipeline import CoachPipeline
@@ -161,3 +162,15 @@ def test_the_pipeline_answers_an_injection_with_the_builtin_suggestion(fake, rcl
     builtin = pipeline.engine.suggest(result["arm"], payload.message, session_id="s-attack", turn_number=1)
     assert suggestion["text"] == builtin.text
     assert len(fake.requests) == 1
+
+
+def test_recent_messages_forget_the_oldest():
+    recent = RecentMessages(size=2)
+    texts = [f"message number {i} about the enterprise plan price" for i in range(3)]
+    for i, text in enumerate(texts):
+        recent.remember(f"s{i}", text)
+    runs = {i: shingles(text) for i, text in enumerate(texts)}
+    assert not recent.from_other_sessions("me", runs[0])  # forgotten
+    assert recent.from_other_sessions("me", runs[1]) and recent.from_other_sessions("me", runs[2])
+    assert not recent.from_other_sessions("s2", runs[2])  # a session's own words
+    assert set(recent._index) == runs[1] | runs[2]  # nothing of the forgotten one is indexed

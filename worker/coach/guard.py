@@ -120,24 +120,42 @@ def shingles(text: str) -> frozenset[tuple[str, ...]]:
 
 
 class RecentMessages:
-    """The last :data:`RECENT_MESSAGES` chat messages this process saw, with their session (thread-safe)."""
+    """The last :data:`RECENT_MESSAGES` chat messages this process saw, as an index from each word
+    run to the sessions that sent it (thread-safe; a look-up costs the answer's runs, not the
+    messages kept)."""
 
     def __init__(self, size: int = RECENT_MESSAGES) -> None:
-        self._entries: deque[tuple[str, frozenset[tuple[str, ...]]]] = deque(maxlen=size)
+        self.size = size
+        self._entries: deque[tuple[str, frozenset[tuple[str, ...]]]] = deque()
+        self._index: dict[tuple[str, ...], dict[str, int]] = {}
         self._lock = threading.Lock()
 
     def remember(self, session_id: str, message: str) -> None:
-        """Keep ``message`` of ``session_id`` (its word runs only)."""
+        """Keep ``message`` of ``session_id`` (its word runs only); the oldest goes past ``size``."""
         runs = shingles(message)
-        if runs:
-            with self._lock:
-                self._entries.append((session_id, runs))
-
-    def other_sessions(self, session_id: str) -> frozenset[tuple[str, ...]]:
-        """Word runs of the remembered messages of every other session."""
+        if not runs:
+            return
         with self._lock:
-            entries = list(self._entries)
-        return frozenset().union(*(runs for sid, runs in entries if sid != session_id))
+            self._entries.append((session_id, runs))
+            for run in runs:
+                senders = self._index.setdefault(run, {})
+                senders[session_id] = senders.get(session_id, 0) + 1
+            if len(self._entries) > self.size:
+                self._forget(*self._entries.popleft())
+
+    def _forget(self, session_id: str, runs: frozenset[tuple[str, ...]]) -> None:
+        for run in runs:
+            senders = self._index[run]
+            senders[session_id] -= 1
+            if not senders[session_id]:
+                del senders[session_id]
+            if not senders:
+                del self._index[run]
+
+    def from_other_sessions(self, session_id: str, runs: frozenset[tuple[str, ...]]) -> bool:
+        """Is any of ``runs`` in a remembered message of another session?"""
+        with self._lock:
+            return any(any(sid != session_id for sid in self._index.get(run, ())) for run in runs)
 
 
 def check_raw(raw: str) -> str | None:
@@ -159,6 +177,6 @@ def check_text(
         return "delimiter"
     if recent is not None and session_id is not None:
         allowed = shingles(prompt.message) | shingles(prompt.grounding)
-        if (runs - allowed) & recent.other_sessions(session_id):
+        if recent.from_other_sessions(session_id, runs - allowed):
             return "other_session"
     return None
