@@ -18,10 +18,10 @@ from coordinator.schemas import (
     TaskAccepted,
     TaskListQuery,
 )
+from coordinator.service_rollback import ServiceRollback
 from coordinator.views import bandit_eval, chat, deploys, emergency, health, meta, tasks
 from coordinator.views.llm_health import LLMHealthQuery, LLMHealthReport, llm_health
 from shared.coaching import FeedbackPayload
-from shared.deploy.rollback import ServiceRollback
 from shared.openapi import Endpoint, add_routes
 from shared.schemas import DeployList, DeployRecord, ErrorBody, ServiceList, TaskPage, TaskRecord
 from shared.tasks import TaskSubmission

@@ -1,5 +1,5 @@
 """The rollback methods as endpoints: ``POST /api/v1/services/{service}/rollback`` (scope ``deploy``;
-stable pointer, version, git tag or provider deployment: :mod:`shared.deploy.rollback`) and
+stable pointer, version, git tag or provider deployment: :mod:`coordinator.service_rollback`) and
 ``POST /api/v1/workers/stop`` (scope ``admin``; the emergency stop of every worker agent through
 the control channel: each gets a ``stop`` command, its desired state ``stopped``, in the audit log
 under the caller's name)."""
@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from coordinator.appkeys import PRINCIPAL, REDIS, SETTINGS, STORE
 from coordinator.http import correlation_id, json_response, read_json, redis_deadline
+from coordinator.service_rollback import ServiceRollback, roll_back_service
 from coordinator.views.deploys import deploy_url
 from shared.control import issue_async, new_command
-from shared.deploy.rollback import ServiceRollback, roll_back_service
 from shared.deploy.store import DeployStore
 from shared.errors import NotFound
 from shared.logging import get_logger

@@ -62,7 +62,7 @@ async def test_anonymous_calls_are_401_on_every_protected_route(api):
     for method, path in router_routes(api.server.app):
         if path in public:
             continue
-        url = path.replace("{task_id}", "00000000-0000-0000-0000-000000000000")
+        url = path.replace("{task_id}", "00000000-0000-0000-0000-000000000000").replace("{service}", "api")
         resp = await api.request(method, url)
         assert resp.status == 401, (method, path, resp.status)
 
