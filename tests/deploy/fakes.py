@@ -4,7 +4,8 @@ They speak the real request and response shapes (Render ``/v1/services/{id}/depl
 objects with ``status``; Vercel ``/v13/deployments`` with ``readyState``; Prometheus instant
 vectors) and are scriptable through attributes: fail builds, fail a gate at a weight, answer
 429 with Retry-After, hang, or reject the credentials; the metrics endpoint answers a series of
-error rates one query at a time (``error_rates``) or 503 (``metrics_down``). ``block_creates``
+error rates one query at a time (``error_rates``), 503 (``metrics_down``) or holds a query
+(``block_queries``: :attr:`Fakes.queried` is set, the answer waits for ``release``). ``block_creates``
 holds the next creations (Render deploy, Vercel deployment, webhook step) after the provider
 recorded them and before it answers: :attr:`Fakes.created` is set at that moment and the answer
 waits for :attr:`Fakes.release`
@@ -51,6 +52,8 @@ class Script:
     block_creates: int = 0  # hold this many creations after recording them (see Fakes.created)
     error_rates: list[float] = field(default_factory=list)  # next error_rate answers, then error_rate
     metrics_down: bool = False  # the Prometheus endpoint answers 503
+    block_queries: int = 0  # hold this many metric queries (Fakes.queried set, until Fakes.release)
+    block_after: int = 0  # ... once this many queries were answered
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Fakes:
     webhook_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     webhook_duplicates: int = 0
     created: threading.Event = field(default_factory=threading.Event)
+    queried: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     smoke_calls: int = 0
     metric_queries: list[str] = field(default_factory=list)
@@ -245,6 +249,11 @@ class Fakes:
     async def prometheus(self, request: web.Request) -> web.Response:
         query = request.query.get("query", "")
         self.metric_queries.append(query)
+        if self.script.block_queries > 0 and len(self.metric_queries) > self.script.block_after:
+            # a worker is mid-round: it can be killed now
+            self.script.block_queries -= 1
+            self.queried.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
         if self.script.metrics_down:
             return web.json_response({"status": "error", "error": "unavailable"}, status=503)
         value = self.script.error_rate if "error" in query else 0.05

@@ -1,5 +1,6 @@
 """Deploys through a real worker agent, on both transports: the task path, a canary that survives a
-SIGKILL, one paused during a step's pause, and the CLI following a rollout. Canary steps are
+SIGKILL, one paused during a step's pause (its analysis run), an analysis run that survives a
+SIGKILL mid-round, and the CLI following a rollout. Canary steps are
 delayed messages (the Redis broker's delay queue; RabbitMQ's ``.DQ``, held by the worker until
 due); operator actions are P0 messages submitted like tasks (on RabbitMQ through the outbox)."""
 
@@ -58,6 +59,18 @@ def step_sent(rclient, deploy_id, step):
     )
 
 
+def round_sent(rclient, deploy_id, step, sample):
+    """Round ``sample`` of step ``step``'s analysis run has been sent (it waits for its due time)."""
+    import json
+
+    def sent():
+        raw = rclient.hget(KEYS.deploy(deploy_id), "analysis")
+        a = json.loads(raw) if raw else {}
+        return a.get("step") == step and (a.get("sent") or 0) >= sample
+
+    return wait_for(sent, timeout=30, what=f"round {sample} of step {step} sent")
+
+
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
 async def test_deploy_task_runs_through_a_real_worker(procs, env_factory, tmp_path, rclient, dapi, auth,
                                                       fakes, deploy_env):  # fmt: skip
@@ -98,22 +111,24 @@ async def test_canary_survives_a_sigkill_with_one_provider_call_per_step(
 async def test_canary_paused_during_a_step_pause_holds_then_resumes(
     procs, env_factory, tmp_path, rclient, dapi, auth, fakes, deploy_env
 ):
-    """The next step's delayed message comes due while the deploy is paused: it does nothing;
-    resume sends the step again (P0) and the rollout ends with one provider call per step."""
+    """The pause is step 0's analysis run (its gates sampled at 0 and 1 s): the run's delayed
+    round comes due while the deploy is paused and does nothing; resume sends the step again
+    (P0), the run goes on and the rollout ends with one provider call per step."""
     pause = 1.0
     _, log = start_agent(procs, env_factory, tmp_path, **agent_env(fakes, tmp_path, deploy_env, pause))
     wait_running(rclient, "agent")
     headers = auth("deploy", sub="pat")
     resp = await dapi.post("/api/v1/deploys", json={"service": "api", "version": "v3"}, headers=headers)
     deploy_id = (await resp.json())["id"]
-    # Step 0 (1 %) has run; step 1 is sent, delayed by the pause: pause the deploy in between.
-    await waiting(step_sent, rclient, deploy_id, 1)
+    # Step 0 (1 %) has run its first round; the second is sent, delayed: pause the deploy in between.
+    await waiting(round_sent, rclient, deploy_id, 0, 1)
     paused = await dapi.post(f"/api/v1/deploys/{deploy_id}/pause", headers=headers)
     assert paused.status == 202, await paused.text()
     assert (await paused.json())["status"] == "paused"
-    await asyncio.sleep(pause + 1.5)  # the delayed step came due (and was consumed) while paused
+    await asyncio.sleep(pause + 1.5)  # the delayed round came due (and was consumed) while paused
     record = await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=headers)).json()
-    assert record["status"] == "paused" and record["step"] == 1, (record, read_log(log))
+    assert record["status"] == "paused" and record["step"] == 0, (record, read_log(log))
+    assert record["analysis"]["next"] == 1  # the round was not taken
     assert [(c["step"], c["weight"]) for c in fakes.webhook_calls] == [(0, 1)]
     resumed = await dapi.post(f"/api/v1/deploys/{deploy_id}/resume", headers=headers)
     assert resumed.status == 202, await resumed.text()
@@ -122,7 +137,46 @@ async def test_canary_paused_during_a_step_pause_holds_then_resumes(
     assert record["status"] == "succeeded", (record, read_log(log))
     assert [(c["step"], c["weight"]) for c in fakes.webhook_calls] == [(0, 1), (1, 5), (2, 25), (3, 100)]
     assert [g["weight"] for g in record["gates"]] == [1, 5, 25, 100]
+    assert [(g["step"], g["rounds"]) for g in record["gates"]] == [(0, 2), (1, 2), (2, 2), (3, 1)]
     assert rclient.hget(KEYS.deploy_stable("api"), "version") == b"v3"
+
+
+@pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
+async def test_an_analysis_run_survives_a_sigkill_mid_round_without_counting_twice(
+    procs, env_factory, tmp_path, rclient, aiohttp_client, dsettings, broker_url, auth, fakes, deploy_env
+):
+    """The fake Prometheus holds the query of step 0's round 2 and the worker taking that round is
+    SIGKILLed: the redelivered message takes the round again (nothing of it was written) and the
+    run goes on from the round it had reached: every (step, round, metric) measured once."""
+    from coordinator.app import create_app
+    from shared.deploy.config import load_services
+    from tests.deploy.test_analysis import analysed_yaml
+
+    env = agent_env(fakes, tmp_path, deploy_env, 0)
+    env["OPSDECK_SERVICES"].write_text(services_yaml(fakes.url, extra=analysed_yaml(fakes.url)))
+    services = load_services(env["OPSDECK_SERVICES"])
+    settings = dsettings.model_copy(update={"broker_url": broker_url})
+    settings._services = services  # the coordinator knows the analysed services too
+    dapi = await aiohttp_client(create_app(settings))
+    _, log = start_agent(procs, env_factory, tmp_path, **env)
+    first = wait_running(rclient, "agent")
+    fakes.script.block_queries, fakes.script.block_after = 1, 2  # hold round 2's error_rate query
+    resp = await dapi.post(
+        "/api/v1/deploys", json={"service": "watched", "version": "v4"}, headers=auth("deploy")
+    )
+    deploy_id = (await resp.json())["id"]
+    assert await waiting(fakes.queried.wait, 30), read_log(log)
+    os.kill(first.procs[0].pid, signal.SIGKILL)
+    fakes.release.set()
+    await waiting(deploy_status, rclient, deploy_id, "succeeded", "failed", "rolled_back", "paused")
+    record = await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=auth("deploy"))).json()
+    assert record["status"] == "succeeded", (record, read_log(log))
+    keys = [(m["step"], m["index"], m["metric"]) for m in record["measurements"]]
+    assert sorted(keys) == sorted({(s, i, m) for s, n in ((0, 5), (1, 5), (2, 1)) for i in range(n)
+                                   for m in ("smoke[0]", "error_rate")})  # fmt: skip
+    assert [(g["step"], g["rounds"]) for g in record["gates"]] == [(0, 5), (1, 5), (2, 1)]
+    assert [(c["step"], c["weight"]) for c in fakes.webhook_calls] == [(0, 10), (1, 50), (2, 100)]
+    assert fakes.metric_queries.count('error_rate{service="watched"}') == 12  # round 2 of step 0 twice
 
 
 def live(port):
