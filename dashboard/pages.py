@@ -84,7 +84,7 @@ async def overview(request: web.Request) -> web.Response:
 async def workers(request: web.Request) -> web.Response:
     """Workers with controls (live) and the recent audit log."""
     entries = await audit.recent(request.app[REDIS], request.app[KEYS], 50)
-    live = ["workers", "alerts", "audit?limit=50"]
+    live = ["workers", "audit?limit=50"]
     return render(request, "workers.html", "workers", {"audit": entries, "live": live})
 
 

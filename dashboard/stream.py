@@ -146,6 +146,7 @@ class Poller:
     ) -> None:
         self.redis = client
         self._outage_log = RateLimitedWarning("stream poller: redis cannot serve; retrying every tick")
+        self._section_log = RateLimitedWarning("stream poller: a live section could not be read")
         self.reader = reader
         self.ctx = ctx
         self.interval = interval
@@ -274,7 +275,7 @@ class Poller:
             state = await self.reader.read(self.redis)
             self._registry = [(w["id"], w["last_seen"]) for w in state["workers"]]
         for key, section in list(self.sections.items()):
-            state[key] = await self._read_section(section)
+            state[key] = await self._read_section(key, section)
         self.read_at, self.last_ok = time.monotonic(), time.time()
         self.ticks += 1
         self.ok = True
@@ -286,16 +287,23 @@ class Poller:
         state: dict[str, Any] = {}
         for key in self._missing(wants):
             if key in self.sections:
-                state[key] = await self._read_section(self.sections[key])
+                state[key] = await self._read_section(key, self.sections[key])
         self._publish(self._with_outage(state))
 
-    async def _read_section(self, section: Section) -> Any:
+    async def _read_section(self, key: str, section: Section) -> Any:
+        """One page section's value; what the page cannot have (NotFound, ...) or a defect is
+        ``{"error": ...}`` for that section alone; Redis failures propagate (the outage)."""
         assert self.ctx is not None, "page sections need a LiveContext"
         self.section_reads += 1
         try:
             return await section.read(self.ctx)
         except (NotFound, ValidationFailed) as exc:
             return {"error": str(exc)}
+        except Exception as exc:
+            if redis_refusal(exc) is not None:
+                raise
+            self._section_log.warn(f"{kind_of(key)}: {type(exc).__name__}")
+            return {"error": "this section could not be read"}
 
     async def probe(self) -> None:
         """Re-read the heartbeats only if the worker registry changed since the last read."""

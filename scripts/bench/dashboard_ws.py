@@ -70,7 +70,7 @@ WORKERS = 3
 #: a task recorded before the phases). Viewer i shows page i % len(PAGES).
 PAGES: dict[str, list[str]] = {
     "overview": [],
-    "workers": ["workers", "alerts", "audit?limit=50"],
+    "workers": ["workers", "audit?limit=50"],
     "worker": ["workers", "worker:bench-0"],
     "queues": ["queues"],
     "queue": ["queue:default.p2"],

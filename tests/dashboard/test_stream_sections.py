@@ -203,3 +203,28 @@ async def test_distinct_task_lists_are_capped(as_role):
     assert f"tasks?limit={MAX_TASK_LISTS}" in snap["data"]
     for ws in sockets:
         await ws.close()
+
+
+async def test_a_section_that_fails_is_an_error_for_that_section_alone(as_role, monkeypatch):
+    """A defect in one section's read (not a Redis failure) does not stop the tick: that section
+    says it could not be read, the others and the status stay live."""
+    from dashboard import live_sections
+
+    class Broken:
+        def __init__(self, arg, query):
+            pass
+
+        async def read(self, ctx):
+            raise RuntimeError("a bug")
+
+    monkeypatch.setitem(live_sections.SECTIONS, "broken", live_sections.Kind("broken", Broken))
+    client, _ = await as_role("viewer")
+    async with client.ws_connect(ws_url("broken", "audit?limit=1"), headers=origin(client)) as ws:
+        snap = await ws.receive_json()
+        assert snap["data"]["broken"] == {"error": "this section could not be read"}
+        assert snap["data"]["audit?limit=1"] == [] and snap["data"]["status"] == {"redis": "ok"}
+        poller = client.server.app[POLLER]
+        ticks = poller.ticks
+        while poller.ticks < ticks + 2:  # noqa: ASYNC110 (ticks go on)
+            await asyncio.sleep(0.05)
+        assert poller.ok
