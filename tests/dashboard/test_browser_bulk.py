@@ -176,3 +176,49 @@ def test_bulk_cancel_a_filtered_set(browser_env, rclient, redis_url, token, widt
     assert {rclient.hget(KEYS.task(t), "status") for t in sleeps} == {b"canceled"}
     assert rclient.hget(KEYS.task(echoes[2]), "status") == b"queued"  # not selected
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_select_dead_letters_and_delayed_messages_on_a_queue_page(
+    browser_env, rclient, redis_url, token, width
+):
+    """A queue's page: delete two selected dead letters, run a delayed message now (no worker runs:
+    the messages are seen to move)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.dashboard.test_bulk import delay
+
+    dead = submit(redis_url, SLEEP, [{"seconds": 0} for _ in range(3)])
+    later = submit(redis_url, ECHO, [{"i": i} for i in range(2)])
+    for task_id in dead:
+        kill(rclient, task_id)
+    mids = [delay(rclient, t) for t in later]
+    with sync_playwright() as pw:
+        browser, page, errors = log_in(
+            pw, browser_env, token("operator", sub="olga"), {"width": width, "height": 900}
+        )
+        page.wait_for_url(f"{browser_env}/")
+        page.goto(f"{browser_env}/queues/default.p2")
+        page.wait_for_selector("#dead-table tbody td.sel input")
+        assert page.locator("#dead-table tbody td.sel input").count() == 3
+        page.check(f"#dead-table tr[data-letter='{dead[0]}'] td.sel input")
+        page.check(f"#dead-table tr[data-letter='{dead[1]}'] td.sel input")
+        page.click(".bulk-bar button:has-text('Delete selected')")
+        assert "2 selected dead letters" in page.locator("#confirm-text").inner_text()
+        page.click("#confirm-ok")
+        page.wait_for_selector("#notices .notice:has-text('deleted 2')")
+        page.wait_for_function("() => document.querySelectorAll('#dead-table tr[data-letter]').length === 1")
+        page.check(f"#delayed-table tr[data-delayed='{mids[0]}'] td.sel input")
+        within(page, ".bulk-bar button", width)
+        page.screenshot(path=str(SHOTS / f"queue-bulk-{width}.png"), full_page=True)
+        page.click(".bulk-bar button:has-text('Run selected now')")
+        page.click("#confirm-ok")
+        page.wait_for_selector("#notices .notice:has-text('promoted 1')")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#delayed-table tr[data-delayed]').length === 1"
+        )
+        browser.close()
+    assert rclient.zcard(KEYS.dead_letters("default.p2")) == 1
+    assert rclient.lrange(KEYS.delay_queue("default.p2"), 0, -1) == [mids[1].encode()]
+    assert rclient.llen(KEYS.queue("default.p2")) == 1  # the copy, ready for a worker
+    assert not [e for e in errors if "Content Security Policy" in e], errors
