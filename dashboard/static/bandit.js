@@ -115,7 +115,7 @@
     table.tHead.replaceChildren(el("tr", {}, el("th", { text: "tier" }), ...cols.map((c) => el("th", { text: c }))));
     const cell = (c, v) => {
       if (v === null || v === undefined) return "-";
-      if ((c === "at" || c.endsWith("_at") || c.endsWith("_ms")) && typeof v === "number" && v > 1e11) return when(v);
+      if (typeof v === "number" && v > 1e12 && v < 1e14) return when(v); // epoch milliseconds
       if (typeof v === "object") return JSON.stringify(v);
       if (typeof v === "number" && !Number.isInteger(v)) return num(v, 3);
       return String(v);
@@ -221,9 +221,11 @@
 
   async function loadRange() {
     if (range === "15m") { if (bandit) renderRange(bandit.recent, Object.keys(bandit.arms)); return; }
-    const resp = await fetch(`/api/bandit/history?range=${range}`, { credentials: "same-origin" });
-    if (!resp.ok) return;
+    const asked = range;
+    const resp = await fetch(`/api/bandit/history?range=${asked}`, { credentials: "same-origin" });
+    if (!resp.ok || asked !== range) return; // another range was chosen meanwhile
     history = await resp.json();
+    if (asked !== range) return;
     renderRange(history, bandit ? Object.keys(bandit.arms) : Object.keys(history.totals.arms));
   }
 
@@ -244,7 +246,7 @@
         el("td", { class: "num", text: s.turns }), el("td", { class: "num", text: share(s.support) }), el("td", { class: "num", text: share(s.match_rate) }),
         el("td", { class: "num", text: num(s.ess, 1) }), el("td", { class: "num", text: est(s.ips) }), el("td", { class: "num", text: est(s.snips) }),
         el("td", { class: "num", text: est(s.dr) }),
-        el("td", { class: s.estimable ? "muted" : null, text: s.estimable ? (s.bounds ? `bounds ${interval(s.bounds)}` : "") : `${s.reason || ""}${s.bounds ? ` ${interval(s.bounds)}` : ""}` })));
+        el("td", { text: s.estimable ? "" : `${s.reason || ""}${s.bounds ? ` ${interval(s.bounds)}` : ""}` })));
     }
     $("#bandit-eval").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 10, class: "muted", text: ev.note || "nothing to evaluate" }))]));
   }
