@@ -293,3 +293,26 @@ async def test_add_a_task_through_the_apis_own_validation(as_role, rclient, proc
     assert [r["action"] for r in audit_rows(rclient)] == ["task.submit"]
     page = await (await client.get("/tasks/new?type=sleep")).text()
     assert 'id="add-payload-errors"' in page and "&#34;seconds&#34;" in page
+
+
+async def test_with_rabbitmq_delete_and_run_now_say_they_are_not_supported(
+    aiohttp_client, dash_settings, rclient, token
+):
+    """RabbitMQ's dead-letter and delay queues cannot be browsed: the two actions that need it answer
+    409 ``unsupported`` saying why (no broker is reached to say so: the lists come from Redis)."""
+    from dashboard.app import create_app
+    from tests.dashboard.conftest import login
+
+    settings = dash_settings.model_copy(update={"broker_url": "amqp://guest:guest@127.0.0.1:9/"})
+    assert settings.rabbitmq
+    client = await aiohttp_client(create_app(settings))
+    h = {"X-CSRF-Token": await login(client, token("operator"))}
+    resp = await client.post(
+        "/api/queue/default.p2/dead/bulk", json={"action": "delete", "ids": ["x"]}, headers=h
+    )
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "unsupported" and "RabbitMQ" in error["message"], error
+    resp = await client.post("/api/queue/default.p2/delayed/run", json={"ids": ["x"]}, headers=h)
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "unsupported" and "ETA" in error["message"], error
+    assert rclient.xlen(KEYS.audit) == 0  # refused: nothing done, nothing recorded
