@@ -171,6 +171,11 @@ def test_stale_during_a_redis_pause(procs, env_factory, tmp_path, token, own_red
         browser, page, errors = log_in(pw, base, token("viewer", sub="val"), {"width": width, "height": 900})
         page.wait_for_selector(f"{card} .cpu")
         page.wait_for_function(LIVE)
+        second = browser.new_context(viewport={"width": width, "height": 900})  # the same session
+        second.add_cookies(page.context.cookies())
+        worker_page = second.new_page()  # the worker's own page, open beside the overview
+        worker_page.goto(f"{base}/workers/w1")
+        worker_page.wait_for_function(LIVE)
         fake_heartbeat(rclient, "w1")  # a fresh beat just before the pause
         os.kill(own_redis.proc.pid, signal.SIGSTOP)
         try:
@@ -183,6 +188,9 @@ def test_stale_during_a_redis_pause(procs, env_factory, tmp_path, token, own_red
             # the beat outlives its TTL (3 x WORKER_POLL_INTERVAL 0.5 s): the card says so
             page.wait_for_selector(f"{card} .beat-note:has-text('past its 1.5 s TTL')", timeout=10_000)
             assert page.locator(f"{card} .state").inner_text() == "stale"
+            worker_page.wait_for_function(STALE, timeout=10_000)
+            worker_page.wait_for_selector("#worker-last-seen:has-text('past its 1.5 s TTL')", timeout=10_000)
+            assert "this worker's commands" in worker_page.locator("#stale").inner_text()
             page.screenshot(path=str(SHOTS / f"stale-{width}.png"), full_page=True)
             page.screenshot(path=str(IMG / f"dashboard-stale-{width}.png"), full_page=False)
             box = banner.bounding_box()  # the banner is on screen (the phone layout is part 7's)
