@@ -95,7 +95,9 @@ end
 if ARGV[8] ~= "" then
     local rollup = ARGV[8] .. math.floor(tonumber(redis.call("time")[1]) / 60)
     local width, top = tonumber(ARGV[9]), tonumber(ARGV[10]) - 1
-    redis.call("hincrby", rollup, "bandit:decisions", 1)
+    if redis.call("hincrby", rollup, "bandit:decisions", 1) == 1 then
+        redis.call("expire", rollup, 8 * 86400)  -- once per minute's hash (finish.lua sets it too)
+    end
     redis.call("hincrby", rollup, "bandit:explore", exploration)
     redis.call("hincrby", rollup, "bandit:pull:" .. arm, 1)
     for a = 1, k do
@@ -107,6 +109,5 @@ if ARGV[8] ~= "" then
         end
         redis.call("hincrby", rollup, "bandit:ucb:" .. ARGV[10 + a] .. ":" .. bucket, 1)
     end
-    redis.call("expire", rollup, 8 * 86400)
 end
 return {n, best, exploration, scores, struct.pack("<d", alpha)}

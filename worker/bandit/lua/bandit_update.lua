@@ -95,9 +95,10 @@ redis.call("lpush", KEYS[4], arm .. " " .. string.format("%.17g", r))
 redis.call("ltrim", KEYS[4], 0, tonumber(ARGV[5]) - 1)
 if ARGV[9] and ARGV[9] ~= "" then
     local rollup = ARGV[9] .. math.floor(tonumber(redis.call("time")[1]) / 60)
-    redis.call("hincrby", rollup, "bandit:rated:" .. arm, 1)
+    if redis.call("hincrby", rollup, "bandit:rated:" .. arm, 1) == 1 then
+        redis.call("expire", rollup, 8 * 86400)
+    end
     redis.call("hincrbyfloat", rollup, "bandit:reward:" .. arm, string.format("%.17g", r))
-    redis.call("expire", rollup, 8 * 86400)
 end
 
 -- the checkpoint window's sums and, every `every` ratings, a checkpoint
