@@ -130,8 +130,9 @@ def test_exactly_one_message_per_event_after_redelivery_and_retries(driver, outb
     assert [m["event"] for m in sent] == ["canary:1", "canary:1"]
     receiver.fail = 1  # the first attempt's first channel (Slack) answers 500
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    with pytest.raises(NotifyFailed, match="Slack notify answered 500"):
+    with pytest.raises(NotifyFailed, match="Slack notify answered 500") as failed:
         notifier.deliver(deploy_id, "canary:1", first)
+    assert "/slack" not in str(failed.value) and receiver.url not in str(failed.value)  # the URL is a secret
     assert notifier.deliver(deploy_id, "canary:1", second) == "duplicate"  # the other message: nothing
     assert notifier.deliver(deploy_id, "canary:1", first) == "sent"  # the retry: Slack only
     assert notifier.deliver(deploy_id, "canary:1", first) == "sent"  # redelivered after it was sent
