@@ -30,6 +30,8 @@ class StreamStats(BaseModel):
     probes: int = Field(description="Reads of the worker registry between ticks.")
     clients: int = Field(description="Open WebSocket viewers of this process.")
     round_trips: int = Field(description="Redis round trips of the poller so far.")
+    sections: int = Field(description="Distinct page sections (task:<id>, queue:<name>, …) read per tick.")
+    section_reads: int = Field(description="Reads of page sections so far (one per section per tick).")
 
 
 # -- workers ----------------------------------------------------------------------------------
