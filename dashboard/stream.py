@@ -194,7 +194,7 @@ class Poller:
                 self.sections[key], self.labels[key], self._refs[key] = section, kind.label, 0
             self._refs[key] += 1  # held until remove(): kept while the socket takes its snapshot
             wants.add(key)
-        for key in keys[MAX_KEYS_PER_SOCKET:]:
+        for key in keys[MAX_KEYS_PER_SOCKET : 2 * MAX_KEYS_PER_SOCKET]:  # named, up to a bound
             refused[key[:MAX_KEY]] = f"at most {MAX_KEYS_PER_SOCKET} sections per socket"
         return frozenset(wants), refused
 
