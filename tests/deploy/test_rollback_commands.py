@@ -258,3 +258,35 @@ async def test_worker_stop_all_stops_a_real_agent_through_the_control_channel(
     assert rclient.hget(KEYS.worker_desired("agent"), "state") == b"stopped"
     audit = [f for _, f in rclient.xrange(KEYS.audit)]
     assert any(b'"action":"stop"' in f[b"command"] and b'"issuer":"cli"' in f[b"command"] for f in audit)
+
+
+@pytest.mark.slow
+async def test_rollback_to_a_version_through_a_real_worker(
+    procs, env_factory, tmp_path, rclient, dapi, auth, fakes, deploy_env
+):
+    """The deploy_restore actor of a real agent: two Render deploys, then back to the first."""
+    from tests.deploy.test_worker_e2e import agent_env
+
+    _, log = start_agent(procs, env_factory, tmp_path, **agent_env(fakes, tmp_path, deploy_env, 0))
+    wait_running(rclient, "agent")
+    headers = auth("deploy", sub="pat")
+
+    async def ended(deploy_id):
+        done = lambda: rclient.hget(KEYS.deploy(deploy_id), "status") in (b"succeeded", b"failed")  # noqa: E731
+        await asyncio.to_thread(wait_for, done, timeout=60, what=f"deploy {deploy_id} to end")
+        return await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=headers)).json()
+
+    records = []
+    for version in ("c1", "c2"):
+        resp = await dapi.post(
+            "/api/v1/deploys", json={"service": "site", "version": version}, headers=headers
+        )
+        records.append(await ended((await resp.json())["id"]))
+    assert [r["status"] for r in records] == ["succeeded", "succeeded"], read_log(log)
+    status, body = await roll(dapi, auth, "site", to="c1")
+    assert status == 202, body
+    record = await ended(body["deploy"]["id"])
+    assert record["status"] == "succeeded" and record["kind"] == "rollback", (record, read_log(log))
+    assert rclient.hget(KEYS.deploy_stable("site"), "version") == b"c1"
+    rollbacks = [c for c in fakes.render_calls if c[1].endswith("/rollback")]
+    assert [c[2] for c in rollbacks] == [{"deployId": records[0]["provider_deploy_id"]}]
