@@ -264,8 +264,20 @@ def server_handler(handler: _Handler, route: str, method: str | None = None) -> 
     """``handler`` (an aiohttp handler) served by :func:`serve` as ``route`` (``method``: the
     route's method, the request's when None)."""
 
+    getrandbits = random.getrandbits
+
     async def traced(request: web.Request) -> web.StreamResponse:
-        return await serve(request, handler, route, method)
+        bound = _state["root_bound"]
+        if bound is not None and TRACEPARENT not in request.headers:
+            # serve()'s root decision inlined: the 99 % unsampled at 1 % skip two coroutine
+            # frames and the context reset (aiohttp runs each request in a task of its own, so
+            # the flag goes with the request's context, as coordinator.http.edge's ids do).
+            low = getrandbits(64)
+            if low >= bound:
+                _UNSAMPLED.set(True)
+                return await handler(request)
+            _NEXT_TRACE_ID.set(getrandbits(64) << 64 | low or 1)
+        return await _serve_span(request, handler, route, method)
 
     return traced
 
@@ -287,15 +299,22 @@ async def serve(
     continues the request's ``traceparent``/``tracestate``; the response carries ``traceparent``
     so a client can find its trace. 5xx answers and exceptions mark the span failed (4xx are the
     client's, as the HTTP semantic conventions say for servers)."""
-    headers = request.headers
     bound = _state["root_bound"]
-    if bound is not None and TRACEPARENT not in headers:
+    if bound is not None and TRACEPARENT not in request.headers:
         # A root: decide here by the SDK's own rule on a trace id drawn here. Unsampled (99 % at
         # 1 %), no span is made at all; sampled, the SDK gets this id and decides the same.
         drawn = random.getrandbits(128) or 1
         if drawn & _LOW64 >= bound:
             return await _serve_unsampled(request, handler)
         _NEXT_TRACE_ID.set(drawn)
+    return await _serve_span(request, handler, route, method)
+
+
+async def _serve_span(
+    request: web.Request, handler: _Handler, route: str, method: str | None
+) -> web.StreamResponse:
+    """:func:`serve` once the request is known to be traced (sampled, or a remote parent's)."""
+    headers = request.headers
     verb = method or request.method
     current = TRACER.start_span(
         f"{verb} {route}",
