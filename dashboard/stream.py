@@ -176,6 +176,7 @@ class Poller:
         and the keys refused, with why (unknown, malformed, too many)."""
         if not keys:
             return BASE | ALWAYS, {}
+        keys = list(dict.fromkeys(keys))  # a key named twice is one subscription (one reference)
         wants, refused = set(ALWAYS), {}
         for key in keys[:MAX_KEYS_PER_SOCKET]:
             if key in BASE:

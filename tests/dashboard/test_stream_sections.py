@@ -166,7 +166,7 @@ async def test_a_section_nobody_shows_is_not_read(as_role, rclient):
     poller = client.server.app[POLLER]
     overview = await client.ws_connect("/ws", headers=origin(client))
     await overview.receive_json()
-    async with client.ws_connect(ws_url(f"task:{task_id}"), headers=origin(client)) as ws:
+    async with client.ws_connect(ws_url(f"task:{task_id}", f"task:{task_id}"), headers=origin(client)) as ws:
         await ws.receive_json()
         assert list(poller.sections) == [f"task:{task_id}"]
     for _ in range(50):
