@@ -18,6 +18,7 @@ from shared.devtools.embedded_redis import EmbeddedRedis, free_port
 from shared.tasks import SLEEP
 from tests.conftest import ROOT
 from tests.dashboard.conftest import KEYS, fake_heartbeat
+from tests.dashboard.test_api import kill
 from tests.dashboard.test_browser import ensure_chromium, log_in, submit
 from tests.dashboard.test_browser_tasks import fail
 from tests.dashboard.test_browser_tasks import submit as record
@@ -80,11 +81,13 @@ def test_task_list_and_task_page_are_live(procs, env_factory, tmp_path, rclient,
     assert not [e for e in errors if "Content Security Policy" in e], errors
 
 
-def test_queue_action_updates_in_place_and_keeps_its_toast(procs, env_factory, tmp_path, redis_url, token):
+def test_queue_page_is_live_and_its_actions_keep_their_toast(
+    procs, env_factory, tmp_path, rclient, redis_url, token
+):
     from playwright.sync_api import sync_playwright
 
     base = dashboard(procs, env_factory, tmp_path)
-    submit(redis_url, SLEEP, {"seconds": 0}, 3)  # three ready messages (no worker runs them)
+    ids = record(redis_url, SLEEP, [{"seconds": 0}] * 3)  # three ready messages (no worker runs them)
     with sync_playwright() as pw:
         viewport = {"width": 1400, "height": 900}
         browser, page, errors = log_in(pw, base, token("operator", sub="otto"), viewport)
@@ -100,6 +103,11 @@ def test_queue_action_updates_in_place_and_keeps_its_toast(procs, env_factory, t
         assert page.locator("#queue-counts").inner_text().startswith("3 ready")
         submit(redis_url, SLEEP, {"seconds": 0}, 1)  # the counters follow without a reload
         page.wait_for_function("() => document.querySelector('#queue-counts').textContent.startsWith('4 ')")
+        kill(rclient, ids[0])  # a dead letter appears, with its error, and the retry-all button
+        letter = f'#dead-table tr[data-letter="{ids[0]}"]'
+        page.wait_for_selector(f"{letter} td.error:has-text('RequestedFailure: boom')", timeout=10_000)
+        page.wait_for_selector("#queue-dead-retry:not([hidden])")
+        assert page.locator(f"{letter} a").get_attribute("href") == f"/tasks/{ids[0]}"
         page.click("#queue-resume")
         page.click("#confirm-ok")
         page.wait_for_selector("#queue-paused[hidden]", state="attached", timeout=10_000)
