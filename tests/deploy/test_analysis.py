@@ -330,3 +330,23 @@ async def test_the_deploy_page_shows_every_measurement_and_the_reason_of_a_pause
     assert "503" in table  # the error's detail
     button = page.split(f'data-post="/api/deploys/{deploy_id}/promote"')[1].split(">")[0]
     assert "hidden" not in button
+
+
+async def test_resume_accepts_too_and_the_next_step_is_judged_again(driver, fakes, dapi, auth, rclient):
+    deploy_id = driver.start("judged", new_id())
+    driver.run()
+    assert driver.record(deploy_id)["inconclusive_step"] == 0
+    headers = auth("deploy", sub="fay")
+    resumed = await dapi.post(f"/api/v1/deploys/{deploy_id}/resume", headers=headers)
+    assert resumed.status == 202, await resumed.text()
+    assert (await resumed.json())["accepted_step"] == 0
+    [message] = queued_step_messages(rclient)
+    assert message == {"deploy_id": deploy_id, "step": 0, "action": "resume"}
+    driver.queue.append((message, 0))
+    driver.run()
+    rec = driver.record(deploy_id)
+    assert rec["status"] == "paused" and rec["inconclusive_step"] == 1, rec  # still neither condition
+    assert rec["analysis"]["step"] == 1 and verdicts(rec, "latency", step=1) == ["inconclusive"] * 3
+    assert [g["verdict"] for g in rec["gates"]] == ["inconclusive", "inconclusive"]
+    assert [c["weight"] for c in fakes.webhook_calls] == [10, 50]
+    assert (await dapi.post(f"/api/v1/deploys/{deploy_id}/pause", headers=headers)).status == 409
