@@ -91,12 +91,21 @@ def test_queue_page_is_live_and_its_actions_keep_their_toast(
     with sync_playwright() as pw:
         viewport = {"width": 1400, "height": 900}
         browser, page, errors = log_in(pw, base, token("operator", sub="otto"), viewport)
+        second = browser.new_context(viewport=viewport)  # the audit log, open beside it
+        second.add_cookies(page.context.cookies())
+        audit_page = second.new_page()
+        audit_page.goto(f"{base}/audit")
+        audit_page.wait_for_function(LIVE)
         page.goto(f"{base}/queues/default.p2")
         page.wait_for_function(LIVE)
         page.evaluate(NO_RELOAD)
         page.click("#queue-pause")
         page.click("#confirm-ok")
         page.wait_for_selector("#notices .notice:has-text('pause: done')")
+        audit_page.wait_for_selector(
+            "#audit-table tbody tr:first-child td:has-text('queue.pause')", timeout=10_000
+        )
+        assert "otto" in audit_page.locator("#audit-table tbody tr:first-child").inner_text()
         page.wait_for_selector("#queue-paused:not([hidden])", timeout=10_000)
         page.wait_for_selector("#queue-resume:not([hidden])")
         assert page.locator("#queue-pause").is_hidden()
