@@ -350,3 +350,18 @@ async def test_resume_accepts_too_and_the_next_step_is_judged_again(driver, fake
     assert [g["verdict"] for g in rec["gates"]] == ["inconclusive", "inconclusive"]
     assert [c["weight"] for c in fakes.webhook_calls] == [10, 50]
     assert (await dapi.post(f"/api/v1/deploys/{deploy_id}/pause", headers=headers)).status == 409
+
+
+def test_a_promote_during_a_run_skips_the_rest_of_it(driver, fakes, rclient):
+    deploy_id = driver.start("watched", new_id())
+    driver.run(until=lambda: (driver.record(deploy_id).get("analysis") or {}).get("next") == 2)
+    rclient.hset(
+        KEYS.deploy(deploy_id), mapping={"promote": "1", "last_action_by": "gus"}
+    )  # deploy_action.lua
+    driver.run()
+    rec = driver.record(deploy_id)
+    assert rec["status"] == "succeeded", rec
+    assert [c["weight"] for c in fakes.webhook_calls] == [10, 100]
+    assert [(m["step"], m["index"]) for m in rec["measurements"] if m["metric"] == "error_rate"] == [
+        (0, 0), (0, 1), (0, 2), (2, 0)
+    ]  # fmt: skip

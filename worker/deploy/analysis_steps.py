@@ -12,7 +12,8 @@ it was kept), a redelivered message of a round that was written is dropped (``sa
 A run that fails rolls back; one that is inconclusive pauses the rollout (``paused``,
 ``inconclusive_step`` and ``paused_reason``) until an operator promotes or resumes it (the step
 counts as passed: ``accepted_step``) or aborts or rolls it back; one that passes goes on to the
-next step after what is left of the pause (or promotes, after the last step).
+next step after what is left of the pause (or promotes, after the last step). An operator's promote
+during a run skips the rest of it (``skipped_by``): the 100 % step runs next, with its own round.
 """
 
 from __future__ import annotations
@@ -152,6 +153,12 @@ class AnalysisSteps:
             return
         if fresh["status"] not in SAMPLING:
             return  # paused by an operator meanwhile: resume sends it
+        if fresh.get("promote") == "1" and n < len(rec["steps"]) - 1:  # skip to 100 % now
+            a = {**rec["analysis"], "state": "passed", "skipped_by": fresh.get("last_action_by")}
+            self.state.update(rec["id"], analysis=a)
+            rec["analysis"] = a
+            self._analysis_passed(rec, n, config)
+            return
         if fresh["status"] == DeployStatus.IN_PROGRESS:
             self._transition(rec, DeployStatus.CANARY)
         a = rec["analysis"]
