@@ -34,6 +34,7 @@ from shared.bandit_rollup import queue_range, read_range, summarise
 from shared.coaching import ARMS, queue_summary, summary_from
 from shared.errors import NotFound, ValidationFailed
 from shared.keys import Keys
+from shared.llm_tiers import TIERS, shares
 from shared.settings import Settings
 from shared.web import json_response, parse_query
 
@@ -88,6 +89,17 @@ def tier_rows(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def target_mix(settings: Settings) -> dict[str, Any]:
+    """The tier mix ``LLM_TIER_WEIGHTS`` asks for, renormalised over the tiers with a model
+    (:func:`shared.llm_tiers.shares`, as the workers route); over every weighted tier, and said so,
+    when this dashboard's settings name no model (its environment may lack ``LLM_MODEL_*``)."""
+    weights = settings.tier_weights
+    configured = [tier for tier, model in settings.llm_models.items() if model]
+    if configured:
+        return {"shares": shares(weights, configured), "over": "configured"}
+    return {"shares": shares(weights, list(TIERS)), "over": "weights"}
+
+
 class BanditSection:
     """The stream's ``bandit`` section: its reads ride on the poller's pipeline."""
 
@@ -99,6 +111,7 @@ class BanditSection:
         self.alpha = settings.bandit_alpha
         self.warmup = settings.bandit_warmup
         self.schedule = settings.alpha_schedule
+        self.mix = target_mix(settings)
         self._first = 0
 
     def queue(self, pipe: Any, now: float | None = None) -> None:
@@ -119,6 +132,7 @@ class BanditSection:
         warmup = summary["warmup"]
         summary["warmup_progress"] = min(1.0, summary["decisions"] / warmup) if warmup else 1.0
         summary["llm_tiers"] = tier_rows(replies[7])
+        summary["llm_mix"] = self.mix
         summary["recent"] = summarise(replies[8:], arms or list(ARMS), self._first, 1)
         return summary
 
@@ -193,7 +207,8 @@ class BanditRange(BaseModel):
 
     step_seconds: int
     points: list[dict[str, Any]] = Field(
-        description="{t, decisions, explore, explore_ratio, arms: {arm: {pulls, rated, mean_reward}}}"
+        description="{t, decisions, explore, explore_ratio, llm_tiers: {tier: turns answered}, "
+        "arms: {arm: {pulls, rated, mean_reward}}}"
     )
     totals: dict[str, Any] = Field(description="The same sums over the whole range.")
     ucb: dict[str, Any] = Field(
@@ -225,6 +240,10 @@ class BanditState(BaseModel):
     rollbacks_total: dict[str, int]
     last_check: dict[str, Any] | None
     llm_tiers: dict[str, dict[str, Any]] = Field(description="Keys.llm_tiers, per tier.")
+    llm_mix: dict[str, Any] = Field(
+        description="The target tier mix: shares (LLM_TIER_WEIGHTS renormalised) and over "
+        "(configured: the tiers with a model; weights: this dashboard names no model)."
+    )
     recent: BanditRange = Field(description="The last 15 minutes, per minute.")
 
 

@@ -14,7 +14,9 @@ bucket count are their arguments, from here), read by the dashboard (:func:`read
   in the last (the distribution Grafana's ``coordinator_bandit_ucb_score`` panel shows, per minute
   and across processes);
 * ``bandit:rated:{arm}``, ``bandit:reward:{arm}`` — ratings applied to the arm and the sum of their
-  rewards (``(rating − 1) / 4`` ∈ [0, 1]).
+  rewards (``(rating − 1) / 4`` ∈ [0, 1]);
+* ``llm:tier:{tier}`` — turns answered by that LLM tier's model (written with the turn's answer,
+  :meth:`shared.turns.TurnStore.answer`): the realised tier mix.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import Any, Final
+
+from shared.llm_tiers import TIERS
 
 #: Width of a UCB score bucket.
 UCB_WIDTH: Final = 0.25
@@ -51,6 +55,11 @@ def reward_field(arm: str) -> str:
     return f"bandit:reward:{arm}"
 
 
+def tier_field(tier: str) -> str:
+    """Turns answered by ``tier``'s model."""
+    return f"llm:tier:{tier}"
+
+
 def bucket_edges() -> list[float]:
     """Lower edge of every UCB bucket."""
     return [i * UCB_WIDTH for i in range(UCB_BUCKETS)]
@@ -62,6 +71,7 @@ def _empty(arms: Sequence[str]) -> dict[str, Any]:
         "explore": 0,
         "arms": {a: {"pulls": 0, "rated": 0, "reward_sum": 0.0} for a in arms},
         "ucb": {a: [0] * UCB_BUCKETS for a in arms},
+        "llm_tiers": dict.fromkeys(TIERS, 0),
     }
 
 
@@ -72,6 +82,8 @@ def fold(acc: dict[str, Any], raw: dict[bytes, bytes], arms: Sequence[str]) -> N
         return
     acc["decisions"] += int(raw.get(DECISIONS.encode(), 0))
     acc["explore"] += int(raw.get(EXPLORE.encode(), 0))
+    for tier in TIERS:
+        acc["llm_tiers"][tier] += int(raw.get(tier_field(tier).encode(), 0))
     for arm in arms:
         row = acc["arms"][arm]
         row["pulls"] += int(raw.get(pull_field(arm).encode(), 0))
@@ -83,13 +95,15 @@ def fold(acc: dict[str, Any], raw: dict[bytes, bytes], arms: Sequence[str]) -> N
 
 
 def point(t: int, acc: dict[str, Any]) -> dict[str, Any]:
-    """One chart point: decisions, exploration share, and per arm pulls, ratings, mean reward."""
+    """One chart point: decisions, exploration share, turns answered per LLM tier, and per arm
+    pulls, ratings, mean reward."""
     decisions = acc["decisions"]
     return {
         "t": t,
         "decisions": decisions,
         "explore": acc["explore"],
         "explore_ratio": round(acc["explore"] / decisions, 4) if decisions else None,
+        "llm_tiers": dict(acc["llm_tiers"]),
         "arms": {
             arm: {
                 "pulls": row["pulls"],

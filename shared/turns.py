@@ -27,6 +27,8 @@ import redis.asyncio as aioredis
 
 from shared.keys import Keys
 
+#: Seconds a per-minute rollup hash is kept (as the task scripts keep it: 8 days).
+ROLLUP_TTL: Final = 8 * 86400
 #: Fields ``bandit_decide.lua`` writes into the record given as its third key (``alpha``: the
 #: exploration weight the decision was scored with, so offline evaluation knows which policy acted).
 DECISION_FIELDS: Final = ("arm", "propensity", "exploration", "x", "decision", "alpha")
@@ -140,15 +142,27 @@ class TurnStore:
         return bandit.decide(x, record=self.record_key(session_id, turn_number), record_ttl=self.ttl)
 
     def answer(
-        self, client: redis.Redis, session_id: str, turn_number: int, result: dict[str, Any], source: str
+        self,
+        client: redis.Redis,
+        session_id: str,
+        turn_number: int,
+        result: dict[str, Any],
+        source: str,
+        tier: str | None = None,
     ) -> None:
-        """Store the turn's result and mark the session active (one round trip)."""
+        """Store the turn's result and mark the session active (one round trip); with ``tier`` (the
+        LLM tier whose model answered) also count it in the minute's rollup (``llm:tier:<tier>``,
+        the realised tier mix the dashboard's bandit page shows)."""
         key = self.record_key(session_id, turn_number)
         now_ms = time.time_ns() // 1_000_000
         with client.pipeline(transaction=False) as pipe:
             pipe.hset(key, mapping={"result": orjson.dumps(result), "source": source, "answered_at": now_ms})
             pipe.expire(key, self.ttl)
             pipe.zadd(self.keys.chat_active_sessions, {session_id: now_ms})
+            if tier is not None:
+                rollup = self.keys.stats_minute(now_ms // 60_000)
+                pipe.hincrby(rollup, f"llm:tier:{tier}", 1)
+                pipe.expire(rollup, ROLLUP_TTL)
             pipe.execute()
 
     def rating_context(self, client: redis.Redis, session_id: str, turn_number: int) -> RatingContext:

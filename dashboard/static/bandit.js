@@ -198,6 +198,23 @@
         el("td", { class: "num", text: num(r.mean_reward) }));
     }));
     renderUcb(data.ucb, arms);
+    renderMix(t.llm_tiers || {});
+  }
+
+  function renderMix(answered) {
+    const mix = (bandit && bandit.llm_mix) || { shares: {}, over: "weights" };
+    $("#bandit-mix-over").textContent = mix.over === "configured"
+      ? "renormalised over the tiers with a model" : "as weighted: this dashboard names no LLM_MODEL_*";
+    const total = Object.values(answered).reduce((s, n) => s + n, 0);
+    const tiers = [...new Set([...Object.keys(mix.shares), ...Object.keys(answered).filter((t) => answered[t])])];
+    const rows = tiers.map((t) => {
+      const target = mix.shares[t] ?? 0, got = total ? (answered[t] || 0) / total : null;
+      return el("tr", { "data-tier": t }, el("td", { text: t }), el("td", { class: "num", text: share(target) }),
+        el("td", { class: "num answered", text: answered[t] || 0 }), el("td", { class: "num", text: share(got) }),
+        el("td", { class: "num", text: got === null ? "-" : `${((got - target) * 100).toFixed(1)} pts` }));
+    });
+    $("#bandit-mix").tBodies[0].replaceChildren(...(rows.length ? rows
+      : [el("tr", {}, el("td", { colspan: 5, class: "muted", text: "no LLM tier weighted" }))]));
   }
 
   function renderUcb(ucb, arms) {

@@ -141,3 +141,24 @@ async def test_ranges_and_the_cached_evaluation(as_bandit_role, rclient, bandit_
     coach(rclient, bandit_settings, 2, first=13)
     again = await (await viewer.get("/api/bandit/evaluation")).json()
     assert again == first  # cached: not read again within a minute
+
+
+async def test_the_tier_mix_counts_the_tier_that_answered(as_bandit_role, rclient, bandit_settings):
+    from tests.fake_llm import running_fake_llm
+
+    with running_fake_llm() as llm:
+        models = {f"llm_model_{t}": f"fake-{t}" for t in ("fast", "balanced", "creative")}
+        settings = bandit_settings.model_copy(update={"llm_base_url": llm.url, **models})
+        coach(rclient, settings, 40)
+    answered_by = [rclient.hget(KEYS.chat_turn("s", n), "source") for n in range(1, 41)]
+    viewer = await as_bandit_role("viewer")  # a dashboard whose settings name no model
+    state = await (await viewer.get("/api/bandit")).json()
+    mix = state["recent"]["totals"]["llm_tiers"]
+    assert sum(mix.values()) == answered_by.count(b"llm") > 0
+    by_model = {
+        t: sum(m == f"fake-{t}" for m in llm.models_called()) for t in ("fast", "balanced", "creative")
+    }
+    assert mix == by_model  # every call answered (the fake never fails here)
+    assert state["llm_mix"] == {"shares": {"balanced": 0.3, "fast": 0.6, "creative": 0.1}, "over": "weights"}
+    history = await (await viewer.get("/api/bandit/history?range=1h")).json()
+    assert history["totals"]["llm_tiers"] == mix

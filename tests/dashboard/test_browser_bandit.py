@@ -118,6 +118,8 @@ def check_page(procs, env_factory, tmp_path, rclient, token, llm_env):
         page.wait_for_selector("#bandit-eval tr[data-policy=running][data-segment=all]")
         page.wait_for_selector('#bandit-tiers tr[data-tier="fast"] td:has-text("closed")')
         page.wait_for_selector('#bandit-tiers tr[data-tier="creative"]')  # its failures recorded
+        fast = "#bandit-mix tr[data-tier=fast] .answered"
+        page.wait_for_function(f"() => Number(document.querySelector('{fast}')?.textContent) > 0")
 
         # live: more turns reach the open page without a reload (arms, a fourth checkpoint)
         chat_and_rate(api, token("tasks:write", "tasks:read"), EVERY)
@@ -137,19 +139,7 @@ def check_page(procs, env_factory, tmp_path, rclient, token, llm_env):
         page.wait_for_function(bars, arg=15)
         page.screenshot(path=str(IMG / "bandit.png"), full_page=True)
 
-        # roll back to checkpoint 2: the dialog, then the model, the page and the audit log follow
-        page.click('#bandit-checkpoints tr[data-checkpoint="2"] button')
-        page.wait_for_selector("#confirm[open]")
-        assert "checkpoint 2" in (page.locator("#confirm-text").text_content() or "")
-        page.click("#confirm-cancel")  # cancelling changes nothing
-        time.sleep(0.5)
-        assert rclient.hget(KEYS.bandit_guard(), "rollbacks:manual") is None
-        page.click('#bandit-checkpoints tr[data-checkpoint="2"] button')
-        page.wait_for_selector("#confirm[open]")
-        page.click("#confirm-ok")
-        page.wait_for_selector("#notices .notice:has-text('rollback to 2: done')")
-        page.wait_for_selector("#bandit-rollbacks td:has-text('manual')", timeout=10_000)
-        assert "1 manual" in (page.locator("#bandit-rollbacks-total").text_content() or "")
+        roll_back(page, rclient)
         browser.close()
     record = json.loads(rclient.lindex(KEYS.bandit_rollbacks(), 0))
     assert (
@@ -163,3 +153,20 @@ def check_page(procs, env_factory, tmp_path, rclient, token, llm_env):
     entry = rclient.xrevrange(KEYS.audit, count=1)[0][1]
     assert json.loads(entry[b"command"])["action"] == "bandit.rollback"
     assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
+
+
+def roll_back(page, rclient) -> None:
+    """Roll back to checkpoint 2 through the dialog (cancelled once first), as an admin."""
+    # roll back to checkpoint 2: the dialog, then the model, the page and the audit log follow
+    page.click('#bandit-checkpoints tr[data-checkpoint="2"] button')
+    page.wait_for_selector("#confirm[open]")
+    assert "checkpoint 2" in (page.locator("#confirm-text").text_content() or "")
+    page.click("#confirm-cancel")  # cancelling changes nothing
+    time.sleep(0.5)
+    assert rclient.hget(KEYS.bandit_guard(), "rollbacks:manual") is None
+    page.click('#bandit-checkpoints tr[data-checkpoint="2"] button')
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#notices .notice:has-text('rollback to 2: done')")
+    page.wait_for_selector("#bandit-rollbacks td:has-text('manual')", timeout=10_000)
+    assert "1 manual" in (page.locator("#bandit-rollbacks-total").text_content() or "")

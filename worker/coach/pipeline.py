@@ -115,6 +115,8 @@ class CoachPipeline:
         self.keys = keys = settings.keys
         self.ttl = settings.task_ttl
         self.turns = TurnStore(keys, settings.task_ttl)
+        #: The tier of each configured model (an answer's model names the tier that answered).
+        self.tier_of = {model: tier for tier, model in settings.llm_models.items() if model}
         self.bandit = bandit or RedisLinUCB(
             client,
             keys=keys,
@@ -174,7 +176,8 @@ class CoachPipeline:
             "suggestion": suggestion.as_dict(),
         }
         with node("store"):
-            self.turns.answer(self.client, session_id, turn_number, result, suggestion.source)
+            tier = self.tier_of.get(suggestion.model or "") if suggestion.source == "llm" else None
+            self.turns.answer(self.client, session_id, turn_number, result, suggestion.source, tier)
         return result
 
     # -- a rating ----------------------------------------------------------------------------
