@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 from urllib.parse import quote, urlencode
 
+import orjson
+
 from dashboard.app import create_app
 from dashboard.appkeys import POLLER, STORE
 from shared.tasks import SLEEP, Priority
@@ -228,3 +230,31 @@ async def test_a_section_that_fails_is_an_error_for_that_section_alone(as_role, 
         while poller.ticks < ticks + 2:  # noqa: ASYNC110 (ticks go on)
             await asyncio.sleep(0.05)
         assert poller.ok
+
+
+async def test_sockets_of_one_page_share_one_write_of_the_same_bytes():
+    """The fast path per page: a change is framed once per set of sections; every idle socket of a
+    page gets those very bytes on its transport, sockets of other pages only what they show."""
+    from dashboard.stream import Client, Poller
+    from tests.dashboard.test_stream import FakeSocket, FakeTransport, unframe
+
+    poller = Poller(None, None, 1.0, 0.0)  # type: ignore[arg-type]
+    overview = frozenset({"workers", "queues", "throughput", "alerts", "meta", "status"})
+    task_page = frozenset({"task:a", "meta", "status"})
+    transports = {w: [FakeTransport() for _ in range(3)] for w in (overview, task_page)}
+    clients = [Client(FakeSocket(), t, w) for w, ts in transports.items() for t in ts]  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(c.run(b"snapshot")) for c in clients]
+    await asyncio.sleep(0)
+    for c in clients:
+        poller.add(c)
+    poller._publish({"workers": [1], "task:a": {"status": "running"}, "meta": {"time": 1.0}})
+    poller._publish({"workers": [2], "meta": {"time": 2.0}})  # nothing for the task page
+    for ts in transports.values():
+        writes = [t.writes for t in ts]
+        assert all(w[0] is writes[0][0] for w in writes)  # one object for every socket of the page
+    over = [orjson.loads(unframe(w))["data"] for w in transports[overview][0].writes]
+    assert over == [{"workers": [1], "meta": {"time": 1.0}}, {"workers": [2], "meta": {"time": 2.0}}]
+    task = [orjson.loads(unframe(w))["data"] for w in transports[task_page][0].writes]
+    assert task == [{"task:a": {"status": "running"}, "meta": {"time": 1.0}}]
+    for t in tasks:
+        t.cancel()
