@@ -139,7 +139,10 @@ def parser() -> argparse.ArgumentParser:
     dep.add_argument("service", nargs="?", help="a service of the services file")
     dep.add_argument("--version", default=None, help="commit, image or tag (default: the provider's latest)")
     dep.add_argument(
-        "--confirm", metavar="ID", help="confirm deploy ID, awaiting confirmation (a manual gate): it goes on"
+        "--confirm",
+        metavar="ID",
+        help="confirm deploy ID, awaiting confirmation (a manual gate) or paused by an inconclusive "
+        "analysis (the step is accepted): it goes on",
     )
     dep.add_argument("--watch", action="store_true", help="follow the rollout until it ends")
     dep.set_defaults(func=_deploy)

@@ -1,6 +1,7 @@
 """``opsdeck deploy SERVICE [--version V] [--watch]``: start a deploy over the coordinator's HTTP API;
 ``opsdeck deploy --confirm ID [--watch]``: confirm a rollout that waits in ``awaiting_confirmation``
-(``POST /api/v1/deploys/{id}/promote``; refused, exit 1, when the deploy is not waiting);
+or one paused by an inconclusive analysis (the step is accepted) (``POST /api/v1/deploys/{id}/promote``;
+refused, exit 1, when the deploy is not waiting);
 ``opsdeck deploy rollback SERVICE [--to VERSION | --tag TAG | --provider-deploy ID] [--watch]``: one
 command per rollback method (``POST /api/v1/services/{service}/rollback``).
 
@@ -96,17 +97,28 @@ def confirm(settings: Settings, deploy_id: str, watch: bool, out: TextIO = sys.s
     if status != 200:
         print(error_line("opsdeck deploy --confirm", status, record), file=sys.stderr)
         return 1
-    if record["status"] != "awaiting_confirmation":
+    judged = record["status"] == "paused" and record.get("inconclusive_step") is not None
+    if record["status"] != "awaiting_confirmation" and not judged:
         print(f"opsdeck deploy --confirm: deploy {deploy_id} is {record['status']}, not awaiting "
               "confirmation (nothing confirmed)", file=sys.stderr)  # fmt: skip
         return 1
-    step, steps = record.get("confirm_step") or 0, record.get("steps") or [100]
+    step, steps = (
+        record.get("inconclusive_step" if judged else "confirm_step") or 0,
+        record.get("steps") or [100],
+    )
     what = "promotion" if len(steps) == 1 else f"step {step} ({steps[step]}%)"  # the API's numbering
     status, body = call(base, token, "POST", f"{url}/promote")
     if status != 202:
         print(error_line("opsdeck deploy --confirm", status, body), file=sys.stderr)
         return 1
-    print(f"deploy {deploy_id} confirmed: {record['service']} goes on to {what}", file=out)
+    if judged:  # an inconclusive analysis: the step counts as passed
+        nxt = "promotion" if step == len(steps) - 1 else f"step {step + 1} ({steps[step + 1]}%)"
+        print(
+            f"deploy {deploy_id} accepted: {record['service']}'s {what} counts as passed, on to {nxt}",
+            file=out,
+        )
+    else:
+        print(f"deploy {deploy_id} confirmed: {record['service']} goes on to {what}", file=out)
     return follow(base, token, url, out) if watch else 0
 
 
@@ -141,7 +153,7 @@ def rollback(
 
 def follow(base: str, token: str, status_url: str, out: TextIO) -> int:
     """One line per change until the deploy ends (0 on success); how to confirm when it waits."""
-    last, hinted = "", False
+    last, hinted, told = "", False, ""
     while True:
         status, record = call(base, token, "GET", status_url)
         if status == 200:
@@ -154,4 +166,9 @@ def follow(base: str, token: str, status_url: str, out: TextIO) -> int:
             if record["status"] == "awaiting_confirmation" and not hinted:
                 print(f"  to go on: opsdeck deploy --confirm {record['id']}", file=out, flush=True)
                 hinted = True
+            reason = record.get("paused_reason") if record["status"] == "paused" else None
+            if reason and reason != told:  # an inconclusive analysis waits for a human
+                print(f"  {reason}\n  to accept the step: opsdeck deploy --confirm {record['id']}; to stop: "
+                      "abort it on the dashboard (or POST .../abort)", file=out, flush=True)  # fmt: skip
+                told = reason
         time.sleep(WATCH_INTERVAL)

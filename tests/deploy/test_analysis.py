@@ -6,6 +6,8 @@ intervals are fractions of a second and no test depends on the clock)."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import uuid
 
@@ -365,3 +367,45 @@ def test_a_promote_during_a_run_skips_the_rest_of_it(driver, fakes, rclient):
     assert [(m["step"], m["index"]) for m in rec["measurements"] if m["metric"] == "error_rate"] == [
         (0, 0), (0, 1), (0, 2), (2, 0)
     ]  # fmt: skip
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+async def test_cli_confirm_accepts_an_inconclusive_pause_and_watch_says_why(
+    driver, fakes, dapi, dsettings, rclient, monkeypatch
+):
+    from shared.devtools import deploy_client
+
+    monkeypatch.setenv("OPSDECK_URL", str(dapi.make_url("")).rstrip("/"))
+    monkeypatch.setattr(deploy_client, "WATCH_INTERVAL", 0.05)
+    deploy_id = driver.start("judged", new_id())
+    driver.run()
+    out = io.StringIO()
+    assert await asyncio.to_thread(deploy_client.confirm, dsettings, deploy_id, False, out) == 0
+    assert (
+        out.getvalue()
+        == f"deploy {deploy_id} accepted: judged's step 0 (10%) counts as passed, on to step 1 (50%)\n"
+    )
+    [message] = queued_step_messages(rclient)
+    driver.queue.append((message, 0))
+    driver.run()  # step 1's run is inconclusive too: paused again
+    base, token = deploy_client.coordinator(dsettings)
+    watch = io.StringIO()
+    following = asyncio.create_task(
+        asyncio.to_thread(deploy_client.follow, base, token, f"/api/v1/deploys/{deploy_id}", watch)
+    )
+    for _ in range(400):
+        if "to accept the step" in watch.getvalue():
+            break
+        await asyncio.sleep(0.05)
+    lines = watch.getvalue().splitlines()
+    assert lines[1].startswith("  analysis inconclusive at step 1 (50%): latency: inconclusive (3)"), lines
+    assert lines[
+        2
+    ] == f"  to accept the step: opsdeck deploy --confirm {deploy_id}; to stop: abort it on the " + (
+        "dashboard (or POST .../abort)"
+    )
+    rclient.hset(KEYS.deploy(deploy_id), mapping={"requested": "abort", "last_action_by": "hal"})
+    driver.queue.append(({"deploy_id": deploy_id, "action": "abort"}, 0))
+    driver.run()
+    assert await following == 1  # canceled
+    assert "canceled" in watch.getvalue().splitlines()[-1]
