@@ -57,6 +57,10 @@ def analysed_yaml(url: str) -> str:
         {metrics}
         queries:
           latency: {{query: "latency", success: "result < 0.01", failure: "result > 0.1"}}
+  ungated:
+    provider: webhook
+    webhook: {hook}
+    {canary}
   flaky:
     provider: webhook
     webhook: {hook}
@@ -179,6 +183,20 @@ def test_every_gate_is_sampled_over_the_whole_pause_and_once_after_the_last_step
     sent = [(p["step"], p["sample"]) for p in analyze_messages(driver)]
     assert sent == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 1), (1, 2), (1, 3), (1, 4)]
     assert [c["weight"] for c in fakes.webhook_calls] == [10, 50, 100]
+
+
+def test_a_service_without_gates_waits_its_pauses_as_delayed_steps(driver, fakes):
+    deploy_id = driver.start("ungated", new_id())
+    driver.run()
+    rec = driver.record(deploy_id)
+    assert rec["status"] == "succeeded", rec
+    assert analyze_messages(driver) == [] and rec["measurements"] == []
+    assert [(g["step"], g["rounds"], g["ok"]) for g in rec["gates"]] == [
+        (0, 1, True),
+        (1, 1, True),
+        (2, 1, True),
+    ]
+    assert [p["step"] for p, d in driver.sent] == [0, 1, 2]
 
 
 def test_a_regression_after_the_first_samples_passed_rolls_back(driver, fakes):

@@ -25,7 +25,16 @@ from shared.deploy.config import ServiceConfig
 from shared.deploy.models import DeployStatus, StepPayload
 from shared.logging import get_logger
 from shared.settings import Settings
-from worker.deploy.analysis import append_bounded, assess, describe, plan, stored, take_round, tally
+from worker.deploy.analysis import (
+    append_bounded,
+    assess,
+    describe,
+    gate_names,
+    plan,
+    stored,
+    take_round,
+    tally,
+)
 from worker.deploy.providers import StepContext
 from worker.deploy.state import DeployState, now_ms
 
@@ -57,10 +66,11 @@ class AnalysisSteps:
 
     # -- runs -----------------------------------------------------------------------------------------
     def _start_analysis(self, rec: dict[str, Any], n: int, config: ServiceConfig) -> None:
-        """Plan step ``n``'s run and take its first round."""
+        """Plan step ``n``'s run and take its first round (a service without gates: one empty round,
+        then the pause as a delayed step, as before analysis runs)."""
         last = n == len(rec["steps"]) - 1
         pause = 0.0 if last else config.canary.pause_seconds
-        rounds, interval = plan(config.gates, pause, last)
+        rounds, interval = plan(config.gates, pause, last) if gate_names(config.gates) else (1, 0.0)
         start = now_ms()
         analysis = {"step": n, "weight": rec["steps"][n], "rounds": rounds, "interval": interval,
                     "started_at": start, "pause_ms": int(pause * 1000), "ends_at": start + int(pause * 1000),
