@@ -5,6 +5,8 @@ offline evaluation."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from shared.coaching import CoachPayload, FeedbackPayload
@@ -162,3 +164,47 @@ async def test_the_tier_mix_counts_the_tier_that_answered(as_bandit_role, rclien
     assert state["llm_mix"] == {"shares": {"balanced": 0.3, "fast": 0.6, "creative": 0.1}, "over": "weights"}
     history = await (await viewer.get("/api/bandit/history?range=1h")).json()
     assert history["totals"]["llm_tiers"] == mix
+
+
+async def test_the_bandit_section_costs_the_same_for_one_viewer_or_ten(
+    aiohttp_client, bandit_settings, token, rclient
+):
+    from dashboard.app import create_app
+    from dashboard.appkeys import POLLER
+    from tests.dashboard.conftest import login
+
+    coach(rclient, bandit_settings, 6)
+    settings = bandit_settings.model_copy(
+        update={"dashboard_probe_interval": 0.0, "dashboard_stream_interval": 0.1}
+    )
+    client = await aiohttp_client(create_app(settings))
+    await login(client, token("viewer"))
+    poller = client.server.app[POLLER]
+    ends: list[tuple[int, int]] = []
+    publish = poller._publish
+
+    def counting(state):
+        if state.get("status") == {"redis": "ok"}:  # a tick's end
+            stats = rclient.info("commandstats")
+            ends.append(
+                (sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info"), poller.section_reads)
+            )
+        publish(state)
+
+    poller._publish = counting
+
+    async def per_tick(viewers: int) -> tuple[float, float]:
+        sockets = [await client.ws_connect(ws_url("bandit"), headers=origin(client)) for _ in range(viewers)]
+        for ws in sockets:
+            await ws.receive_json()
+        start = len(ends)
+        while len(ends) < start + 11:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        (c0, r0), (c1, r1) = ends[start], ends[start + 10]
+        for ws in sockets:
+            await ws.close()
+        return (c1 - c0) / 10, (r1 - r0) / 10
+
+    (one, reads_one), (ten, reads_ten) = await per_tick(1), await per_tick(10)
+    assert reads_one == reads_ten == 1  # the section read once per tick
+    assert abs(one - ten) <= 0.5, (one, ten)  # the same Redis commands per tick
