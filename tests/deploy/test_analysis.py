@@ -427,3 +427,55 @@ async def test_cli_confirm_accepts_an_inconclusive_pause_and_watch_says_why(
     driver.run()
     assert await following == 1  # canceled
     assert "canceled" in watch.getvalue().splitlines()[-1]
+
+
+class Killed(BaseException):
+    """The worker process dies here (nothing after it runs, no handler catches it)."""
+
+
+def die_once(monkeypatch, obj, name, when=lambda *a, **k: True):
+    """Make ``obj.name`` kill the 'process' the first time ``when`` holds for its arguments."""
+    real, state = getattr(obj, name), {"dead": False}
+
+    def dying(*args, **kwargs):
+        if not state["dead"] and when(*args, **kwargs):
+            state["dead"] = True
+            raise Killed(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, dying)
+
+
+def test_a_verdict_written_before_a_kill_is_acted_on_after_redelivery(driver, fakes, monkeypatch):
+    driver.state.set_stable("watched", {"version": "v1", "deploy_id": "old", "provider_deploy_id": "x"})
+    fakes.script.error_rates = [0.3]  # round 0 fails, in the step's own message
+    die_once(monkeypatch, driver.rollout, "_fail")
+    deploy_id = driver.start("watched", new_id(), version="v2")
+    with pytest.raises(Killed):
+        driver.run()
+    rec = driver.record(deploy_id)
+    assert rec["analysis"]["state"] == "failed" and rec["status"] == "in_progress"  # not rolled back yet
+    driver.queue.append(({"deploy_id": deploy_id, "step": 0}, 0))  # the step message comes back
+    driver.run()
+    rec = driver.record(deploy_id)
+    assert rec["status"] == "rolled_back" and rec["error"].startswith(
+        "gate failed at step 0 (10%): error_rate"
+    )
+    assert verdicts(rec) == ["failure"] and len(rec["gates"]) == 1  # not measured again
+
+
+def test_an_inconclusive_verdict_written_before_a_kill_still_pauses(driver, fakes, monkeypatch):
+    fakes.script.metrics_down = True
+    die_once(monkeypatch, driver.rollout, "_transition", lambda rec, status, **f: status == "paused")
+    deploy_id = driver.start("flaky", new_id())
+    with pytest.raises(Killed):
+        driver.run()
+    rec = driver.record(deploy_id)
+    assert rec["analysis"]["state"] == "inconclusive" and rec["status"] == "canary"
+    driver.queue.append(({"deploy_id": deploy_id, "step": 0, "action": "analyze", "sample": 1}, 0))
+    driver.run()
+    rec = driver.record(deploy_id)
+    assert (
+        rec["status"] == "paused" and rec["inconclusive_step"] == 0 and "unreachable" in rec["paused_reason"]
+    )
+    assert verdicts(rec) == ["error", "error"]

@@ -7,7 +7,9 @@ deploy record (``analysis``: the run's plan, counters, next round and state; ``m
 the newest :data:`~worker.deploy.analysis.MAX_MEASUREMENTS`), and a round's measurements, counters
 and next index are written in one HSET: a worker killed mid-round repeats that round (nothing of
 it was kept), a redelivered message of a round that was written is dropped (``sample`` below
-``next``), re-sending the next round if that send was lost, so no measurement is counted twice.
+``next``), re-sending the next round if that send was lost, so no measurement is counted twice; a
+run's verdict is written with its last round, so a worker killed before acting on it (rolling
+back, pausing, going on) leaves it to the redelivered message (:meth:`AnalysisSteps._act_on`).
 
 A run that fails rolls back; one that is inconclusive pauses the rollout (``paused``,
 ``inconclusive_step`` and ``paused_reason``) until an operator promotes or resumes it (the step
@@ -83,14 +85,16 @@ class AnalysisSteps:
     def _analyze(self, rec: dict[str, Any], msg: StepPayload) -> None:
         """An ``analyze`` message: take its round, unless it was taken or the run moved on."""
         a, n = rec.get("analysis") or {}, msg.step
-        if a.get("step") != n or rec["step"] != n or a.get("state") != "running":
+        if a.get("step") != n or rec["step"] != n or rec["status"] not in SAMPLING:
             return
-        if rec["status"] not in SAMPLING:
+        config = self._config(rec["service"])
+        if a.get("state") != "running":  # the run ended: this is its last round's message again
+            if msg.sample == a["next"] - 1:  # a worker died after writing the verdict: act on it
+                self._act_on(rec, n, config)
             return
         if rec.get("hold") == "1":  # an operator paused it while in progress
             self._transition(rec, DeployStatus.PAUSED)
             return
-        config = self._config(rec["service"])
         if msg.sample != a["next"]:
             if (msg.sample or 0) < a["next"] and a.get("sent") != a["next"]:
                 self._next_round(rec, n, config)  # written, but its successor was never sent
@@ -101,26 +105,20 @@ class AnalysisSteps:
         """Pick up step ``n``'s run after redelivery, resume or an operator's verdict; False when
         step ``n`` has no run yet (the step is to be run)."""
         a = rec.get("analysis") or {}
-        if a.get("step") != n or a.get("state") not in ("running", "inconclusive", "passed"):
+        if a.get("step") != n:
             return False
-        config = self._config(rec["service"])
-        if a["state"] == "inconclusive":
-            if rec.get("accepted_step") != n:
-                return True  # still waiting for an operator
+        if a["state"] == "inconclusive" and rec.get("accepted_step") == n:
             a = {**a, "state": "passed", "accepted_by": rec.get("last_action_by")}
             self.state.update(rec["id"], analysis=a, inconclusive_step=None, paused_reason=None)
             rec.update(analysis=a, inconclusive_step=None)
             log.info("inconclusive analysis accepted", deploy_id=rec["id"], step=n, by=a["accepted_by"])
-        if a["state"] == "passed":
-            self._analysis_passed(rec, n, config)
-            return True
         interval_ms = int(a["interval"] * 1000)
-        if a["started_at"] + (a["next"] + 1) * interval_ms < now_ms():  # paused meanwhile: re-space
-            a = {**a, "started_at": now_ms() - a["next"] * interval_ms}
+        if a["state"] == "running" and a["started_at"] + (a["next"] + 1) * interval_ms < now_ms():
+            a = {**a, "started_at": now_ms() - a["next"] * interval_ms}  # paused meanwhile: re-space
             a["ends_at"] = a["started_at"] + a["pause_ms"]
             self.state.update(rec["id"], analysis=a)
             rec["analysis"] = a
-        self._next_round(rec, n, config)
+        self._act_on(rec, n, self._config(rec["service"]))
         return True
 
     def _round(self, rec: dict[str, Any], n: int, i: int, config: ServiceConfig) -> None:
@@ -132,6 +130,9 @@ class AnalysisSteps:
         tally(counts, taken)
         verdict, reasons = assess(config.gates, counts, ended=i + 1 >= a["rounds"])
         a = {**a, "counts": counts, "next": i + 1, "state": verdict, "reasons": reasons, "last_at": at}
+        if verdict in ("failed", "inconclusive"):
+            what = "gate failed" if verdict == "failed" else "analysis inconclusive"
+            a["reason"] = f"{what} at step {n} ({a['weight']}%): {describe(reasons, taken)}"
         kept = append_bounded(rec.get("measurements") or [], [stored(m, n, i, at) for m in taken])
         fields: dict[str, Any] = {"analysis": a, "measurements": kept}
         if verdict != "running":  # the step's gates entry, as before analysis runs
@@ -139,18 +140,23 @@ class AnalysisSteps:
             entry = {"step": n, "weight": a["weight"], "ok": verdict == "passed", "verdict": verdict,
                      "rounds": i + 1, "at": at, "results": results}  # fmt: skip
             fields["gates"] = [*(rec.get("gates") or []), entry]
-        self.state.update(rec["id"], **fields)
+        self.state.update(rec["id"], **fields)  # one HSET: the round counts once or not at all
         rec.update(fields)
-        ctx = StepContext(rec["id"], rec["service"], rec.get("version"), n, a["weight"])
-        if verdict == "failed":
-            self._fail(rec, ctx, f"gate failed at step {n} ({a['weight']}%): {describe(reasons, taken)}")
-        elif verdict == "inconclusive":
-            reason = f"analysis inconclusive at step {n} ({a['weight']}%): {describe(reasons, taken)}"
-            self._transition(rec, DeployStatus.PAUSED, inconclusive_step=n, accepted_step=None,
-                             paused_reason=reason)  # fmt: skip
-            log.warning("deploy paused: analysis inconclusive", deploy_id=rec["id"], service=rec["service"],
-                        step=n, reasons=reasons)  # fmt: skip
-        elif verdict == "passed":
+        self._act_on(rec, n, config)
+
+    def _act_on(self, rec: dict[str, Any], n: int, config: ServiceConfig) -> None:
+        """Do what step ``n``'s run's recorded state says (again, after a redelivery)."""
+        a = rec["analysis"]
+        if a["state"] == "failed":
+            ctx = StepContext(rec["id"], rec["service"], rec.get("version"), n, a["weight"])
+            self._fail(rec, ctx, a["reason"])
+        elif a["state"] == "inconclusive":
+            if rec["status"] != DeployStatus.PAUSED:
+                self._transition(rec, DeployStatus.PAUSED, inconclusive_step=n, accepted_step=None,
+                                 paused_reason=a["reason"])  # fmt: skip
+                log.warning("deploy paused: analysis inconclusive", deploy_id=rec["id"],
+                            service=rec["service"], step=n, reasons=a["reasons"])  # fmt: skip
+        elif a["state"] == "passed":
             self._analysis_passed(rec, n, config)
         else:
             self._next_round(rec, n, config)
