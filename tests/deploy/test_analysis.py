@@ -479,3 +479,20 @@ def test_an_inconclusive_verdict_written_before_a_kill_still_pauses(driver, fake
         rec["status"] == "paused" and rec["inconclusive_step"] == 0 and "unreachable" in rec["paused_reason"]
     )
     assert verdicts(rec) == ["error", "error"]
+
+
+def test_a_run_in_canary_is_no_notification_of_its_own(driver, fakes):
+    """During step n's run the rollout is ``canary`` at step n: for n > 0 that is the ``canary:n``
+    event its advance already sent (one per event), for step 0 no event at all."""
+    from worker.deploy.notify import event_for
+
+    events = []
+    driver.rollout.on_transition = lambda deploy_id, fields: events.append(
+        event_for(str(fields["status"]), fields.get("step", driver.record(deploy_id)["step"]))
+    )
+    deploy_id = driver.start("watched", new_id())
+    driver.run()
+    assert driver.record(deploy_id)["status"] == "succeeded"
+    told = [e for i, e in enumerate(events) if e and e not in events[:i]]  # the notifier sends each once
+    assert told == ["started", "canary:1", "canary:2", "succeeded"]
+    assert "canary:0" not in events

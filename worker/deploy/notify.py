@@ -71,6 +71,8 @@ def event_for(status: str, step: int | None) -> str | None:
         return None
     if status in ENDINGS:
         return status
+    if status == "canary" and not step:  # step 0's analysis run (analysis_steps.py): nothing passed yet
+        return None
     return f"{status}:{step or 0}"
 
 
