@@ -496,3 +496,14 @@ def test_a_run_in_canary_is_no_notification_of_its_own(driver, fakes):
     told = [e for i, e in enumerate(events) if e and e not in events[:i]]  # the notifier sends each once
     assert told == ["started", "canary:1", "canary:2", "succeeded"]
     assert "canary:0" not in events
+
+
+async def test_lists_leave_the_measurements_out_one_deploy_has_them(driver, fakes, dapi, auth):
+    deploy_id = driver.start("watched", new_id(), version="v5")
+    driver.run()
+    headers = auth("deploy")
+    [item] = (await (await dapi.get("/api/v1/deploys?service=watched", headers=headers)).json())["items"]
+    assert item["id"] == deploy_id and item["status"] == "succeeded" and item["version"] == "v5"
+    assert "measurements" not in item and item["analysis"]["state"] == "passed" and len(item["gates"]) == 3
+    one = await (await dapi.get(f"/api/v1/deploys/{deploy_id}", headers=headers)).json()
+    assert len(one["measurements"]) == 22 and {k: v for k, v in one.items() if k != "measurements"} == item
