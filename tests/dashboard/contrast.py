@@ -52,10 +52,23 @@ def rules(css: str | None = None) -> dict[str, dict[str, str]]:
     return out
 
 
-def declared(prop: str, *selectors: str) -> str:
-    """``prop`` of the first of ``selectors`` that sets it, ``var()`` resolved."""
+#: The selector of the dark theme's variables (static/theme.js sets ``<html data-theme>``).
+DARK = ':root[data-theme="dark"]'
+
+
+def variables(theme: str = "light") -> dict[str, str]:
+    """The ``--name`` variables of ``:root`` in ``theme`` (``light`` or ``dark``)."""
     table = rules()
-    root = table.get(":root", {})
+    found = dict(table.get(":root", {}))
+    if theme == "dark":
+        found.update(table.get(DARK, {}))
+    return {k: v for k, v in found.items() if k.startswith("--")}
+
+
+def declared(prop: str, *selectors: str, theme: str = "light") -> str:
+    """``prop`` of the first of ``selectors`` that sets it, ``var()`` resolved in ``theme``."""
+    table = rules()
+    root = variables(theme)
     for sel in selectors:
         value = table.get(sel, {}).get(prop)
         if value is not None:

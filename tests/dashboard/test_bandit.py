@@ -55,7 +55,7 @@ async def test_a_viewer_sees_the_page_and_the_state_but_cannot_roll_back(
     page = await viewer.get("/bandit")
     html = await page.text()
     assert page.status == 200
-    assert '<a href="/bandit" class="active">Bandit</a>' in html
+    assert '<a href="/bandit" class="active" aria-current="page">Bandit</a>' in html
     assert '<meta name="live-section" content="bandit">' in html and "bandit.js" in html
     assert 'data-can-rollback=""' in html  # the page draws no rollback button for a viewer
     state = await (await viewer.get("/api/bandit")).json()

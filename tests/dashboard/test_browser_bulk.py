@@ -34,7 +34,7 @@ def within(page: Any, selector: str, width: int) -> None:
 
 
 def statuses(page: Any) -> list[str]:
-    return page.locator("#task-table tbody td[data-field=status]").all_inner_texts()
+    return list(page.locator("#task-table tbody td[data-field=status]").all_inner_texts())
 
 
 def until(page: Any, check: Any, timeout: float = 30.0, reload_every: float = 5.0) -> None:
@@ -125,7 +125,7 @@ def test_add_a_task_with_an_invalid_then_a_valid_payload(
         page.click("#add-submit")
         page.wait_for_url(lambda url: "/tasks/" in url and not url.endswith("/new"), timeout=10_000)
         task_id = page.url.rsplit("/", 1)[1]
-        until(page, lambda: page.locator("h2 .state").first.inner_text() == "succeeded")
+        until(page, lambda: page.locator("h1 .state").first.inner_text() == "succeeded")
         page.screenshot(path=str(SHOTS / f"added-task-ran-{width}.png"), full_page=True)
         browser.close()
     record = rclient.hgetall(KEYS.task(task_id))

@@ -26,7 +26,7 @@ async def test_a_missing_task_page_is_a_page_with_nav_and_a_way_back(as_role):
     assert "vera" in page and "Log out" in page  # the session is known: the full header
     assert "404" in page and "Not found" in page
     assert f"task {MISSING} not found" in page
-    assert 'href="/tasks"' in page.split("<main>", 1)[1]  # a way back to the list
+    assert 'href="/tasks"' in page.split("<main", 1)[1]  # a way back to the list
     assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
@@ -35,7 +35,7 @@ async def test_an_unknown_page_is_a_page_too(as_role):
     resp = await client.get("/no/such/page")
     assert resp.status == 404 and resp.content_type == "text/html"
     page = await resp.text()
-    assert "<nav" in page and "Not found" in page and 'href="/"' in page.split("<main>", 1)[1]
+    assert "<nav" in page and "Not found" in page and 'href="/"' in page.split("<main", 1)[1]
 
 
 async def test_the_api_and_json_callers_keep_json(as_role):
@@ -85,7 +85,7 @@ async def test_a_503_while_redis_is_down_is_a_page_that_needs_no_redis(redis_dow
     assert "503" in page and "Redis is unavailable" in page
     assert "<nav" in page and 'href="/tasks"' in page  # a minimal nav
     assert "olivia" not in page and "Log out" not in page  # no session was looked up
-    assert f'href="{path}"' in page.split("<main>", 1)[1]  # try again
+    assert f'href="{path}"' in page.split("<main", 1)[1]  # try again
     assert time.monotonic() - started < 5
 
 
