@@ -1,5 +1,6 @@
-"""``GET /api/metrics/history?range=15m|1h|24h|7d``: throughput, errors and latency over time,
-from the per-minute rollups the workers write (kept 8 days, so history survives restarts)."""
+"""``GET /api/metrics/history?range=15m|1h|24h|7d[&type=]``: attempts, task outcomes, error rates
+and latency percentiles over time, from the per-minute rollups the workers write (kept 8 days, so
+history survives restarts); :mod:`dashboard.rollups` makes the points."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import time
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from dashboard import rollups
 from dashboard.appkeys import KEYS, REDIS
-from dashboard.snapshot import ROLLUP_FIELDS
+from shared.task_types import task_types
 from shared.web import json_response, parse_query
 
 Range = Literal["15m", "1h", "24h", "7d"]
@@ -23,39 +25,40 @@ class HistoryQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     range: Range = "1h"
+    type: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def known_type(cls, value: str | None) -> str | None:
+        """Only a task type of the allow-list (or none: every type)."""
+        if value is not None and value not in task_types():
+            raise ValueError(f"unknown task type (one of {', '.join(sorted(task_types()))})")
+        return value
 
 
-async def read_history(client: Any, keys: Any, range_name: str, now: float | None = None) -> dict[str, Any]:
-    """Points ``{t, processed, failed, retried, error_rate, avg_ms}`` (one pipelined round trip)."""
+async def read_history(
+    client: Any, keys: Any, range_name: str, now: float | None = None, task_type: str | None = None
+) -> dict[str, Any]:
+    """Points (:func:`dashboard.rollups.point`) and the range's totals (one pipelined round trip)."""
     minutes, step = RANGES[range_name]
     last = int((now or time.time()) // 60)
     first = last - minutes + 1
+    fields = rollups.rollup_fields(task_type)
     async with client.pipeline(transaction=False) as pipe:
         for m in range(first, last + 1):
-            pipe.hmget(keys.stats_minute(m), ROLLUP_FIELDS)
+            pipe.hmget(keys.stats_minute(m), fields)
         replies = await pipe.execute()
-    points = []
-    for i in range(0, len(replies), step):
-        sums = [0.0] * len(ROLLUP_FIELDS)
-        for raw in replies[i : i + step]:
-            for j, v in enumerate(raw):
-                sums[j] += float(v or 0)
-        processed, failed, retried, dur_sum, dur_count = sums
-        points.append(
-            {
-                "t": (first + i) * 60,
-                "processed": int(processed),
-                "failed": int(failed),
-                "retried": int(retried),
-                "error_rate": round(failed / processed, 4) if processed else 0.0,
-                "avg_ms": round(dur_sum / dur_count, 1) if dur_count else None,
-            }
-        )
-    totals = {k: sum(int(p[k] or 0) for p in points) for k in ("processed", "failed", "retried")}
-    return {"range": range_name, "step_seconds": step * 60, "points": points, "totals": totals}
+    return {
+        "range": range_name,
+        "type": task_type,
+        "step_seconds": step * 60,
+        "points": rollups.points(first, replies, step, task_type),
+        "totals": rollups.totals(first, replies, task_type),
+    }
 
 
 async def history(request: web.Request) -> web.Response:
-    """``GET /api/metrics/history?range=``."""
+    """``GET /api/metrics/history?range=&type=``."""
     query = parse_query(request, HistoryQuery)
-    return json_response(await read_history(request.app[REDIS], request.app[KEYS], query.range))
+    client, keys = request.app[REDIS], request.app[KEYS]
+    return json_response(await read_history(client, keys, query.range, task_type=query.type))

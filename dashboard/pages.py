@@ -75,10 +75,9 @@ def fmt_json(value: Any) -> str:
 
 
 async def overview(request: web.Request) -> web.Response:
-    """Worker cards, queues, throughput and error-rate charts, alerts (live)."""
-    return render(
-        request, "overview.html", "overview", {"live": ["workers", "queues", "throughput", "alerts"]}
-    )
+    """Worker cards, queues, throughput, error-rate and latency charts, alerts (live)."""
+    live = ["workers", "queues", "throughput", "alerts"]
+    return render(request, "overview.html", "overview", {"live": live, "types": sorted(task_types())})
 
 
 async def workers(request: web.Request) -> web.Response:

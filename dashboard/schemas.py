@@ -263,28 +263,42 @@ class FailureGroups(BaseModel):
 
 # -- metrics history --------------------------------------------------------------------------
 class HistoryPoint(BaseModel):
-    """Attempts ended in one step of the range."""
+    """Attempts and task outcomes ended in one step of the range; rates and latencies are None
+    in a step without data (a gap, not 0)."""
 
     t: int = Field(description="Epoch seconds of the step's start.")
-    processed: int
-    failed: int
-    retried: int
-    error_rate: float
-    avg_ms: float | None
+    processed: int = Field(description="Attempts ended (a task retried twice counts three).")
+    failed: int = Field(description="Attempts that ended in an error.")
+    retried: int | None = Field(description="Attempts ended to be retried (None with ``type``).")
+    tasks: int = Field(description="Tasks that reached a final status (succeeded, failed, dead).")
+    tasks_failed: int = Field(description="Tasks whose final status is failed or dead.")
+    error_rate: float | None = Field(description="tasks_failed / tasks: the alert's rate.")
+    attempt_error_rate: float | None = Field(description="failed / processed.")
+    avg_ms: float | None = Field(description="Mean attempt duration (None with ``type``).")
+    p50_ms: float | None = Field(description="Median attempt duration, from the latency histogram.")
+    p95_ms: float | None
 
 
 class HistoryTotals(BaseModel):
-    """Sums over the range."""
+    """The whole range as one step."""
 
     processed: int
     failed: int
-    retried: int
+    retried: int | None
+    tasks: int
+    tasks_failed: int
+    error_rate: float | None
+    attempt_error_rate: float | None
+    avg_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
 
 
 class History(BaseModel):
     """``GET /api/metrics/history``."""
 
     range: Range
+    type: str | None = Field(description="The task type asked for; None: every type.")
     step_seconds: int
     points: list[HistoryPoint]
     totals: HistoryTotals

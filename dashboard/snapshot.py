@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from dashboard.rollups import point, rollup_fields, sum_minutes
 from shared.keys import Keys
 from shared.transport.api import QueueAdmin
 from shared.transport.queues import known_queues
@@ -21,11 +22,12 @@ from shared.transport.queues import known_queues
 LIVE_MINUTES = 15
 #: Minutes the error-rate alert looks back over.
 ERROR_WINDOW = 5
-#: Fewest ended attempts in the window before an error rate can raise an alert.
-ERROR_MIN_ATTEMPTS = 5
+#: Fewest tasks ended (final outcomes) in the window before an error rate can raise an alert.
+ERROR_MIN_TASKS = 5
 #: Points kept per worker sparkline (one per heartbeat).
 SPARK_POINTS = 60
-ROLLUP_FIELDS = ("processed", "failed", "retried", "duration_ms_sum", "duration_count")
+#: Fields of every live minute (overall counters and latency histogram: a fixed number).
+ROLLUP_FIELDS = rollup_fields()
 #: Alert thresholds (DESIGN §6): queue backlog, CPU and memory percent, error-rate warn/critical.
 QUEUE_DEPTH_MAX = 100
 CPU_MAX = 80.0
@@ -56,15 +58,7 @@ WORKER_FIELDS = (
 
 def rollup_point(minute: int, raw: list[Any]) -> dict[str, Any]:
     """One chart point from an HMGET of ROLLUP_FIELDS."""
-    processed, failed, retried, dur_sum, dur_count = (float(v or 0) for v in raw)
-    return {
-        "t": minute * 60,
-        "processed": int(processed),
-        "failed": int(failed),
-        "retried": int(retried),
-        "error_rate": round(failed / processed, 4) if processed else 0.0,
-        "avg_ms": round(dur_sum / dur_count, 1) if dur_count else None,
-    }
+    return point(minute * 60, sum_minutes([raw]))
 
 
 def shape_worker(raw: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +159,8 @@ class SnapshotReader:
 def alerts(
     workers: list[dict[str, Any]], queues: list[dict[str, Any]], throughput: list[dict[str, Any]]
 ) -> list[dict[str, str]]:
-    """Active alerts: worker down, CPU and memory > 80 %, queue backlog > 100, error rate > 5/10 %."""
+    """Active alerts: worker down, CPU and memory > 80 %, queue backlog > 100, error rate over
+    tasks > 5/10 %."""
     out: list[dict[str, str]] = []
     for w in workers:
         wid = w["id"]
@@ -209,16 +204,18 @@ def alerts(
                 }
             )
     window = throughput[-ERROR_WINDOW:]
-    processed = sum(p["processed"] for p in window)
-    failed = sum(p["failed"] for p in window)
-    if processed >= ERROR_MIN_ATTEMPTS and failed / processed > ERROR_WARN:
-        rate = failed / processed
+    tasks = sum(p["tasks"] for p in window)
+    failed = sum(p["tasks_failed"] for p in window)
+    # over tasks (final outcomes), as the chart: a task failing three attempts counts once
+    if tasks >= ERROR_MIN_TASKS and failed / tasks > ERROR_WARN:
+        rate = failed / tasks
         out.append(
             {
                 "level": "critical" if rate > ERROR_CRIT else "warning",
                 "kind": "error_rate",
                 "subject": "tasks",
-                "message": f"error rate {rate:.0%} over the last {ERROR_WINDOW} minutes",
+                "message": f"error rate {rate:.0%} of tasks ({failed} of {tasks} failed) "
+                f"over the last {ERROR_WINDOW} minutes",
             }
         )
     return out

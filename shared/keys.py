@@ -98,8 +98,11 @@ class Keys:
         return f"{self.prefix}events:tasks"
 
     def stats_minute(self, minute: int) -> str:
-        """Hash (expires after 8 days): task rollup of one minute (epoch minute): ``processed``,
-        ``failed``, ``retried``, ``duration_ms_sum``, and ``processed:<type>``/``failed:<type>``;
+        """Hash (expires after 8 days): task rollup of one minute (epoch minute): attempts
+        ``processed``, ``failed``, ``retried``, ``duration_ms_sum``, ``duration_count``, final
+        outcomes ``tasks``/``tasks_failed``, the latency histogram ``lat:<i>``
+        (:mod:`shared.latency_histogram`), and per type ``processed:<type>``, ``failed:<type>``,
+        ``tasks:<type>``, ``tasks_failed:<type>``, ``lat:<type>:<i>``;
         the coaching bandit's ``bandit:*`` counters (decisions, pulls, UCB buckets, ratings,
         rewards: :mod:`shared.bandit_rollup`)."""
         return f"{self.prefix}stats:minute:{minute}"

@@ -1,7 +1,9 @@
 -- A worker ends an attempt: running → succeeded | failed | retrying | dead, and drops the
 -- attempt's lease. Counters move only on the first end of a running attempt, so a redelivery
 -- never counts twice: "processed" counts every ended attempt, "failed" those that ended in an
--- error (as Sidekiq).
+-- error (as Sidekiq); "tasks" counts final ends (succeeded, failed, dead: not retrying) and
+-- "tasks_failed" the failed and dead ones, so an error rate over tasks does not count a task
+-- once per attempt; "lat:<i>" is the attempt-duration histogram (shared/latency_histogram.py).
 --
 -- The end of an attempt that is no longer current (another process took the task over after
 -- this one's lease expired — it froze or stalled past it) or of a task that ended already is a
@@ -24,6 +26,17 @@
 --       12 redis message id to ack, 13 attempt id ("" when unknown), 14 "1" to ack the message,
 --       15.. field/value pairs (result, error, traceback, ...)
 local task_id = ARGV[1]
+-- the latency buckets' upper bounds (ms): the same list as shared/latency_histogram.BUCKETS_MS
+local LAT_BOUNDS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
+
+local function lat_bucket(ms)
+    for i, bound in ipairs(LAT_BOUNDS) do
+        if ms <= bound then
+            return i - 1
+        end
+    end
+    return #LAT_BOUNDS
+end
 local new_status = ARGV[2]
 local attempt = ARGV[13]
 local status = redis.call("hget", KEYS[1], "status")
@@ -102,10 +115,20 @@ if status == "running" then
     end
     if new_status == "retrying" then
         redis.call("hincrby", rollup, "retried", 1)
+    else  -- the task's final outcome
+        redis.call("hincrby", rollup, "tasks", 1)
+        redis.call("hincrby", rollup, "tasks:" .. ARGV[9], 1)
+        if ARGV[8] == "1" then
+            redis.call("hincrby", rollup, "tasks_failed", 1)
+            redis.call("hincrby", rollup, "tasks_failed:" .. ARGV[9], 1)
+        end
     end
     if ARGV[10] ~= "" then
         redis.call("hincrbyfloat", rollup, "duration_ms_sum", ARGV[10])
         redis.call("hincrby", rollup, "duration_count", 1)
+        local bucket = lat_bucket(tonumber(ARGV[10]))
+        redis.call("hincrby", rollup, "lat:" .. bucket, 1)
+        redis.call("hincrby", rollup, "lat:" .. ARGV[9] .. ":" .. bucket, 1)
     end
     redis.call("expire", rollup, 8 * 86400)
 end

@@ -201,7 +201,7 @@ async def test_metrics_history_from_per_minute_rollups(as_role, rclient):
     minute = int(time.time() // 60)
     rclient.hset(
         KEYS.stats_minute(minute),
-        mapping={"processed": 10, "failed": 1, "duration_ms_sum": 50, "duration_count": 10},
+        mapping={"processed": 10, "failed": 1, "duration_ms_sum": 50, "duration_count": 10, "tasks": 9},
     )
     rclient.hset(KEYS.stats_minute(minute - 30), mapping={"processed": 4, "failed": 4})
     rclient.hset(KEYS.stats_minute(minute - 2000), mapping={"processed": 7})
@@ -215,8 +215,13 @@ async def test_metrics_history_from_per_minute_rollups(as_role, rclient):
         "processed": 10,
         "failed": 1,
         "retried": 0,
-        "error_rate": 0.1,
+        "tasks": 9,
+        "tasks_failed": 0,
+        "error_rate": 0.0,  # over tasks: the failed attempt was retried and the task succeeded
+        "attempt_error_rate": 0.1,
         "avg_ms": 5.0,
+        "p50_ms": None,  # (no histogram in this minute)
+        "p95_ms": None,
     }
 
 
