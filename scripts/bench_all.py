@@ -202,8 +202,49 @@ def render_tracing(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_tracing_instructions(doc: dict[str, Any]) -> list[str]:
+    """scripts/bench/tracing_instructions.py: one row per phase, then the 1 % estimate."""
+    if "skipped" in doc:
+        return [f"Skipped: {doc['skipped']}.", ""]
+    loaded = doc["loaded"]
+    lines = [
+        f"Coordinator `POST /api/v1/tasks` under valgrind's callgrind (instructions, not seconds: the "
+        f"same count whatever else the machine runs): {doc['requests_per_phase']:,} submissions one "
+        "after the other per phase, the span-exporting thread counted apart. *vs loaded off* divides "
+        f"what a phase adds by `tracing_off`'s count under wrk's {loaded['connections']} connections "
+        f"({loaded['seconds']} s; shared round trips make a loaded request cheaper, tracing's "
+        "additions are per request).",
+        "",
+        "| phase | instructions/req | main thread | exporter thread | sampled | added vs off "
+        "| added vs loaded off |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for p in doc["phases"]:
+        cells = [
+            f"`{p['phase']}`",
+            *(_cell(p[k]) for k in ("instructions_per_request", "main_thread", "exporter_thread")),
+            f"{p['sampled_share']:.1%}",
+            f"{p['added_vs_off']:+.1%}",
+            f"{p['added_vs_loaded_off']:+.1%}" if "added_vs_loaded_off" in p else "–",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    vs_loaded = doc.get("estimate_1pct_added_vs_loaded_off")
+    lines += [
+        "",
+        f"1 % sampling, estimated as 0.99 × `unsampled` + 0.01 × `sampled_100pct`: "
+        f"{doc['estimate_1pct_per_request']:,} instructions a request, "
+        f"{doc['estimate_1pct_added_vs_off']:+.1%} over tracing off"
+        + (f", {vs_loaded:+.1%} of a loaded request" if vs_loaded is not None else "")
+        + f" (target ≤ {doc['targets']['sampled_1pct_added_max']:.0%}: "
+        + ("met" if doc["meets_targets"] else "**not met**")
+        + ").",
+        "",
+    ]
+    return lines
+
+
 #: Benchmarks rendered by a function of their own (the others: one row per figure).
-RENDERERS = {"tracing": render_tracing}
+RENDERERS = {"tracing": render_tracing, "tracing_instructions": render_tracing_instructions}
 
 
 def render(
