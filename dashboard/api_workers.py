@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
+from dashboard.api_tasks import Instant
 from dashboard.appkeys import KEYS, REDIS, USER
 from dashboard.snapshot import shape_worker
 from shared.control import MAX_PROCESSES, Action, decode_record, issue_async, new_command
@@ -33,11 +34,50 @@ class Scale(BaseModel):
 
 
 class AuditQuery(BaseModel):
-    """Query of ``GET /api/audit``."""
+    """Query of ``GET /api/audit`` (and of the live ``audit?...`` section): filters and page."""
 
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=100, ge=1, le=audit.MAX_AUDIT)
-    worker: str | None = Field(default=None, max_length=200)
+    worker: str | None = Field(default=None, min_length=1, max_length=200, description="A worker's id")
+    issuer: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Who issued it (a user name or token subject)"
+    )
+    action: str | None = Field(
+        default=None, min_length=1, max_length=64, description="The action, e.g. restart or queue.purge"
+    )
+    target: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Text in the target (case-insensitive)"
+    )
+    since: Instant | None = None
+    until: Instant | None = None
+    cursor: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+        description="next_cursor of the previous page (an audit stream entry id)",
+    )
+
+    def audit_filter(self) -> audit.AuditFilter:
+        """The filters as :class:`dashboard.audit.AuditFilter` (times in epoch seconds)."""
+        return audit.AuditFilter(
+            worker=self.worker,
+            issuer=self.issuer,
+            action=self.action,
+            target=self.target,
+            since=self.since.timestamp() if self.since else None,
+            until=self.until.timestamp() if self.until else None,
+        )
+
+
+async def read_audit(client: Any, keys: Keys, query: AuditQuery) -> dict[str, Any]:
+    """A page of the audit log as ``GET /api/audit`` answers it."""
+    page = await audit.read_page(client, keys, query.limit, query.audit_filter(), query.cursor)
+    return {
+        "entries": page.entries,
+        "next_cursor": page.next_cursor,
+        "scanned": page.scanned,
+        "scan_limit": audit.SCAN_LIMIT,
+        "scan_bounded": page.scan_bounded,
+    }
 
 
 async def worker_list(request: web.Request) -> list[dict[str, Any]]:
@@ -143,7 +183,7 @@ async def command_reply(request: web.Request) -> web.Response:
 
 
 async def audit_log(request: web.Request) -> web.Response:
-    """``GET /api/audit?limit=&worker=``: newest control actions first."""
+    """``GET /api/audit?limit=&worker=&issuer=&action=&target=&since=&until=&cursor=``: control
+    actions newest first, one entry per command, a page at a time."""
     query = parse_query(request, AuditQuery)
-    entries = await audit.recent(request.app[REDIS], request.app[KEYS], query.limit, query.worker)
-    return json_response({"entries": entries})
+    return json_response(await read_audit(request.app[REDIS], request.app[KEYS], query))

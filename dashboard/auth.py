@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ LOGIN_COOKIE = "opsdeck_login"
 CSRF_HEADER = "X-CSRF-Token"
 #: Window of the failed-login counter (seconds).
 LOGIN_WINDOW = 60
+#: The name a password login gives (who is behind the shared password: the audit log's issuer).
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+NAME_NEEDED = "Give your name with the password (letters, digits and . _ @ + -, at most 64)."
 _AUDIENCE = "opsdeck-dashboard"
 
 
@@ -187,7 +191,10 @@ async def login(request: web.Request) -> web.Response:
     given_csrf = str(form.get("login_csrf", ""))
     if not expected or not hmac.compare_digest(expected.encode(), given_csrf.encode()):
         return _login_page(request, "The login form expired; try again.", status=403)
-    user = _check_credentials(request, str(form.get("password", "")), str(form.get("token", "")).strip())
+    name, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
+    if password and not USER_NAME.match(name):
+        return _login_page(request, NAME_NEEDED, 422)
+    user = _check_credentials(request, password, str(form.get("token", "")).strip(), name)
     if user is None:
         async with client.pipeline(transaction=False) as pipe:
             pipe.incr(failures_key)
@@ -209,12 +216,12 @@ async def login(request: web.Request) -> web.Response:
     raise response
 
 
-def _check_credentials(request: web.Request, password: str, token: str) -> User | None:
+def _check_credentials(request: web.Request, password: str, token: str, name: str = "") -> User | None:
     configured = request.app[SETTINGS].dashboard_password
     if password and configured is not None:
         given = hashlib.sha256(password.encode()).digest()  # equal lengths: nothing leaks, not even size
         if hmac.compare_digest(given, hashlib.sha256(configured.get_secret_value().encode()).digest()):
-            return User("password", "admin", "session")
+            return User(name, "admin", "session")  # the name given: the issuer of what they do
         return None
     if token:
         try:

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from dashboard import audit
 from dashboard.api_queues import MAX_LIST, read_queue_detail
 from dashboard.api_tasks import TIMELINE_SCAN, TaskQuery, for_display
-from dashboard.api_workers import read_worker_detail
+from dashboard.api_workers import AuditQuery, read_audit, read_worker_detail
 from dashboard.bandit_view import BanditLive
 from shared.keys import Keys
 from shared.taskstore import TaskStore, readable_record
@@ -38,6 +37,8 @@ from shared.web import truncate
 MAX_KEY = 400
 #: Distinct task-list filters read per tick (each a bounded scan of up to MAX_SCAN index entries).
 MAX_TASK_LISTS = 20
+#: Distinct audit-log pages read per tick (each examines up to dashboard.audit.SCAN_LIMIT entries).
+MAX_AUDIT_LISTS = 20
 #: Characters of a task's error shown per row of the live task list (as the page renders it).
 LIST_ERROR_CHARS = 120
 #: Timeline events kept per live task (the newest).
@@ -182,22 +183,15 @@ class WorkerDetail:
         return {"desired": data["desired"], "commands": data["commands"]}
 
 
-class AuditQuery(BaseModel):
-    """Query of an ``audit`` section key."""
-
-    model_config = ConfigDict(extra="forbid")
-    limit: int = Field(default=100, ge=1, le=audit.MAX_AUDIT)
-    worker: str | None = Field(default=None, max_length=200)
-
-
 class AuditLog:
-    """``audit?limit=&worker=``: the newest audit entries."""
+    """``audit?limit=&worker=&issuer=&action=&target=&since=&until=&cursor=``: a page of the audit
+    log (``GET /api/audit``'s answer), one row per command, its outcome updated in place."""
 
     def __init__(self, arg: str, query: dict[str, str]) -> None:
         self.query: AuditQuery = _query(query, AuditQuery)
 
     async def read(self, ctx: LiveContext) -> Any:
-        return await audit.recent(ctx.redis, ctx.keys, self.query.limit, self.query.worker)
+        return await read_audit(ctx.redis, ctx.keys, self.query)
 
 
 #: Every page section kind: ``kind -> Kind(label, parser)``. One row per kind.
@@ -206,7 +200,7 @@ SECTIONS: dict[str, Kind] = {
     "task": Kind("this task", TaskDetail),
     "queue": Kind("this queue", QueueDetail),
     "worker": Kind("this worker's commands", WorkerDetail),
-    "audit": Kind("the audit log", AuditLog),
+    "audit": Kind("the audit log", AuditLog, most=MAX_AUDIT_LISTS),
     "bandit": Kind("the bandit", BanditLive),
 }
 

@@ -22,7 +22,7 @@ from dashboard.api_tasks import (
     search,
     task_detail_data,
 )
-from dashboard.api_workers import worker_detail_data
+from dashboard.api_workers import AuditQuery, read_audit, worker_detail_data
 from dashboard.appkeys import KEYS, REDIS, SESSIONS, SETTINGS
 from dashboard.auth import User
 from dashboard.guard import current_user
@@ -191,10 +191,26 @@ def trace_url(request: web.Request, trace_id: object) -> str | None:
 
 
 async def audit_page(request: web.Request) -> web.Response:
-    """The audit log of control actions."""
-    entries = await audit.recent(request.app[REDIS], request.app[KEYS], audit.MAX_AUDIT)
-    live = [f"audit?limit={audit.MAX_AUDIT}"]
-    return render(request, "audit.html", "audit", {"audit": entries, "live": live})
+    """The audit log of control actions: filters (issuer, action, target, time), pages, live."""
+    params = {k: v for k, v in request.query.items() if v}
+    try:
+        query = AuditQuery.model_validate(params)
+        error = ""
+    except ValidationError as exc:
+        query, error = AuditQuery(), "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+    page = await read_audit(request.app[REDIS], request.app[KEYS], query)
+    cursor = page["next_cursor"]
+    filters = {k: v for k, v in params.items() if k != "cursor"}
+    context = {
+        "audit": page["entries"],
+        "audit_page": page,
+        "params": params,
+        "next_params": {**filters, "cursor": cursor} if cursor else None,
+        "first_params": filters if "cursor" in params else None,
+        "error": error,
+        "live": [] if error else ["audit?" + urlencode({"limit": query.limit, **params})],
+    }
+    return render(request, "audit.html", "audit", context)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -81,23 +81,29 @@ class CommandAccepted(BaseModel):
 
 
 class AuditEntry(BaseModel):
-    """One control action: what, on what, by whom, and how it ended."""
+    """One control action or command: what, on what, by whom, and how it ended (a worker
+    command's status goes pending → accepted → done | failed in place, as the agent replies)."""
 
-    at: float
+    at: float = Field(description="When it was issued (epoch seconds).")
     command_id: str | None
     action: str | None
     target: str
     worker: str | None
     processes: int | None
-    issuer: str | None
+    issuer: str | None = Field(description="The user name of a password login, else the token's sub.")
     status: str
     reason: str | None
+    updated_at: float = Field(description="When the status was last written (epoch seconds).")
 
 
 class AuditLog(BaseModel):
-    """``GET /api/audit``: newest first."""
+    """``GET /api/audit``: one entry per command, newest first, a page at a time."""
 
     entries: list[AuditEntry]
+    next_cursor: str | None = Field(description="The next (older) page's cursor; None at the end.")
+    scanned: int = Field(description="Audit entries this page examined.")
+    scan_limit: int
+    scan_bounded: bool = Field(description="The page stopped at scan_limit before it was full.")
 
 
 # -- queues -----------------------------------------------------------------------------------

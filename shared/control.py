@@ -3,8 +3,9 @@
 A command is persisted twice: as the agent's *desired state* (``state`` running|paused|stopped and
 ``processes``), which an agent obeys when it (re)starts, and as an entry of the agent's command
 stream with a record that carries the reply (pending → accepted → done | failed, with a reason).
-Every command names its issuer and lands in the audit stream. The same idempotency key returns
-the first command instead of issuing a second one.
+Every command names its issuer and is one entry of the audit log, whose outcome the agent's replies
+update in place (:func:`outcome_field`). The same idempotency key returns the first command instead
+of issuing a second one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import uuid
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, Field
 
 from shared import tracing
@@ -32,6 +34,8 @@ DESIRED_AFTER: dict[str, DesiredState | None] = {
 COMMAND_TTL = 7 * 24 * 3600
 #: Most Dramatiq processes one agent may be scaled to.
 MAX_PROCESSES = 64
+#: Entries the audit log keeps (the oldest go, with their outcomes, as new ones come).
+AUDIT_MAXLEN = 10_000
 
 
 class Command(BaseModel):
@@ -87,12 +91,18 @@ def issue_call(keys: Keys, command: Command, idempotency_key: str | None) -> tup
             keys.worker_desired(command.worker),
             keys.worker_commands(command.worker),
             keys.audit,
+            keys.audit_outcomes,
         ],
         [
             command.id, COMMAND_TTL, desired or "", "" if command.processes is None else command.processes,
-            command.model_dump_json(), *fields,
+            command.model_dump_json(), AUDIT_MAXLEN, *fields,
         ],
     )  # fmt: skip
+
+
+def outcome_field(status: CommandStatus, reason: str | None, at: float) -> bytes:
+    """The audit outcome of a command (the value under its id in ``Keys.audit_outcomes``)."""
+    return orjson.dumps({"status": status, "reason": reason or None, "updated_at": at})
 
 
 def decode_record(raw: dict[bytes, bytes]) -> CommandRecord | None:

@@ -180,8 +180,16 @@ class Keys:
 
     @property
     def audit(self) -> str:
-        """Stream (capped): every control action, who issued it and its outcome."""
+        """Stream (capped, ``AUDIT_MAXLEN``): one entry per control action or command (fields ``id``
+        (the command id), ``command`` JSON, ``status``, ``reason``); entries of older versions may be
+        three per command (pending, accepted, done), read as one."""
         return f"{self.prefix}audit"
+
+    @property
+    def audit_outcomes(self) -> str:
+        """Hash: command id → JSON ``{status, reason, updated_at}``, the outcome of the audit entry
+        of that command, updated in place by the agent's replies; trimmed with the stream."""
+        return f"{self.prefix}audit:outcomes"
 
     # -- rate limits ---------------------------------------------------------------------------
     def rate_limit(self, route_class: str, subject: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import redis
 
-from shared.control import Command, CommandStatus, DesiredState
+from shared.control import Command, CommandStatus, DesiredState, outcome_field
 from shared.keys import Keys
 
 log = logging.getLogger("worker.control")
@@ -35,7 +35,7 @@ class Pending:
 
 
 class CommandIntake:
-    """Reads one agent's command stream and writes replies and audit entries."""
+    """Reads one agent's command stream and writes replies and audit outcomes."""
 
     def __init__(self, client: redis.Redis, keys: Keys, worker_id: str) -> None:
         self.client = client
@@ -71,17 +71,13 @@ class CommandIntake:
         return commands
 
     def answer(self, command: Command, status: CommandStatus, reason: str | None = None) -> None:
-        """Record a reply on the command and in the audit stream."""
+        """Record a reply on the command and as the outcome of its audit entry."""
         now = time.time()
         fields = {"status": status, "updated_at": now, **({"reason": reason} if reason else {})}
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hset(self.keys.command(command.id), mapping=fields)
-            pipe.xadd(
-                self.keys.audit,
-                {"command": command.model_dump_json(), "status": status, "reason": reason or ""},
-                maxlen=10_000,
-                approximate=True,
-            )
+            # the command's one audit entry (written with the command) gets its outcome in place
+            pipe.hset(self.keys.audit_outcomes, command.id, outcome_field(status, reason, now))
             pipe.execute()
         log.info("command %s %s: %s%s", command.action, command.id, status, f" ({reason})" if reason else "")
 

@@ -89,18 +89,27 @@
     }
     return box;
   }
-  function controls(w) {
+  // The states in which an action does nothing (its button is disabled; the cards re-render with
+  // every heartbeat, so they follow the state live). A stale beat's state is unknown: all are enabled.
+  const USELESS_IN = { start: ["running", "paused", "starting"], stop: ["stopped", "stopping"],
+    restart: ["stopped", "stopping"], pause: ["paused", "stopped", "stopping"], resume: ["running", "starting", "stopped", "stopping"] };
+  function controls(w, late) {
     const box = el("div", { class: "controls" });
     const url = (a) => `/api/worker/${encodeURIComponent(w.id)}/${a}`;
     for (const a of ["start", "stop", "restart", "pause", "resume"]) {
-      box.append(el("button", { "data-post": url(a), "data-action": a, "data-command": "1",
+      const off = !late && USELESS_IN[a].includes(w.state);
+      box.append(el("button", { "data-post": url(a), "data-action": a, "data-command": "1", disabled: off,
+        title: off ? `${w.id} is ${w.state}` : null,
         "data-confirm": `${a[0].toUpperCase()}${a.slice(1)} worker ${w.id}?`, class: a === "stop" ? "danger" : null, text: a }));
     }
     const input = el("input", { type: "number", min: 0, max: 64, value: w.processes_desired ?? 1, "aria-label": "processes", id: `scale-${w.id}` });
     box.append(input, el("button", { "data-post": url("scale"), "data-action": "scale", "data-command": "1",
-      "data-body-scale": input.id, "data-confirm": `Scale worker ${w.id}?`, text: "scale" }));
+      "data-body-scale": input.id, "data-worker-id": w.id, "data-scale-from": w.processes_desired ?? w.processes ?? "?", text: "scale" }));
     return box;
   }
+  // the dialog names the count asked for, read when clicked: "Scale worker w1 from 2 to 4 processes?"
+  const confirmText = (b) => (b.dataset.bodyScale ? `Scale worker ${b.dataset.workerId} from ${b.dataset.scaleFrom} to `
+    + `${$(`#${CSS.escape(b.dataset.bodyScale)}`).value} processes?` : b.dataset.confirm || "Are you sure?");
   function workerCard(w) {
     const card = el("article", { class: "card", "data-worker": w.id });
     const title = el("h3", {}, el("a", { href: `/workers/${encodeURIComponent(w.id)}`, text: w.id }),
@@ -127,7 +136,7 @@
     const spark = w.spark || { cpu: [], mem: [] };
     card.append(el("div", { class: "spark" }, el("span", { class: "muted", text: "CPU" }), sparkline(spark.cpu, "spark-cpu"),
       el("span", { class: "muted", text: "mem" }), sparkline(spark.mem, "spark-mem")));
-    if (canControl && $("#worker-cards.with-controls")) card.append(controls(w));
+    if (canControl && $("#worker-cards.with-controls")) card.append(controls(w, late));
     return card;
   }
   function renderWorkers() {
@@ -329,8 +338,8 @@
       el("td", { text: utc(c.updated_at) })));
     table.tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted", text: "no command yet" }))]));
   }
-  function renderAudit(entries) {
-    const table = $("#audit-table");
+  function renderAudit(page) {
+    const table = $("#audit-table"), entries = Array.isArray(page) ? page : page.entries;  // one row per command
     if (!table) return;
     const rows = entries.map((e) => el("tr", {}, el("td", { text: utc(e.at) }),
       el("td", { text: `${e.action}${e.processes !== null && e.processes !== undefined ? ` → ${e.processes}` : ""}` }),
@@ -412,7 +421,7 @@
   // For the page scripts loaded after this one (bulk.js, addtask.js): one dialog, one notice area.
   window.Opsdeck = { el, notice, confirmAction, fieldErrors };
   async function post(button) {
-    const ok = await confirmAction(button.dataset.confirm || "Are you sure?", button.dataset.confirmInput);
+    const ok = await confirmAction(confirmText(button), button.dataset.confirmInput);
     if (!ok) return;
     let body = null;
     if (button.dataset.bodyConfirm) body = { confirm: ok };

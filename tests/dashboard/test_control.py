@@ -46,8 +46,7 @@ async def test_restart_through_the_dashboard_replaces_processes(
     status = (await (await client.get("/api/worker/status")).json())["workers"][0]
     assert {p["pid"] for p in status["procs"]} == new_pids
     audit = (await (await client.get("/api/audit?worker=agent")).json())["entries"]
-    assert [(e["action"], e["status"]) for e in audit] == [("restart", "done"), ("restart", "accepted"),
-                                                           ("restart", "pending")]  # fmt: skip
+    assert [(e["action"], e["status"], e["issuer"]) for e in audit] == [("restart", "done", "erin")]
     page = await (await client.get("/workers/agent")).text()
     assert "erin" in page and "done" in page
 

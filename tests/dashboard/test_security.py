@@ -171,7 +171,9 @@ async def test_login_is_rate_limited_and_password_works(aiohttp_client, dash_set
         page = await (await client.get("/login")).text()
         csrf = login_csrf(page)
         return await client.post(
-            "/login", data={"password": password, "login_csrf": csrf}, allow_redirects=False
+            "/login",
+            data={"username": "olivia", "password": password, "login_csrf": csrf},
+            allow_redirects=False,
         )
 
     assert (await client.post("/login", data={"password": "correct horse"})).status == 403  # no login CSRF
@@ -183,7 +185,7 @@ async def test_login_is_rate_limited_and_password_works(aiohttp_client, dash_set
     assert resp.status == 303
     assert (await client.get("/api/worker/status")).status == 200
     home = await (await client.get("/")).text()
-    assert "password · admin" in home
+    assert "olivia · admin" in home  # the name given with the password (the audit log's issuer)
 
 
 def test_refuses_to_bind_elsewhere_without_a_password(settings):

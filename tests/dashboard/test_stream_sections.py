@@ -83,7 +83,7 @@ async def test_queue_worker_and_audit_sections(as_role, rclient):
         data = await frames_until(
             ws, lambda d: d.get("queue:default.p2", {}).get("paused") and "audit?limit=5" in d
         )
-        assert data["audit?limit=5"][0]["action"] == "queue.pause"
+        assert data["audit?limit=5"]["entries"][0]["action"] == "queue.pause"
         resp = await client.post("/api/worker/w1/restart", headers={"X-CSRF-Token": csrf})
         assert resp.status == 202
         data = await frames_until(ws, lambda d: "worker:w1" in d)
@@ -224,7 +224,7 @@ async def test_a_section_that_fails_is_an_error_for_that_section_alone(as_role, 
     async with client.ws_connect(ws_url("broken", "audit?limit=1"), headers=origin(client)) as ws:
         snap = await ws.receive_json()
         assert snap["data"]["broken"] == {"error": "this section could not be read"}
-        assert snap["data"]["audit?limit=1"] == [] and snap["data"]["status"] == {"redis": "ok"}
+        assert snap["data"]["audit?limit=1"]["entries"] == [] and snap["data"]["status"] == {"redis": "ok"}
         poller = client.server.app[POLLER]
         ticks = poller.ticks
         while poller.ticks < ticks + 2:  # noqa: ASYNC110 (ticks go on)

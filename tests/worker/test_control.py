@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import orjson
 import pytest
 
 from shared.control import CommandRecord, decode_record, issue, new_command
@@ -65,8 +66,9 @@ async def test_restart_replaces_the_processes(procs, env_factory, tmp_path, rcli
     after = wait_running(rclient, "agent", processes=2)
     assert not {p.pid for p in before.procs} & {p.pid for p in after.procs}
     assert min(p.started_at for p in after.procs) > max(p.started_at for p in before.procs)
-    audit = [e[1] for e in rclient.xrange(KEYS.audit)]
-    assert [e[b"status"].decode() for e in audit] == ["pending", "accepted", "done"]
+    [(_, entry)] = rclient.xrange(KEYS.audit)  # one entry per command, its outcome updated in place
+    assert entry[b"status"] == b"pending" and entry[b"id"] == cid.encode()
+    assert orjson.loads(rclient.hget(KEYS.audit_outcomes, cid))["status"] == "done"
 
 
 @pytest.mark.parametrize("broker_url", BROKERS, indirect=True)
