@@ -63,7 +63,8 @@
   function renderAlpha(b) {
     const box = $("#chart-alpha"), s = b.alpha_schedule;
     const W = 400, H = 70, pad = 26;
-    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+      "aria-label": `alpha over the decision count, now ${b.alpha} after ${b.decisions} decisions` });
     const span = s ? b.warmup + s.decisions : Math.max(b.warmup, b.decisions, 1);
     const xMax = Math.max(span * 1.1, b.decisions + 1);
     const at = (n) => (!s ? b.alpha : n <= b.warmup ? s.start : n - b.warmup >= s.decisions ? s.end
@@ -159,7 +160,8 @@
     const W = 600, H = 140, pad = 24, n = Math.max(points.length, 1), bw = (W - pad) / n;
     // exploration vs exploitation: stacked bars
     const maxD = Math.max(1, ...points.map((p) => p.decisions));
-    const bars = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+    const bars = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+      "aria-label": `decisions per step, explored and exploited, ${points.length} steps, at most ${maxD} a step` });
     bars.append(svg("line", { x1: pad, y1: H - 14, x2: W, y2: H - 14, class: "axis" }));
     points.forEach((p, i) => {
       const scale = (H - 24) / maxD, x = pad + i * bw, hx = p.explore * scale, he = (p.decisions - p.explore) * scale;
@@ -173,7 +175,8 @@
       ? `${t.explore} of ${t.decisions} decisions explored (${share(t.explore / t.decisions)}), ${t.decisions - t.explore} exploited`
       : "no decision in this range";
     // mean reward per arm: one line per arm (gaps where an arm had no rating)
-    const line = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+    const line = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+      "aria-label": `mean reward per arm (0 to 1) over ${points.length} steps: ${arms.join(", ")}` });
     line.append(svg("line", { x1: pad, y1: H - 14, x2: W, y2: H - 14, class: "axis" }), label("1.0", 0, 12), label("0", 8, H - 14));
     for (const arm of arms) {
       let seg = [];
@@ -224,7 +227,8 @@
     const figs = arms.map((arm) => {
       const counts = ucb.counts[arm] || [], total = counts.reduce((s, c) => s + c, 0), top = Math.max(1, ...counts);
       const W = 320, H = 90, bw = (W - 4) / Math.max(counts.length, 1);
-      const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+      const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+        "aria-label": `UCB score distribution of ${arm}: ${total} scores in ${counts.length} buckets` });
       counts.forEach((c, i) => {
         const h = (c / top) * (H - 24);
         chart.append(svg("rect", { x: 2 + i * bw + 1, y: H - 14 - h, width: Math.max(1, bw - 2), height: h, fill: colorOf(arms, arm) }));
