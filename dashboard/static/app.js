@@ -7,8 +7,6 @@
   const canControl = ["operator", "admin"].includes(document.body.dataset.role);
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const state = {};
-  let range = "15m";
-  let history = null;
 
   // -- helpers ---------------------------------------------------------------------------------
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -74,7 +72,6 @@
     if (sections.includes("workers")) renderWorkers();
     if (sections.includes("queues")) renderQueues();
     if (sections.includes("alerts")) renderAlerts();
-    if (sections.includes("throughput") && range === "15m") renderCharts(state.throughput, 60);
     // a page's own script (static/bandit.js) renders its sections from this
     document.dispatchEvent(new CustomEvent("opsdeck:live", { detail: { state, sections } }));
   }
@@ -348,42 +345,7 @@
     table.tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted", text: "no control action yet" }))]));
   }
 
-  // -- charts ----------------------------------------------------------------------------------
-  function renderCharts(points, step) {
-    const tp = $("#chart-throughput"), er = $("#chart-errors");
-    if (!tp || !points) return;
-    const W = 600, H = 140, pad = 24, n = Math.max(points.length, 1), bw = (W - pad) / n;
-    const maxV = Math.max(1, ...points.map((p) => p.processed));
-    const bars = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
-    bars.append(svg("line", { x1: pad, y1: H - 14, x2: W, y2: H - 14, class: "axis" }));
-    points.forEach((p, i) => {
-      const ok = p.processed - p.failed, scale = (H - 24) / maxV, x = pad + i * bw;
-      const hOk = ok * scale, hFail = p.failed * scale;
-      bars.append(svg("rect", { x: x + 1, y: H - 14 - hOk - hFail, width: Math.max(1, bw - 2), height: hOk, class: "bar-ok" }));
-      bars.append(svg("rect", { x: x + 1, y: H - 14 - hFail, width: Math.max(1, bw - 2), height: hFail, class: "bar-fail" }));
-    });
-    const label = (txt, x, y) => { const t = svg("text", { x, y, class: "axis-label" }); t.textContent = txt; return t; };
-    bars.append(label(String(maxV), 0, 12), label(new Date(points[0]?.t * 1000).toLocaleTimeString(), pad, H - 2));
-    tp.replaceChildren(bars);
-    const line = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
-    const maxE = Math.max(0.1, ...points.map((p) => p.error_rate));
-    const pts = points.map((p, i) => `${(pad + i * bw + bw / 2).toFixed(1)},${(H - 14 - p.error_rate * (H - 24) / maxE).toFixed(1)}`);
-    line.append(svg("line", { x1: pad, y1: H - 14, x2: W, y2: H - 14, class: "axis" }));
-    for (const [thr, cls] of [[0.05, "bar-ok"], [0.1, "bar-fail"]]) if (thr <= maxE) {
-      const y = H - 14 - thr * (H - 24) / maxE;
-      line.append(svg("line", { x1: pad, y1: y, x2: W, y2: y, class: cls, stroke: "currentColor", "stroke-dasharray": "4 3" }));
-    }
-    line.append(svg("polyline", { points: pts.join(" "), class: "line-err" }), label(`${(maxE * 100).toFixed(0)} %`, 0, 12));
-    er.replaceChildren(line);
-    for (const s of document.querySelectorAll(".step")) s.textContent = step === 60 ? "minute" : `${step / 60} minutes`;
-  }
-  async function loadHistory() {
-    if (range === "15m") { renderCharts(state.throughput, 60); return; }
-    const resp = await fetch(`/api/metrics/history?range=${range}`, { credentials: "same-origin" });
-    if (!resp.ok) { notice(`history: HTTP ${resp.status}`, true); return; }
-    history = await resp.json();
-    renderCharts(history.points, history.step_seconds);
-  }
+  // -- charts: static/charts.js draws them from the "opsdeck:live" event and the history API ------
 
   // -- actions ---------------------------------------------------------------------------------
   function confirmAction(text, expected) {
@@ -453,15 +415,8 @@
   }
   document.addEventListener("click", (ev) => {
     const button = ev.target.closest("[data-post]");
-    if (button) { ev.preventDefault(); post(button); return; }
-    const r = ev.target.closest("[data-range]");
-    if (r) {
-      range = r.dataset.range;
-      for (const b of document.querySelectorAll("[data-range]")) b.classList.toggle("active", b === r);
-      loadHistory();
-    }
+    if (button) { ev.preventDefault(); post(button); }
   });
-  setInterval(() => { if (range !== "15m") loadHistory(); }, 60000);
 
   // -- deploys (polled JSON every 2 s) -----------------------------------------------------------
   const TERMINAL = ["succeeded", "failed", "rolled_back", "canceled"];
