@@ -77,6 +77,7 @@ def shape_worker(raw: dict[str, Any]) -> dict[str, Any]:
                 "in_flight",
                 "processed",
                 "failed",
+                "tasks",
             )
         }
         for p in raw.get("procs") or []
@@ -156,6 +157,20 @@ class SnapshotReader:
         return {"cpu": [p[1] for p in points], "mem": [p[2] for p in points]}
 
 
+def stopped_alert(w: dict[str, Any]) -> dict[str, str] | None:
+    """A worker that runs no Dramatiq process (stopped, or scaled to 0/0): its queues' tasks wait."""
+    running, desired = w.get("processes") or 0, w.get("processes_desired") or 0
+    if w["state"] != "stopped" and (running or desired):
+        return None
+    how = "is stopped" if w["state"] == "stopped" else "is scaled to 0 processes"
+    return {
+        "level": "warning",
+        "kind": "worker_stopped",
+        "subject": w["id"],
+        "message": f"worker {w['id']} {how} ({running}/{desired} processes): it runs no task",
+    }
+
+
 def alerts(
     workers: list[dict[str, Any]], queues: list[dict[str, Any]], throughput: list[dict[str, Any]]
 ) -> list[dict[str, str]]:
@@ -174,6 +189,8 @@ def alerts(
                 }
             )
             continue
+        if stopped := stopped_alert(w):
+            out.append(stopped)
         busiest = max([p["cpu_percent"] or 0.0 for p in w["procs"]] or [0.0])
         if busiest > CPU_MAX:
             out.append(

@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+#: Running task ids a heartbeat carries per process.
+MAX_TASKS_SHOWN = 20
+
 WorkerState = Literal["starting", "running", "paused", "stopping", "stopped"]
 
 
@@ -21,6 +24,8 @@ class ProcessStats(BaseModel):
     in_flight: int = 0
     processed: int = 0
     failed: int = 0
+    #: Ids of the tasks it runs now (its lease set), at most MAX_TASKS_SHOWN, sorted.
+    tasks: list[str] = Field(default_factory=list, max_length=MAX_TASKS_SHOWN)
 
 
 class Heartbeat(BaseModel):

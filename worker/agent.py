@@ -33,7 +33,7 @@ from shared.errors import Unavailable
 from shared.keys import Keys
 from shared.procutil import pid_alive
 from shared.settings import Settings
-from shared.stats import Heartbeat, ProcessStats, WorkerState
+from shared.stats import MAX_TASKS_SHOWN, Heartbeat, ProcessStats, WorkerState
 from shared.store import script_source
 from shared.task_types import all_queues, task_types
 from shared.tasks import TaskStatus
@@ -71,6 +71,8 @@ class Agent:
         self.started_at = time.time()
         self.retired = {"processed": 0, "failed": 0}
         self.counters: dict[int, dict[str, int]] = {}
+        #: pid → ids of the tasks it runs now (from its lease set, at most MAX_TASKS_SHOWN)
+        self.running: dict[int, list[str]] = {}
         self.me = psutil.Process()
         self.me.cpu_percent(None)
         self._stop_requested = False
@@ -237,6 +239,7 @@ class Agent:
         for name in ("processed", "failed"):
             self.retired[name] += int(raw.get(name.encode(), 0))
         self.counters.pop(slot.proc.pid, None)
+        self.running.pop(slot.proc.pid, None)
         self._run_maintenance()  # its unacked messages come back once its heartbeat is stale
 
     # -- periodic work --------------------------------------------------------------------------
@@ -292,8 +295,11 @@ class Agent:
         with self.client.pipeline(transaction=False) as pipe:
             for pid in pids:
                 pipe.hgetall(self.keys.worker_process(self.id, pid))
-            for pid, raw in zip(pids, pipe.execute(), strict=True):
-                self.counters[pid] = {k.decode(): int(v) for k, v in raw.items()}
+                pipe.srandmember(self.keys.worker_process_leases(self.id, pid), MAX_TASKS_SHOWN)
+            replies = pipe.execute()
+        for pid, raw, running in zip(pids, replies[::2], replies[1::2], strict=True):
+            self.counters[pid] = {k.decode(): int(v) for k, v in raw.items()}
+            self.running[pid] = sorted(t.decode() for t in running)
 
     def heartbeat(self) -> Heartbeat:
         """This agent's state and its processes' stats right now."""
@@ -321,6 +327,7 @@ class Agent:
                     in_flight=max(0, counters.get("in_flight", 0)),
                     processed=counters.get("processed", 0),
                     failed=counters.get("failed", 0),
+                    tasks=self.running.get(slot.proc.pid, []),
                 )
             )
         now = time.time()
