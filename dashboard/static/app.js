@@ -78,7 +78,8 @@
 
   // -- workers ---------------------------------------------------------------------------------
   function sparkline(values, cls, max = 100) {
-    const w = 120, h = 28, box = svg("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img" });
+    const name = `${cls === "spark-mem" ? "memory" : "CPU"} % over the last ${values.length} heartbeats${values.length ? `, now ${(+values[values.length - 1] || 0).toFixed(1)}` : ""}`;
+    const w = 120, h = 28, box = svg("svg", { width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": name });
     if (values.length > 1) {
       const top = Math.max(max, ...values);
       const pts = values.map((v, i) => `${(i * w / (values.length - 1)).toFixed(1)},${(h - 2 - v * (h - 4) / top).toFixed(1)}`);
