@@ -17,7 +17,7 @@ from shared.devtools.embedded_redis import free_port
 from shared.latency_histogram import bucket_of
 from shared.tasks import ECHO, FAIL, SLEEP
 from tests.dashboard.conftest import KEYS
-from tests.dashboard.test_browser import ensure_chromium, log_in, submit
+from tests.dashboard.test_browser import SHOTS, ensure_chromium, log_in, submit
 from tests.dashboard.test_browser_bandit import answers
 from tests.dashboard.test_browser_tasks import IMG
 from tests.helpers import wait_for
@@ -119,6 +119,15 @@ def test_the_overview_charts(procs, env_factory, tmp_path, rclient, redis_url, t
         tip.wait_for(state="visible")
         assert "(1 of " in (tip.text_content() or ""), tip.text_content()
         page.locator("#charts").screenshot(path=str(IMG / "dashboard-charts.png"))
+        # a phone: the charts redraw to its width, the page does not scroll sideways
+        page.set_viewport_size({"width": 390, "height": 900})
+        page.wait_for_function(
+            "() => Number(document.querySelector('#chart-errors svg').getAttribute('width')) < 390"
+        )
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        assert page.locator("#chart-errors text.thr-label").count() == 2
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#charts").screenshot(path=str(SHOTS / "charts-390.png"))
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
 
