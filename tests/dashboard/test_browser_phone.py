@@ -30,13 +30,20 @@ browser_env = test_browser_tasks.browser_env
 #: A long error, so the dead-letter and task tables are wider than a phone.
 LONG_ERROR = "UpstreamTimeout: " + "the provider did not answer within 30 s; " * 4
 
-#: Visible elements with their own text: [description, colour, background (first opaque one up the
-#: tree), opacity down the tree]. Inside SVG (charts draw their own) and disabled controls left out
-#: (WCAG exempts inactive controls).
+#: Visible elements with their own text: [description, colour, background (the first opaque box up
+#: the tree that holds it), opacity down the tree]. Inside SVG (charts draw their own) and disabled
+#: controls left out (WCAG exempts inactive controls).
 TEXTS = """() => {
   const clear = (c) => c === 'rgba(0, 0, 0, 0)' || c === 'transparent';
-  const bgOf = (n) => { for (; n; n = n.parentElement) { const c = getComputedStyle(n).backgroundColor;
-    if (!clear(c)) return c; } return 'rgb(255, 255, 255)'; };
+  const inside = (r, n) => { const b = n.getBoundingClientRect();
+    return r.left >= b.left - 1 && r.right <= b.right + 1
+      && r.top >= b.top - 1 && r.bottom <= b.bottom + 1; };
+  // the first opaque box up the tree that holds the text where it is drawn (text overflowing its
+  // header is drawn on the page's background)
+  const bgOf = (e) => { const r = e.getBoundingClientRect();
+    for (let n = e; n; n = n.parentElement) { const c = getComputedStyle(n).backgroundColor;
+      if (!clear(c) && (n === document.documentElement || n === document.body || inside(r, n))) return c; }
+    return 'rgb(255, 255, 255)'; };
   const out = [];
   for (const e of document.querySelectorAll('body *')) {
     if (e.closest('svg') || e.closest(':disabled')) continue;
