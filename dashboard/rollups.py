@@ -3,7 +3,7 @@
 A point carries attempts (``processed``, ``failed``: every ended attempt, a task retried twice
 counts three), task outcomes (``tasks``, ``tasks_failed``: final ends only) and the error rate
 over each, and the attempt latency's p50/p95 from the minute histograms
-(:mod:`shared.latency_histogram`). A step without data is a gap: its rates and latencies are
+(:mod:`dashboard.latency_histogram`). A step without data is a gap: its rates and latencies are
 None, not 0. With a task type the point is that type's (its ``:<type>`` fields; the rollups keep
 no per-type retries or duration sums, so those are None).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from shared.latency_histogram import BUCKET_COUNT, bucket_fields, quantile
+from dashboard.latency_histogram import BUCKET_COUNT, bucket_fields, quantile
 
 #: Counters kept overall and per type, in this order first in every field list.
 COUNTS = ("processed", "failed", "tasks", "tasks_failed")

@@ -101,7 +101,7 @@ class Keys:
         """Hash (expires after 8 days): task rollup of one minute (epoch minute): attempts
         ``processed``, ``failed``, ``retried``, ``duration_ms_sum``, ``duration_count``, final
         outcomes ``tasks``/``tasks_failed``, the latency histogram ``lat:<i>``
-        (:mod:`shared.latency_histogram`), and per type ``processed:<type>``, ``failed:<type>``,
+        (:mod:`dashboard.latency_histogram`), and per type ``processed:<type>``, ``failed:<type>``,
         ``tasks:<type>``, ``tasks_failed:<type>``, ``lat:<type>:<i>``;
         the coaching bandit's ``bandit:*`` counters (decisions, pulls, UCB buckets, ratings,
         rewards: :mod:`shared.bandit_rollup`)."""

@@ -3,7 +3,7 @@
 -- never counts twice: "processed" counts every ended attempt, "failed" those that ended in an
 -- error (as Sidekiq); "tasks" counts final ends (succeeded, failed, dead: not retrying) and
 -- "tasks_failed" the failed and dead ones, so an error rate over tasks does not count a task
--- once per attempt; "lat:<i>" is the attempt-duration histogram (shared/latency_histogram.py).
+-- once per attempt; "lat:<i>" is the attempt-duration histogram (dashboard/latency_histogram.py).
 --
 -- The end of an attempt that is no longer current (another process took the task over after
 -- this one's lease expired — it froze or stalled past it) or of a task that ended already is a
@@ -26,7 +26,7 @@
 --       12 redis message id to ack, 13 attempt id ("" when unknown), 14 "1" to ack the message,
 --       15.. field/value pairs (result, error, traceback, ...)
 local task_id = ARGV[1]
--- the latency buckets' upper bounds (ms): the same list as shared/latency_histogram.BUCKETS_MS
+-- the latency buckets' upper bounds (ms): the same list as dashboard/latency_histogram.BUCKETS_MS
 local LAT_BOUNDS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
 
 local function lat_bucket(ms)

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from dashboard.latency_histogram import bucket_of
 from shared.devtools.embedded_redis import free_port
-from shared.latency_histogram import bucket_of
 from shared.tasks import ECHO, FAIL, SLEEP
 from tests.dashboard.conftest import KEYS
 from tests.dashboard.test_browser import SHOTS, ensure_chromium, log_in, submit

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from dashboard import rollups
+from dashboard.latency_histogram import BUCKET_COUNT, BUCKETS_MS, bucket_fields, bucket_of, quantile
 from dashboard.snapshot import ROLLUP_FIELDS, alerts, rollup_point
-from shared.latency_histogram import BUCKET_COUNT, BUCKETS_MS, bucket_fields, bucket_of, quantile
 from tests.conftest import ROOT
 from tests.dashboard.conftest import KEYS
 

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from dashboard.history import read_history
+from dashboard.latency_histogram import bucket_fields, bucket_of
 from dashboard.snapshot import alerts
-from shared.latency_histogram import bucket_fields, bucket_of
 from tests.worker.test_end_to_end import KEYS, start_agent, wait_running, wait_status
 
 pytestmark = pytest.mark.slow
