@@ -128,6 +128,10 @@ def test_the_overview_charts(procs, env_factory, tmp_path, rclient, redis_url, t
         assert page.locator("#chart-errors text.thr-label").count() == 2
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.locator("#charts").screenshot(path=str(SHOTS / "charts-390.png"))
+        page.emulate_media(color_scheme="dark")  # the dark theme: the charts take its colours
+        page.reload()
+        page.wait_for_selector("html[data-theme='dark'] #chart-latency svg")
+        page.locator("#charts").screenshot(path=str(SHOTS / "charts-390-dark.png"))
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
 
