@@ -21,11 +21,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
-from dashboard.api_tasks import Instant, TaskQuery, retry_task, search
+from dashboard.api_tasks import TaskFilter, TaskQuery, retry_task, search
 from dashboard.appkeys import KEYS, REDIS, STORE, USER
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.task_types import task_types
-from shared.tasks import Priority, TaskStatus
+from shared.tasks import TaskStatus
 from shared.web import json_response, parse_query, read_json
 
 #: Most tasks one bulk command acts on (a filter matching more is refused, naming the bound).
@@ -41,18 +41,6 @@ CLEAN_PAGE = 500
 RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELED})
 FINISHED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.CANCELED})
 VERBS = {"retry": "retried", "cancel": "canceled", "delete": "deleted"}
-
-
-class TaskFilter(BaseModel):
-    """A filter of the tasks page (what ``GET /api/tasks`` takes, without page and cursor)."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: str | None = Field(default=None, max_length=64)
-    status: TaskStatus | None = None
-    priority: Priority | None = None
-    since: Instant | None = None
-    until: Instant | None = None
-    error: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class Bulk(BaseModel):

@@ -44,8 +44,9 @@ Instant = Annotated[
 ]
 
 
-class TaskQuery(BaseModel):
-    """Query of ``GET /api/tasks``: filters, time window and page."""
+class TaskFilter(BaseModel):
+    """A filter of the tasks page: type, status, priority, time window, error text (what
+    ``GET /api/tasks`` takes without its page, and what a bulk action over a filter names)."""
 
     model_config = ConfigDict(extra="forbid")
     type: str | None = Field(default=None, max_length=64)
@@ -60,6 +61,11 @@ class TaskQuery(BaseModel):
         description=f"Text in the error message (case-insensitive); a page examines at most {MAX_SCAN} "
         "index entries (scanned, scan_bounded in the answer), the cursor goes on from there",
     )
+
+
+class TaskQuery(TaskFilter):
+    """Query of ``GET /api/tasks``: the filter and the page."""
+
     cursor: str | None = Field(default=None, max_length=400)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 

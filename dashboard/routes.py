@@ -143,7 +143,7 @@ API: list[Endpoint] = [
              scope="viewer", query=api_tasks.FailureQuery, responses={200: schemas.FailureGroups}),
     Endpoint("GET", "/api/tasks/count", api_bulk.count,
              f"How many tasks a bulk command on this filter acts on (at most {api_bulk.BULK_MAX})",
-             scope="viewer", query=api_bulk.TaskFilter, responses={200: schemas.TaskCount}),
+             scope="viewer", query=api_tasks.TaskFilter, responses={200: schemas.TaskCount}),
     Endpoint("POST", "/api/tasks", api_submit.add_task,
              "Add a task (the coordinator's validation and path, under the caller's name)", scope="operator",
              body=TaskSubmission, responses={202: schemas.TaskAdded, 200: schemas.TaskAdded},
