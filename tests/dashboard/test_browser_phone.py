@@ -248,6 +248,12 @@ def test_wide_nav_is_one_row_and_the_theme_toggle_persists(stack, token):
         assert xs == sorted(xs) and len(set(xs)) == 7  # left to right, as before
         assert page.locator("header nav a[aria-current=page]").get_attribute("href") == "/"
         assert scroll_width(page) <= WIDE["width"]
+        # between a phone and a wide screen (a tablet, a half-screen window) the header wraps instead
+        for width in (761, 900, 1100):
+            page.set_viewport_size({"width": width, "height": 900})
+            assert page.locator("header .menu-toggle").is_hidden()
+            assert scroll_width(page) <= width, width
+        page.set_viewport_size(WIDE)
         # the system's theme (light here) until the toggle says otherwise; the toggle flips and persists
         toggle = page.locator("#theme-toggle")
         theme = "() => document.documentElement.dataset.theme"
