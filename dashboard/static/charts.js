@@ -72,9 +72,11 @@
         svg("text", { x: PAD_L - 4, y: y(yMax * f) + 3, class: "axis-label y-label", "text-anchor": "end" }, yText(yMax * f)));
     }
     chart.append(svg("text", { x: PAD_L - 4, y: base + 3, class: "axis-label y-label", "text-anchor": "end" }, "0"));
-    // ticks on round UTC times (every 2, 5, 10 … minutes, hours, midnight), at most 6
-    const span = n * view.step;
-    const every = TICK_SECONDS.find((s) => s >= view.step && span / s <= 6) || 86400;
+    // ticks on round UTC times (every 2, 5, 10 … minutes, hours, days), as many as fit (at most 6)
+    const span = n * view.step, dated = view.range === "24h" || view.range === "7d";
+    const fit = Math.max(2, Math.min(6, Math.floor((W - PAD_L - PAD_R) / (dated ? 80 : 48))));
+    const every = TICK_SECONDS.find((s) => s >= view.step && span / s <= fit)
+      || Math.ceil(span / fit / 86400) * 86400;
     const t0 = view.points.length ? view.points[0].t : 0;
     for (let T = Math.ceil(t0 / every) * every; view.points.length && T < t0 + span; T += every) {
       const tx = PAD_L + ((T - t0) / view.step) * bw;  // a point's left edge is its start

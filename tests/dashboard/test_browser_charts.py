@@ -34,6 +34,12 @@ LAST_WITH_DATA = """sel => {
   return hit ? [hit.dataset.i, hit.querySelector('title').textContent] : null;
 }"""
 
+#: Pairs of time-axis labels of the latency chart whose boxes overlap.
+OVERLAPPING_TICKS = """() => {
+  const boxes = [...document.querySelectorAll('#chart-latency .x-label')].map((t) => t.getBBox());
+  return boxes.slice(1).map((b, i) => [boxes[i].x + boxes[i].width, b.x]).filter(([end, x]) => end > x);
+}"""
+
 
 def seed_history(rclient) -> None:
     """Rollups as finish.lua writes them, in some older minutes (echo and sleep tasks, a few fail)."""
@@ -132,6 +138,10 @@ def test_the_overview_charts(procs, env_factory, tmp_path, rclient, redis_url, t
         page.reload()
         page.wait_for_selector("html[data-theme='dark'] #chart-latency svg")
         page.locator("#charts").screenshot(path=str(SHOTS / "charts-390-dark.png"))
+        for rng in ("7d", "24h", "1h"):  # the phone's ticks fit: fewer of them, none overlapping
+            page.click(f"[data-chart-range='{rng}']")
+            page.wait_for_selector(f"#charts[data-range='{rng}']")
+            assert page.evaluate(OVERLAPPING_TICKS) == [], rng
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e or "Uncaught" in e], errors
 
