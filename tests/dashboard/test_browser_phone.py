@@ -71,7 +71,7 @@ def stack(browser_env, procs, env_factory, tmp_path, rclient, redis_url) -> dict
     return {"base": browser_env, "done": done, "dead": dead}
 
 
-def main_pages(stack: dict[str, str]) -> list[tuple[str, str]]:
+def main_pages(stack: dict[str, str]) -> list[tuple[str, str | None]]:
     """(path, the nav link that is the current page) of every main page."""
     return [
         ("/", "/"),
@@ -85,6 +85,8 @@ def main_pages(stack: dict[str, str]) -> list[tuple[str, str]]:
         ("/deploys", "/deploys"),
         ("/audit", "/audit"),
         ("/bandit", "/bandit"),
+        ("/tasks/new", "/tasks"),
+        ("/tasks/00000000-0000-4000-8000-00000000dead", None),  # the 404 page
     ]
 
 
