@@ -59,7 +59,9 @@ class DeployCreate(BaseModel):
     version: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$", description="Commit, image or tag."
     )
-    strategy: Literal["direct", "canary"] | None = Field(default=None, description="Default: the service's.")
+    strategy: Literal["direct", "canary", "blue_green"] | None = Field(
+        default=None, description="Default: the service's."
+    )
 
 
 class DeployAccepted(BaseModel):

@@ -109,7 +109,7 @@ class DeployRecord(BaseModel):
     id: str
     service: str
     version: str | None = None
-    strategy: Literal["direct", "canary"]
+    strategy: Literal["direct", "canary", "blue_green"]
     provider: str
     status: Literal["queued", "in_progress", "canary", "paused", "awaiting_confirmation", "promoting",
                     "succeeded", "failed", "rolled_back", "canceled"]  # fmt: skip

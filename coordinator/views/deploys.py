@@ -15,6 +15,7 @@ from coordinator.appkeys import PRINCIPAL, REDIS, SETTINGS, STORE
 from coordinator.http import correlation_id, json_response, parse_query, read_json, redis_deadline
 from coordinator.schemas import DeployCreate, DeployListQuery
 from shared.deploy.actions import apply_action, service_summaries
+from shared.deploy.config import blue_green_problem
 from shared.deploy.models import DEPLOY
 from shared.deploy.store import DeployStore, checked_id
 from shared.errors import Conflict, NotFound, ValidationFailed
@@ -48,6 +49,10 @@ async def create_deploy(request: web.Request) -> web.Response:
         )
         fields = [{"loc": ["body", "service"], "msg": msg}]
         raise ValidationFailed(f"cannot deploy {body.service!r}", fields=fields)
+    problem = blue_green_problem(config) if body.strategy == "blue_green" else None
+    if problem is not None:
+        fields = [{"loc": ["body", "strategy"], "msg": f"{problem[0]}: {problem[1]}"}]
+        raise ValidationFailed(f"cannot deploy {body.service!r} blue-green", fields=fields)
     store = _store(request)
     async with redis_deadline(request):
         active = await store.active(body.service)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,10 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 METRIC_NAME = r"^[a-z][a-z0-9_]{0,62}$"
 #: Canary steps when a service names none (percent of traffic on the new version).
 DEFAULT_STEPS = (1, 5, 25, 100)
+#: The placeholder of the preview's address in smoke URLs and metric queries (blue-green).
+PREVIEW_URL = "{preview_url}"
+#: Rollout strategies.
+Strategy = Literal["direct", "canary", "blue_green"]
 
 
 class _Strict(BaseModel):
@@ -163,7 +168,7 @@ class GateOptions(_Strict):
     @field_validator("smoke_urls")
     @classmethod
     def _check_urls(cls, urls: list[str]) -> list[str]:
-        return [_http_url(u) for u in urls]
+        return [u if u.startswith(PREVIEW_URL) else _http_url(u) for u in urls]
 
 
 class NginxOptions(_Strict):
@@ -189,6 +194,39 @@ class RouterOptions(_Strict):
         return self
 
 
+class BlueGreenOptions(_Strict):
+    """``strategy: blue_green``: the new version is deployed beside the stable one (the router's
+    ``canary_server`` at weight 0, or a Vercel preview), analysed for ``pre_promotion_seconds``
+    (the gates, ``{preview_url}`` in smoke URLs and queries being the preview's address), switched
+    to at once (one router write or Vercel promote), and the old version kept for
+    ``scale_down_delay_seconds``, during which a rollback switches back at once, then retired."""
+
+    #: How long the gates are sampled against the preview before the switch (0: one round).
+    pre_promotion_seconds: float = Field(default=0.0, ge=0, le=86400)
+    #: How long the old version is kept after the switch for an instant rollback.
+    scale_down_delay_seconds: float = Field(default=30.0, ge=0, le=7 * 86400)
+    #: The preview's address for ``{preview_url}`` (default: ``http://<router.nginx.canary_server>``,
+    #: or the Vercel deployment's ``https://<url>``).
+    preview_url: str | None = None
+
+    _url = field_validator("preview_url")(lambda v: v if v is None else _http_url(v).rstrip("/"))
+
+
+def blue_green_problem(config: ServiceConfig) -> tuple[str, str] | None:
+    """``(field, message)`` when ``config`` cannot run a blue-green rollout, else None: the new
+    version needs somewhere beside the stable one that takes no traffic until the switch."""
+    if config.router.type == "nginx":
+        return None  # the provider deploys to canary_server at weight 0; the switch is one write
+    if config.provider == "vercel":
+        if config.vercel is not None and not config.vercel.promote:
+            return "vercel.promote", "strategy blue_green deploys a Vercel preview and promotes it: set true"
+        return None
+    where = "Render has no preview deployment beside the live one of a service (a deploy replaces it)"
+    if config.provider == "webhook":
+        where = "a webhook receiver is told weights, not given a preview to switch to"
+    return "router.type", f"strategy blue_green needs router: nginx with provider {config.provider}: {where}"
+
+
 class GitTagOptions(_Strict):
     """Optional annotated tag ``<service>-stable-<version>-<YYYYMMDD>`` on success (off by default)."""
 
@@ -209,8 +247,9 @@ class ServiceConfig(_Strict):
     webhook: WebhookOptions | None = None
     render: RenderOptions | None = None
     vercel: VercelOptions | None = None
-    strategy: Literal["direct", "canary"] = "direct"
+    strategy: Strategy = "direct"
     canary: CanaryOptions = Field(default_factory=CanaryOptions)
+    blue_green: BlueGreenOptions = Field(default_factory=BlueGreenOptions)
     gates: GateOptions = Field(default_factory=GateOptions)
     router: RouterOptions = Field(default_factory=RouterOptions)
     git_tag: GitTagOptions = Field(default_factory=GitTagOptions)
@@ -226,6 +265,16 @@ class ServiceConfig(_Strict):
     def _provider_section(self) -> ServiceConfig:
         if getattr(self, self.provider) is None:
             raise ValueError(f"provider {self.provider} needs a '{self.provider}' section")
+        return self
+
+    @model_validator(mode="after")
+    def _blue_green(self) -> ServiceConfig:
+        problem = blue_green_problem(self) if self.strategy == "blue_green" else None
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        uses = any(PREVIEW_URL in u for u in self.gates.smoke_urls)
+        if uses and self.strategy != "blue_green" and self.router.type != "nginx":
+            raise ValueError(f"gates.smoke_urls: {PREVIEW_URL} needs strategy blue_green or router: nginx")
         return self
 
     def steps(self, strategy: str | None = None) -> list[int]:
@@ -254,7 +303,10 @@ def _describe(exc: ValidationError) -> str:
     loc = [str(p) for p in first["loc"]]
     msg = first["msg"].removeprefix("Value error, ")
     if len(loc) >= 2 and loc[0] == "services":
-        field = ".".join(loc[2:]) or "(service)"
+        named = re.match(r"^[a-z_][a-z_.]*: ", msg) if len(loc) == 2 else None  # a check across fields
+        field = ".".join(loc[2:]) or ("" if named else "(service)")
+        if not field:
+            return f"service {loc[1]!r}: {msg}"
         return f"service {loc[1]!r}: {field}: {msg}"
     return f"{'.'.join(loc) or '(file)'}: {msg}"
 

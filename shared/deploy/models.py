@@ -6,6 +6,8 @@ A deploy's id is the id of the ``deploy`` task that started it, so ``/api/v1/tas
 ``/api/v1/deploys/{id}`` name the same rollout.
 
     queued → in_progress → canary → … → promoting → succeeded
+    blue-green (``phase``): in_progress (preview) → canary (pre-promotion analysis, 0 %) →
+                 promoting (switched: 100 %, old version kept) → succeeded (old version retired)
                  │            │  ↕ paused
                  │            │  ↕ awaiting_confirmation (``confirm``; promote goes on, a timeout aborts)
                  │            │  ↕ paused, inconclusive analysis (``inconclusive_step``; promote goes on)
@@ -20,7 +22,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.deploy.config import SERVICE_NAME, ServiceConfig, ServicesFile
+from shared.deploy.config import SERVICE_NAME, ServiceConfig, ServicesFile, Strategy, blue_green_problem
 from shared.store import decode_hash, iso
 from shared.tasks import TaskType
 
@@ -72,7 +74,7 @@ class DeployPayload(BaseModel):
 
     service: str = Field(pattern=SERVICE_NAME, description="A service of the services file.")
     version: str | None = Field(default=None, pattern=VERSION_PATTERN)
-    strategy: Literal["direct", "canary"] | None = None
+    strategy: Strategy | None = None
     recorded: bool = Field(
         default=False, description="Set by POST /api/v1/deploys, which writes the record itself."
     )
@@ -89,6 +91,16 @@ class DeployPayload(BaseModel):
             raise ValueError(f"unknown service {name!r}; configured: {', '.join(sorted(services))}")
         return name
 
+    @field_validator("strategy")
+    @classmethod
+    def _possible(cls, strategy: str | None, info: ValidationInfo) -> str | None:
+        """A blue-green rollout of a service that can have one (:func:`blue_green_problem`)."""
+        config = configured_services(info.context).get(info.data.get("service") or "")
+        problem = blue_green_problem(config) if config is not None and strategy == "blue_green" else None
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        return strategy
+
 
 class StepPayload(BaseModel):
     """Payload of a ``deploy_step`` message: run step ``step`` of a deploy, or apply an action."""
@@ -99,7 +111,9 @@ class StepPayload(BaseModel):
     step: int = Field(default=0, ge=0, le=100)
     #: ``timeout``: internal, sent delayed by ``confirm_timeout_seconds`` when a rollout starts to
     #: wait for a confirmation; it aborts the rollout if it is still waiting then.
-    action: Literal["run", "abort", "rollback", "promote", "resume", "timeout", "analyze"] = "run"
+    #: ``retire``: internal, sent delayed by ``blue_green.scale_down_delay_seconds`` after a
+    #: blue-green switch; the old version is retired and the rollout succeeds.
+    action: Literal["run", "abort", "rollback", "promote", "resume", "timeout", "analyze", "retire"] = "run"
     #: ``analyze``: internal, the index of the analysis round (one sample of every gate) of step
     #: ``step`` to take; sent delayed by the gates' interval while the step's pause lasts.
     sample: int | None = Field(default=None, ge=0, le=100000)
@@ -164,10 +178,14 @@ INT_FIELDS = frozenset(
         "confirm_deadline",
         "inconclusive_step",
         "accepted_step",
+        "switched_at",
+        "retire_at",
+        "retired_at",
     }
 )
 #: Timestamps (ms) rendered as ISO 8601.
-TIME_FIELDS = ("created_at", "started_at", "updated_at", "finished_at", "confirm_deadline")
+TIME_FIELDS = ("created_at", "started_at", "updated_at", "finished_at", "confirm_deadline", "switched_at",
+               "retire_at", "retired_at")  # fmt: skip
 
 
 def encode_fields(fields: dict[str, Any]) -> dict[str, str]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from shared.deploy.config import GateOptions, MetricThreshold
+from shared.deploy.config import PREVIEW_URL, GateOptions, MetricThreshold
 from worker.deploy.errors import ProviderError
 from worker.deploy.gates import judge, query_value, smoke
 from worker.deploy.http import RetryPolicy
@@ -83,18 +83,22 @@ def limits(options: GateOptions, name: str) -> dict[str, int]:
     return out
 
 
-def take_round(options: GateOptions, *, service: str, version: str | None) -> list[dict[str, Any]]:
+def take_round(
+    options: GateOptions, *, service: str, version: str | None, preview_url: str | None = None
+) -> list[dict[str, Any]]:
     """One measurement of every gate: ``{metric, verdict, value, detail, ok}`` plus the old gate
-    result's ``gate``/``url``/``query``/``max``/``status`` (what the gates table shows)."""
+    result's ``gate``/``url``/``query``/``max``/``status`` (what the gates table shows);
+    ``{preview_url}`` in smoke URLs and queries is ``preview_url`` (a blue-green preview's address)."""
     out: list[dict[str, Any]] = []
     for i, url in enumerate(options.smoke_urls):
-        r = smoke(url, options.timeout_seconds)
+        r = smoke(url.replace(PREVIEW_URL, preview_url or ""), options.timeout_seconds)
         out.append({**r, "metric": f"smoke[{i}]", "verdict": "success" if r["ok"] else "failure",
                     "value": r.get("status")})  # fmt: skip
     if options.metrics is not None:
         policy = RetryPolicy(retries=1, backoff=0.2, timeout=options.timeout_seconds)
         for name, threshold in metrics_of(options):
             query = threshold.query.replace("{service}", service).replace("{version}", version or "")
+            query = query.replace(PREVIEW_URL, preview_url or "")
             m: dict[str, Any] = {"gate": name, "metric": name, "query": query, "max": threshold.max}
             try:
                 value = query_value(options.metrics.query_url, query, policy)

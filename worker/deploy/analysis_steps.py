@@ -72,9 +72,12 @@ class AnalysisSteps:
         then the pause as a delayed step, as before analysis runs)."""
         last = n == len(rec["steps"]) - 1
         pause = 0.0 if last else config.canary.pause_seconds
+        if rec.get("strategy") == "blue_green":  # the pre-promotion analysis, against the preview
+            pause, last = config.blue_green.pre_promotion_seconds, False
         rounds, interval = plan(config.gates, pause, last) if gate_names(config.gates) else (1, 0.0)
         start = now_ms()
-        analysis = {"step": n, "weight": rec["steps"][n], "rounds": rounds, "interval": interval,
+        weight = 0 if rec.get("strategy") == "blue_green" else rec["steps"][n]  # a preview: no traffic
+        analysis: dict[str, Any] = {"step": n, "weight": weight, "rounds": rounds, "interval": interval,
                     "started_at": start, "pause_ms": int(pause * 1000), "ends_at": start + int(pause * 1000),
                     "next": 0, "sent": 0,
                     "state": "running", "counts": {}, "reasons": []}  # fmt: skip
@@ -124,7 +127,8 @@ class AnalysisSteps:
     def _round(self, rec: dict[str, Any], n: int, i: int, config: ServiceConfig) -> None:
         """Take round ``i`` of step ``n``'s run, record it in one write and act on the verdict."""
         a = rec["analysis"]
-        taken = take_round(config.gates, service=rec["service"], version=rec.get("version"))
+        taken = take_round(config.gates, service=rec["service"], version=rec.get("version"),
+                           preview_url=rec.get("preview_url"))  # fmt: skip
         at = now_ms()
         counts = {k: dict(v) for k, v in a["counts"].items()}
         tally(counts, taken)
@@ -132,7 +136,9 @@ class AnalysisSteps:
         a = {**a, "counts": counts, "next": i + 1, "state": verdict, "reasons": reasons, "last_at": at}
         if verdict in ("failed", "inconclusive"):
             what = "gate failed" if verdict == "failed" else "analysis inconclusive"
-            a["reason"] = f"{what} at step {n} ({a['weight']}%): {describe(reasons, taken)}"
+            where = ("before promotion (preview)" if rec.get("strategy") == "blue_green"
+                     else f"at step {n} ({a['weight']}%)")  # fmt: skip
+            a["reason"] = f"{what} {where}: {describe(reasons, taken)}"
         kept = append_bounded(rec.get("measurements") or [], [stored(m, n, i, at) for m in taken])
         fields: dict[str, Any] = {"analysis": a, "measurements": kept}
         if verdict != "running":  # the step's gates entry, as before analysis runs

@@ -34,6 +34,7 @@ from shared.deploy.store import new_record
 from shared.logging import get_logger
 from shared.settings import Settings
 from worker.deploy.analysis_steps import AnalysisSteps
+from worker.deploy.blue_green import BlueGreenSteps, is_blue_green, preview_url
 from worker.deploy.errors import DeployError, ProviderError, ProviderUnavailable, RecordPending
 from worker.deploy.gittag import create_tag
 from worker.deploy.providers import Provider, ProviderStatus, StepContext, make_provider
@@ -49,7 +50,7 @@ Schedule = Callable[[dict[str, Any], float], None]
 POLL_BUDGET = 20.0
 
 
-class Rollout(AnalysisSteps):
+class Rollout(AnalysisSteps, BlueGreenSteps):
     """Drives deploy records; every method is safe to run again after a crash."""
 
     def __init__(self, state: DeployState, settings: Settings, schedule: Schedule) -> None:
@@ -96,6 +97,9 @@ class Rollout(AnalysisSteps):
 
     # -- steps -------------------------------------------------------------------------------------
     def _continue(self, rec: dict[str, Any], msg: StepPayload) -> None:
+        if msg.action == "retire":  # a blue-green rollout's scale-down delay is over
+            self._retire(rec, msg)
+            return
         waiting = rec["status"] == DeployStatus.AWAITING_CONFIRMATION
         if msg.action == "timeout" or waiting:  # a waiting rollout only moves on promote or abort
             if msg.action == "timeout" and waiting:
@@ -140,9 +144,12 @@ class Rollout(AnalysisSteps):
 
     def _run(self, rec: dict[str, Any], n: int) -> None:
         config = self._config(rec["service"])
-        weight = rec["steps"][n]
+        blue_green = is_blue_green(rec)  # the new version is a preview beside the stable one: no traffic
+        weight = 0 if blue_green else rec["steps"][n]
         ctx = StepContext(rec["id"], rec["service"], rec.get("version"), n, weight)
-        self._transition(rec, DeployStatus.IN_PROGRESS, step=n)
+        self._transition(
+            rec, DeployStatus.IN_PROGRESS, step=n, **({"phase": "preview"} if blue_green else {})
+        )
         try:
             provider = make_provider(config, self.settings)
             if n == 0 or provider.per_step:
@@ -161,9 +168,13 @@ class Rollout(AnalysisSteps):
                 if status.state != "live":
                     self._fail(rec, ctx, status.message or "provider deploy failed")
                     return
-                self.state.update(rec["id"], live="1", resolved_version=status.version)
-                rec["live"], rec["resolved_version"] = "1", status.version
-            make_router(config.router).set_weight(weight)
+                preview = (
+                    {"phase": "analysis", "preview_url": preview_url(config, status)} if blue_green else {}
+                )
+                self.state.update(rec["id"], live="1", resolved_version=status.version, **preview)
+                rec.update(live="1", resolved_version=status.version, **preview)
+            if not blue_green:
+                make_router(config.router).set_weight(weight)
             self.state.update(rec["id"], weight=weight, transient_errors=0)
         except ProviderUnavailable as exc:
             self._transient(rec, n, exc)
@@ -186,6 +197,9 @@ class Rollout(AnalysisSteps):
             provider = make_provider(config, self.settings)
         except DeployError as exc:
             self._fail(rec, ctx, str(exc))
+            return
+        if is_blue_green(rec):
+            self._switch(rec, ctx, config, provider)
             return
         self._succeed(rec, ctx, config, provider)
 
@@ -284,7 +298,8 @@ class Rollout(AnalysisSteps):
         ids = rec.get("provider_ids") or {}
         pid = ids.get(str(ctx.step)) or ids.get("0") or ""
         try:
-            provider.promote(ctx, pid)
+            if not is_blue_green(rec):  # a blue-green rollout was promoted at its switch
+                provider.promote(ctx, pid)
         except ProviderError as exc:
             self._fail(rec, ctx, f"promote failed: {exc}")
             return
@@ -318,6 +333,9 @@ class Rollout(AnalysisSteps):
         self._finish(fresh, rolled, error=reason)
 
     def _roll_back(self, rec: dict[str, Any], ctx: StepContext, stable: dict[str, Any] | None) -> None:
+        if is_blue_green(rec) and rec["status"] != DeployStatus.SUCCEEDED:
+            self._blue_green_back(rec, ctx, stable)
+            return
         config = self._config(rec["service"])
         if config.router.type != "none" and rec["status"] != DeployStatus.SUCCEEDED:
             make_router(config.router).set_weight(0)  # the canary servers drop out

@@ -36,6 +36,8 @@ class ProviderStatus:
     state: Literal["pending", "live", "failed"]
     message: str = ""
     version: str | None = None
+    #: The deployment's own address, where the provider gives one (a Vercel preview's URL).
+    url: str | None = None
 
 
 class Provider(Protocol):

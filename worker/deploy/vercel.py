@@ -90,8 +90,9 @@ class VercelProvider:
         state = str(body.get("readyState", ""))
         meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
         version = (meta or {}).get("githubCommitSha") or ctx.version
+        url = f"https://{body['url']}" if isinstance(body.get("url"), str) and body["url"] else None
         if state == "READY":
-            return ProviderStatus("live", state, version)
+            return ProviderStatus("live", state, version, url)
         if state in FAILED:
             reason = body.get("errorMessage") or state
             return ProviderStatus("failed", f"Vercel deployment {provider_id}: {reason}", version)
