@@ -297,3 +297,21 @@ async def test_api_refuses_blue_green_for_render_naming_the_field(dapi, auth):
     assert "router.type" in body["error"]["fields"][0]["msg"]
     ok = await dapi.post("/api/v1/deploys", json={"service": "bg"}, headers=auth("deploy"))
     assert ok.status == 202
+
+
+def test_notifications_tell_started_switched_and_succeeded(driver, dsettings, rclient, fakes, monkeypatch):
+    from worker.deploy.notify import Notifier, summary
+
+    monkeypatch.setenv("TEAM_SLACK_URL", "http://127.0.0.1:9/slack")  # collected, not delivered
+    settings = dsettings.model_copy(update={"deploy_notify_webhook_env": "TEAM_SLACK_URL"})
+    sent: list[dict[str, object]] = []
+    driver.rollout.on_transition = Notifier(rclient, settings, lambda p, d: sent.append(p)).transition
+    deploy_id = driver.start("bg", new_id(), version="v2")
+    drain(driver)
+    assert driver.record(deploy_id)["status"] == "succeeded"
+    assert [m["event"] for m in sent] == ["started", "switched:0", "succeeded"]
+    rec = driver.record(deploy_id)
+    assert summary(rec, "started") == "bg v2: blue-green deploy started (a preview beside the stable version)"
+    assert summary(rec, "switched:0") == (
+        "bg v2: all traffic switched to the new version; the old one is kept 0.3s for an instant rollback"
+    )

@@ -5,7 +5,8 @@ Events come from :meth:`Notifier.transition`, the hook ``on_transition`` that
 the state machine goes through (and :class:`worker.deploy.restore.Restore`'s) — so any status
 (the analysis runs' inconclusive ``paused`` with its ``paused_reason``) notifies without code here:
 ``started`` (step 0 runs), ``canary:<n>`` (the steps before ``n`` passed, going on to ``n``),
-``<status>:<n>`` for a rollout that stops to wait (``paused``, ``awaiting_confirmation``, any new
+``switched:0`` (a blue-green rollout moved all traffic, the old version kept for the scale-down
+delay), ``<status>:<n>`` for a rollout that stops to wait (``paused``, ``awaiting_confirmation``, any new
 one), and the endings (``succeeded``, ``rolled_back``, ``failed``, ``canceled``). The hook only
 sends a ``deploy_notify`` message (one Redis call, no HTTP): delivery runs in that actor, one
 attempt per message with a short timeout, retried by Dramatiq with exponential backoff, at P3 on
@@ -103,6 +104,8 @@ class Notifier:
         """Called by ``_transition`` with a status: send the event's message if it is news."""
         status = fields["status"]
         status = str(getattr(status, "value", status))
+        if fields.get("phase") == "switched":  # a blue-green switch (status promoting): news
+            status = "switched"
         if (status in QUIET and status != "in_progress") or not channels(self.settings):
             return
         try:
@@ -197,7 +200,11 @@ def summary(rec: dict[str, Any], event: str) -> str:
     if rec.get("kind") == "rollback" and name in ("started", "succeeded"):
         return f"{who}: rollback {'started' if name == 'started' else 'done, now stable'}"
     texts = {
-        "started": f"{who}: deploy started ({' → '.join(f'{s}%' for s in steps)})",
+        "started": f"{who}: deploy started ({' → '.join(f'{s}%' for s in steps)})"
+        if rec.get("strategy") != "blue_green"
+        else f"{who}: blue-green deploy started (a preview beside the stable version)",
+        "switched": f"{who}: all traffic switched to the new version; the old one is kept "
+        f"{((rec.get('retire_at') or 0) - (rec.get('switched_at') or 0)) / 1000:g}s for an instant rollback",
         "canary": f"{who}: {steps[step - 1] if step else 0}% passed its gates, going on to {weight}%",
         "paused": f"{who}: paused at step {step} ({weight}%)" + (f": {why}" if why else ""),
         "awaiting_confirmation": f"{who}: waiting for confirmation before "
