@@ -4,7 +4,9 @@ summary, bounded, and a retry never makes two runs of one failure."""
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +18,7 @@ from tests.helpers import wait_for
 from tests.worker.test_end_to_end import start_agent, wait_running
 
 
-def audit_rows(rclient) -> list[dict]:
+def audit_rows(rclient) -> list[dict[str, Any]]:
     """The audit stream's entries, newest first, as {action, target, issuer, reason}."""
     out = []
     for _, fields in rclient.xrevrange(KEYS.audit):
@@ -230,9 +232,12 @@ async def test_dead_letters_retried_across_queues_and_delayed_run_now_really_run
         "default.p0": 2,
         "default.p2": 3,
     }
+
+    def succeeded(task_id: str) -> bool:
+        return bool(rclient.hget(KEYS.task(task_id), "status") == b"succeeded")
+
     for task_id in [*p2, *p0, delayed[0]]:
-        status = lambda t=task_id: rclient.hget(KEYS.task(t), "status")  # noqa: E731
-        wait_for(lambda s=status: s() == b"succeeded", timeout=30, what=task_id)
+        wait_for(functools.partial(succeeded, task_id), timeout=30, what=task_id)
     assert rclient.hget(KEYS.task(gone), "status") == b"dead"
     # the other delayed message: a worker holds it (Dramatiq fetches delayed messages at once); run
     # now enqueues a copy, which runs; the held one is refused when its ETA comes

@@ -10,6 +10,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ async def test_stale_within_two_ticks_of_a_frozen_redis_and_recovery(
         started.append(1)
         await tick()
 
-    poller.tick = counted_tick  # type: ignore[method-assign]
+    poller.tick = counted_tick
     overview = await client.ws_connect("/ws", headers=origin(client))
     task_page = await client.ws_connect("/ws?s=task:nope", headers=origin(client))
     snap = await overview.receive_json()
@@ -58,7 +59,7 @@ async def test_stale_within_two_ticks_of_a_frozen_redis_and_recovery(
     assert own_redis.proc is not None
     os.kill(own_redis.proc.pid, signal.SIGSTOP)
     stopped_at = len(started)
-    state: dict = {}
+    state: dict[str, Any] = {}
     while state.get("status", {}).get("redis") != "unreachable":
         frame = await asyncio.wait_for(overview.receive_json(), 10)
         state.update(frame["data"])

@@ -112,6 +112,7 @@ def test_an_old_services_file_gets_the_defaults(services_file):
     flaky = load_services(services_file).services["flaky"].gates
     assert plan(flaky, 0.4, last=False) == (3, 0.1)  # count bounds the run
     old = load_services(services_file).services["site"].gates.metrics
+    assert old is not None and old.error_rate is not None
     assert old.error_rate.max == 0.05 and old.error_rate.success is None
 
 

@@ -4,6 +4,7 @@ scripts in their own atomic call, read back over a range as the dashboard's band
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -28,7 +29,7 @@ def test_decisions_and_ratings_land_in_the_minute_rollup(rclient, redis_url):
             assert bandit.update(d.arm, x, 0.75 if d.arm == "npc" else 0.25, key=f"s:{i}")
     assert not bandit.update(decisions[0].arm, rng.random(DIM), 1.0, key="s:0")  # counted once
 
-    async def read() -> dict:
+    async def read() -> dict[str, Any]:
         client = aioredis.Redis.from_url(redis_url)
         try:
             return await read_range(client, KEYS, bandit.arms, 15, 1)
