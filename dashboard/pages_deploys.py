@@ -6,6 +6,8 @@ every 2 s to refresh the history table and a rollout's status, weight, steps and
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -39,6 +41,27 @@ ACTION_CONFIRM = {
 }
 
 
+#: What each phase of a blue-green rollout means (``{preview_url}``/``{retire_at}`` filled in);
+#: static/app.js has the same texts for the live refresh.
+PHASE_TEXT = {
+    "preview": "Deploying the new version beside the stable one: the preview takes no traffic.",
+    "analysis": "Pre-promotion analysis against the preview at {preview_url}: no traffic on it yet.",
+    "switching": "Switching all traffic to the new version.",
+    "switched": "All traffic is on the new version; the old one is kept until {retire_at} UTC: "
+    "rollback switches back at once.",
+    "retired": "The old version is retired; the new one is stable.",
+    "discarded": "The preview was discarded: traffic never moved from the stable version.",
+    "switched_back": "Switched back: all traffic is on the old version again.",
+}
+
+
+def phase_text(d: dict[str, Any]) -> str:
+    """The sentence for a blue-green deploy's phase (the deploy page)."""
+    text = PHASE_TEXT.get(d.get("phase") or "", "Waiting to start: a preview, its analysis, then one switch.")
+    retire = str(d.get("retire_at") or "-").replace("T", " ").removesuffix("Z")
+    return text.format(preview_url=d.get("preview_url") or "(unknown)", retire_at=retire)
+
+
 async def deploys(request: web.Request) -> web.Response:
     """``/deploys?service=&limit=``: services (stable and active deploy) and the deploy history."""
     params = {k: v for k, v in request.query.items() if v}
@@ -59,5 +82,6 @@ async def deploys(request: web.Request) -> web.Response:
 async def deploy(request: web.Request) -> web.Response:
     """``/deploys/{id}``: one rollout — canary steps, weight, gates, measurements, error and actions."""
     record = await deploy_store(request).get(checked_deploy_id(request))
-    context = {"d": record, "when": ACTION_WHEN, "confirm": ACTION_CONFIRM, "verdict_class": VERDICT_CLASS}
+    context = {"d": record, "when": ACTION_WHEN, "confirm": ACTION_CONFIRM, "verdict_class": VERDICT_CLASS,
+               "phase_text": phase_text}  # fmt: skip
     return render(request, "deploy.html", "deploy", context)

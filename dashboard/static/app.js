@@ -479,7 +479,26 @@
     reason.hidden = !judged;
     reason.textContent = judged ? `Paused: ${d.paused_reason}. Promote (or resume) to accept this step and go on, abort to return traffic to the stable version.` : "";
   }
+  // Blue-green phases (dashboard/pages_deploys.py PHASE_TEXT holds the same sentences).
+  const PHASE_TEXT = {
+    preview: "Deploying the new version beside the stable one: the preview takes no traffic.",
+    analysis: "Pre-promotion analysis against the preview at {preview_url}: no traffic on it yet.",
+    switching: "Switching all traffic to the new version.",
+    switched: "All traffic is on the new version; the old one is kept until {retire_at} UTC: rollback switches back at once.",
+    retired: "The old version is retired; the new one is stable.",
+    discarded: "The preview was discarded: traffic never moved from the stable version.",
+    switched_back: "Switched back: all traffic is on the old version again.",
+  };
+  function renderPhase(d) {
+    const phase = $("#deploy-phase"), text = $("#deploy-blue-green");
+    if (!phase || !text) return;
+    phase.textContent = d.phase || "queued";
+    const retire = String(d.retire_at || "-").replace("T", " ").replace(/Z$/, "");
+    text.textContent = (PHASE_TEXT[d.phase] || "Waiting to start: a preview, its analysis, then one switch.")
+      .replace("{preview_url}", d.preview_url || "(unknown)").replace("{retire_at}", retire);
+  }
   function renderDeploy(d) {
+    renderPhase(d);
     const status = $("#deploy-status");
     status.textContent = d.status; status.className = `state st-${d.status}`;
     const weight = d.weight || 0;
