@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dashboard import audit
 from dashboard.api_tasks import Instant
@@ -55,6 +55,13 @@ class AuditQuery(BaseModel):
         pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
         description="next_cursor of the previous page (an audit stream entry id)",
     )
+
+    @field_validator("cursor")
+    @classmethod
+    def _stream_id(cls, value: str | None) -> str | None:
+        if value is not None and any(int(part) >= 2**64 for part in value.split("-")):
+            raise ValueError("not an audit entry id (each part below 2**64)")
+        return value
 
     def audit_filter(self) -> audit.AuditFilter:
         """The filters as :class:`dashboard.audit.AuditFilter` (times in epoch seconds)."""

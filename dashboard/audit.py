@@ -149,14 +149,19 @@ class _Walk:
         return True
 
 
+def _ms(seconds: float) -> str:
+    return str(max(0, int(seconds * 1000)))
+
+
 async def read_page(
     client: Any, keys: Keys, limit: int, flt: AuditFilter | None = None, cursor: str | None = None
 ) -> AuditPage:
     """A page of the audit log, newest first, from ``cursor`` (an entry id; None: the newest)."""
     flt = flt or AuditFilter()
     walk = _Walk(limit, flt)
-    high = f"({cursor}" if cursor else (str(int(flt.until * 1000)) if flt.until is not None else "+")
-    low = str(int(flt.since * 1000)) if flt.since is not None else "-"
+    # stream ids are milliseconds since the epoch (a time before it is the start)
+    high = f"({cursor}" if cursor else (_ms(flt.until) if flt.until is not None else "+")
+    low = _ms(flt.since) if flt.since is not None else "-"
     while walk.page.scanned < SCAN_LIMIT:
         count = min(SCAN_LIMIT - walk.page.scanned, BATCH if flt.narrows else limit + 20)
         entries = await client.xrevrange(keys.audit, max=high, min=low, count=count)
