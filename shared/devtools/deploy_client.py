@@ -63,6 +63,8 @@ def progress(record: dict[str, Any]) -> str:
                    for i, w in enumerate(steps))  # fmt: skip
     version = record.get("version") or "(latest)"
     line = f"{record['service']} {version}  {status:<11} {bar}  weight {record.get('weight') or 0}%"
+    if record.get("phase"):  # a blue-green rollout: preview, analysis, switched, retired, ...
+        line += f"  phase {record['phase']}"
     if record.get("error"):
         line += f"  — {record['error']}"
     return line

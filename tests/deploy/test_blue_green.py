@@ -315,3 +315,32 @@ def test_notifications_tell_started_switched_and_succeeded(driver, dsettings, rc
     assert summary(rec, "switched:0") == (
         "bg v2: all traffic switched to the new version; the old one is kept 0.3s for an instant rollback"
     )
+
+
+def test_cli_progress_line_shows_the_phase():
+    from shared.devtools.deploy_client import progress
+
+    rec = {"service": "bg", "version": "v2", "status": "promoting", "steps": [100], "step": 0,
+           "gates": [{"ok": True}], "weight": 100, "phase": "switched"}  # fmt: skip
+    assert progress(rec) == "bg v2  promoting   [x]100%  weight 100%  phase switched"
+
+
+def test_a_preview_created_by_a_killed_worker_is_adopted_not_created_again(driver, fakes):
+    """A worker died after Vercel accepted the preview's creation and before it recorded the id
+    (the call marker is still ``pending:``): the redelivered step finds it by its meta values."""
+    from worker.deploy.state import now_ms
+
+    deploy_id = driver.start("bgweb", new_id(), version="sha9")
+    driver.state.client.set(KEYS.deploy_call(deploy_id, 0), f"pending:{now_ms()}")
+    fakes.vercel_deployments["dpl_dead"] = {
+        "id": "dpl_dead", "readyState": "READY", "url": "x.vercel.app", "_polls": 0, "target": None,
+        "meta": {"opsdeck_deploy_id": deploy_id, "opsdeck_step": "0", "githubCommitSha": "sha9"},
+        "projectId": "prj_test", "name": "prj_test", "createdAt": now_ms(), "teamId": "team_test",
+    }  # fmt: skip
+    drain(driver)
+    rec = driver.record(deploy_id)
+    assert (rec["status"], rec["phase"]) == ("succeeded", "retired"), rec
+    assert rec["provider_ids"] == {"0": "dpl_dead"} and fakes.deploy_calls("vercel") == []
+    assert [c[1] for c in fakes.vercel_calls if "/promote/" in c[1]] == [
+        "/v10/projects/prj_test/promote/dpl_dead"
+    ]
