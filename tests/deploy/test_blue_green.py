@@ -344,3 +344,13 @@ def test_a_preview_created_by_a_killed_worker_is_adopted_not_created_again(drive
     assert [c[1] for c in fakes.vercel_calls if "/promote/" in c[1]] == [
         "/v10/projects/prj_test/promote/dpl_dead"
     ]
+
+
+def test_a_canary_of_a_blue_green_service_measures_the_new_versions_address(driver, fakes):
+    """``strategy: canary`` asked for a blue-green service: {preview_url} is still the new version's."""
+    deploy_id = driver.start("bgweb", new_id(), version="sha3", strategy="canary")
+    drain(driver)
+    rec = driver.record(deploy_id)
+    assert (rec["status"], rec["strategy"], rec.get("phase")) == ("succeeded", "canary", None), rec
+    assert rec["preview_url"] == fakes.url
+    assert {r["url"] for g in rec["gates"] for r in g["results"]} == {f"{fakes.url}/health"}

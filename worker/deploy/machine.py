@@ -168,9 +168,11 @@ class Rollout(AnalysisSteps, BlueGreenSteps):
                 if status.state != "live":
                     self._fail(rec, ctx, status.message or "provider deploy failed")
                     return
-                preview = (
-                    {"phase": "analysis", "preview_url": preview_url(config, status)} if blue_green else {}
-                )
+                # the new version's own address, for {preview_url} (a canary's: router.nginx.canary_server)
+                preview = {
+                    "preview_url": preview_url(config, status),
+                    **({"phase": "analysis"} if blue_green else {}),
+                }
                 self.state.update(rec["id"], live="1", resolved_version=status.version, **preview)
                 rec.update(live="1", resolved_version=status.version, **preview)
             if not blue_green:
