@@ -354,3 +354,27 @@ def test_a_canary_of_a_blue_green_service_measures_the_new_versions_address(driv
     assert (rec["status"], rec["strategy"], rec.get("phase")) == ("succeeded", "canary", None), rec
     assert rec["preview_url"] == fakes.url
     assert {r["url"] for g in rec["gates"] for r in g["results"]} == {f"{fakes.url}/health"}
+
+
+def test_vercel_failed_pre_promotion_analysis_promotes_nothing_and_rolls_nothing_back(driver, fakes):
+    first = driver.start("bgweb", new_id(), version="sha1")
+    drain(driver)
+    calls = len(fakes.vercel_calls)
+    fakes.script.smoke_fail = True
+    second = driver.start("bgweb", new_id(), version="sha2")
+    drain(driver)
+    rec = driver.record(second)
+    assert (rec["status"], rec["phase"]) == ("rolled_back", "discarded"), rec
+    later = [c[1] for c in fakes.vercel_calls[calls:]]
+    assert not [p for p in later if "/promote/" in p or "/rollback/" in p], later  # production untouched
+    assert driver.state.stable("bgweb")["deploy_id"] == first
+
+
+def test_abort_during_the_scale_down_delay_switches_back_and_cancels(driver, fakes, var, rclient):
+    deploy_id = driver.start("bg", new_id(), version="v2")
+    drain(driver, until=switched(driver, deploy_id))
+    rclient.hset(KEYS.deploy(deploy_id), mapping={"requested": "abort", "last_action_by": "fay"})
+    driver.rollout.handle(StepPayload.model_validate({"deploy_id": deploy_id, "action": "abort"}))
+    rec = driver.record(deploy_id)
+    assert (rec["status"], rec["phase"], rec["error"]) == ("canceled", "switched_back", "aborted by fay")
+    assert reloads(var) == 2
