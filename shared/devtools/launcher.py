@@ -268,7 +268,7 @@ def banner(settings: Settings, token: str) -> str:
     """What ``make up`` prints once everything is up: the URLs, how to log in, a token."""
     c_port, d_port = settings.coordinator_bind_port, settings.dashboard_port
     login = (
-        "log in with DASHBOARD_PASSWORD or the token below"
+        "log in with your name and DASHBOARD_PASSWORD, or the token below"
         if settings.dashboard_password is not None
         else "log in with the token below"
     )

@@ -15,7 +15,7 @@ def test_the_banner_says_how_to_log_in_with_and_without_a_password():
     token_only = banner(Settings(jwt_secret=SECRET), "tok")  # type: ignore[arg-type]
     assert "(log in with the token below)" in token_only and "tok" in token_only
     both = banner(Settings(jwt_secret=SECRET, dashboard_password="pw-long-enough"), "tok")  # type: ignore[arg-type]
-    assert "log in with DASHBOARD_PASSWORD or the token below" in both
+    assert "log in with your name and DASHBOARD_PASSWORD, or the token below" in both
     assert "pw-long-enough" not in both
 
 
