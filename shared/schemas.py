@@ -131,6 +131,16 @@ class DeployRecord(BaseModel):
     paused_reason: str | None = Field(default=None, description="Why an inconclusive analysis paused it.")
     inconclusive_step: int | None = Field(default=None, description="The step a paused analysis waits on.")
     accepted_step: int | None = Field(default=None, description="The inconclusive step an operator accepted.")
+    phase: str | None = Field(
+        default=None,
+        description="Blue-green only: preview, analysis, switching, switched (old version kept until "
+        "retire_at), retired, discarded (pre-promotion analysis failed) or switched_back.",
+    )
+    preview_url: str | None = Field(
+        default=None, description="The new version's own address ({preview_url})."
+    )
+    switched_at: str | None = Field(default=None, description="Blue-green: when all traffic moved.")
+    retire_at: str | None = Field(default=None, description="Blue-green: until when a rollback is one write.")
     created_at: str | None = None
     started_at: str | None = None
     updated_at: str | None = None

@@ -378,3 +378,16 @@ def test_abort_during_the_scale_down_delay_switches_back_and_cancels(driver, fak
     rec = driver.record(deploy_id)
     assert (rec["status"], rec["phase"], rec["error"]) == ("canceled", "switched_back", "aborted by fay")
     assert reloads(var) == 2
+
+
+def test_an_unconfirmed_switch_times_out_and_discards_the_preview(driver, fakes, var):
+    deploy_id = driver.start("bgconfirm", new_id(), version="v2")
+    drain(driver, until=lambda: driver.record(deploy_id)["status"] == "awaiting_confirmation")
+    [timeout] = [p for p, _ in driver.queue if p.get("action") == "timeout"]
+    driver.queue.clear()
+    driver.state.update(deploy_id, confirm_deadline=0)  # the hour is up
+    driver.rollout.handle(StepPayload.model_validate(timeout))
+    rec = driver.record(deploy_id)
+    assert (rec["status"], rec["phase"]) == ("canceled", "discarded"), rec
+    assert rec["error"] == "not confirmed within 3600s (confirm: before_promotion): aborted before promotion"
+    assert reloads(var) == 0
