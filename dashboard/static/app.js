@@ -382,7 +382,7 @@
     box.replaceChildren(el("strong", { text: error.message || "refused" }), ...(items.length ? [el("ul", {}, ...items)] : []));
   }
   // For the page scripts loaded after this one (bulk.js, addtask.js): one dialog, one notice area.
-  window.Opsdeck = { el, notice, confirmAction, fieldErrors };
+  window.Opsdeck = { el, svg, notice, confirmAction, fieldErrors };
   async function post(button) {
     const ok = await confirmAction(confirmText(button), button.dataset.confirmInput);
     if (!ok) return;

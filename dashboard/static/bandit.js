@@ -14,20 +14,7 @@
   let history = null;
 
   const $ = (sel) => document.querySelector(sel);
-  function el(tag, attrs = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "text") node.textContent = v; else node.setAttribute(k, v === true ? "" : String(v));
-    }
-    for (const c of children) if (c !== null && c !== undefined) node.append(c);
-    return node;
-  }
-  function svg(tag, attrs = {}) {
-    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-    return node;
-  }
+  const { el, svg } = window.Opsdeck; // app.js's DOM and SVG builders (loaded first)
   const num = (v, d = 3) => (v === null || v === undefined || Number.isNaN(v) ? "-" : Number(v).toFixed(d));
   const share = (v) => (v === null || v === undefined ? "-" : `${(v * 100).toFixed(1)} %`);
   const interval = (ci, d = 3) => (ci ? `[${num(ci[0], d)}, ${num(ci[1], d)}]` : "");
