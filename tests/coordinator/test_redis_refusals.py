@@ -19,7 +19,6 @@ import redis
 
 from coordinator.app import create_app as coordinator_app
 from dashboard.app import create_app as dashboard_app
-from dashboard.appkeys import POLLER
 from shared.devtools.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from shared.procutil import spawn, terminate
 
@@ -225,8 +224,11 @@ async def test_loading_after_a_restart_is_503_redis_loading_then_recovers(
 
 async def test_busy_script_is_503_redis_busy(aiohttp_client, settings, own_redis, auth, caplog):
     api, dash = await _apps(aiohttp_client, settings, own_redis.url)
-    dash.app[POLLER]._wake.set()  # the live stream's poller ticks as if someone watched
     writer, viewer = auth(), auth("viewer")
+    # a viewer on the overview: the live stream's poller reads Redis every tick only while some
+    # socket shows a section (it reads nothing for nobody)
+    watcher = await dash.ws_connect("/ws", headers={**viewer, "Origin": f"http://{dash.host}:{dash.port}"})
+    assert (await watcher.receive_json())["type"] == "snapshot"
     assert (await api.post("/api/v1/tasks", json=TASK, headers=writer)).status == 202
     control = redis.Redis.from_url(own_redis.url)
     control.config_set("busy-reply-threshold", "100")  # ms; BUSY to others once a script runs longer
@@ -265,6 +267,7 @@ async def test_busy_script_is_503_redis_busy(aiohttp_client, settings, own_redis
         control.script_kill()
         thread.join(10)
     assert outcome, "the script was not killed"
+    await watcher.close()
     stream_lines = [r for r in caplog.records if "stream poller" in r.getMessage()]
     assert stream_lines and not any(r.exc_info for r in stream_lines), "a traceback per tick"
     assert len(stream_lines) == 1 and "redis_busy" in stream_lines[0].getMessage()  # one line, its code
