@@ -44,7 +44,7 @@ VERBS = {"retry": "retried", "cancel": "canceled", "delete": "deleted"}
 
 
 class Bulk(BaseModel):
-    """Body of ``POST /api/tasks/bulk``: an action and either the selected ids or a filter."""
+    """Body of ``POST /api/tasks:bulk``: an action and either the selected ids or a filter."""
 
     model_config = ConfigDict(extra="forbid")
     action: Literal["retry", "cancel", "delete"]
@@ -57,7 +57,7 @@ class Bulk(BaseModel):
 
 
 class Clean(BaseModel):
-    """Body of ``POST /api/tasks/clean``: which finished records, how old; ``preview`` counts only."""
+    """Body of ``POST /api/tasks:clean``: which finished records, how old; ``preview`` counts only."""
 
     model_config = ConfigDict(extra="forbid")
     type: str | None = Field(default=None, max_length=64, description="One task type (default: every type)")
@@ -65,7 +65,9 @@ class Clean(BaseModel):
         default=None, description="One finished status (default: succeeded, failed, dead and canceled)"
     )
     older_than_hours: float = Field(gt=0, le=24 * 366, description="Created longer ago than this")
-    preview: bool = Field(default=False, description="Count what would be deleted, delete nothing")
+    preview: bool = Field(
+        default=False, strict=True, description="Count what would be deleted, delete nothing (true/false)"
+    )
 
 
 def summary(verb: str, done: int, skipped: Counter[str]) -> str:
@@ -178,7 +180,7 @@ async def bulk_delete(request: web.Request, ids: list[str]) -> tuple[int, Counte
 
 
 async def bulk(request: web.Request) -> web.Response:
-    """``POST /api/tasks/bulk`` ``{action, ids | filter}``: one audited command, its summary."""
+    """``POST /api/tasks:bulk`` ``{action, ids | filter}``: one audited command, its summary."""
     user = request[USER]
     body = await read_json(request, Bulk)
     if (body.ids is None) == (body.filter is None):
@@ -250,7 +252,7 @@ async def old_records(request: web.Request, body: Clean) -> list[str]:
 
 
 async def clean(request: web.Request) -> web.Response:
-    """``POST /api/tasks/clean`` ``{type, status, older_than_hours, preview}``: delete finished
+    """``POST /api/tasks:clean`` ``{type, status, older_than_hours, preview}``: delete finished
     records created longer ago than that (preview: only count them); one audited command."""
     user = request[USER]
     body = await read_json(request, Clean)

@@ -159,6 +159,8 @@ async def read_page(
     """A page of the audit log, newest first, from ``cursor`` (an entry id; None: the newest)."""
     flt = flt or AuditFilter()
     walk = _Walk(limit, flt)
+    if cursor and set(cursor) <= {"0", "-"}:
+        return walk.page  # 0-0 is before every entry (and Redis refuses the interval "(0-0")
     # stream ids are milliseconds since the epoch (a time before it is the start)
     high = f"({cursor}" if cursor else (_ms(flt.until) if flt.until is not None else "+")
     low = _ms(flt.since) if flt.since is not None else "-"

@@ -334,7 +334,7 @@ class BulkDone(BaseModel):
 
 
 class CleanDone(BaseModel):
-    """``POST /api/tasks/clean``: records matched (preview) or deleted."""
+    """``POST /api/tasks:clean``: records matched (preview) or deleted."""
 
     preview: bool
     matched: int

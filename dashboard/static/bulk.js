@@ -74,7 +74,7 @@
       const verb = { retry: "Retry (submit again, once per failure)", cancel: "Cancel", delete: "Delete the records of" }[action];
       if (!(await confirmAction(`${verb} ${what}? Tasks it does not apply to are skipped and counted.`))) return;
       button.disabled = true;
-      const data = await send("/api/tasks/bulk", all.checked ? { action, filter: pageFilter() } : { action, ids });
+      const data = await send("/api/tasks:bulk", all.checked ? { action, filter: pageFilter() } : { action, ids });
       if (data) {
         notice(`${action}: ${data.summary}`);
         for (const b of boxes()) b.checked = false;
@@ -100,7 +100,7 @@
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       run.hidden = true;
-      const data = await send("/api/tasks/clean", { ...body(), preview: true });
+      const data = await send("/api/tasks:clean", { ...body(), preview: true });
       if (!data) return;
       previewed = body();
       result.textContent = `${plural(data.matched, "record", "records")} would be deleted (${data.what}).`;
@@ -111,7 +111,7 @@
       if (!previewed) return;
       if (!(await confirmAction(`${run.textContent}? This cannot be undone.`))) return;
       run.disabled = true;
-      const data = await send("/api/tasks/clean", previewed);
+      const data = await send("/api/tasks:clean", previewed);
       run.disabled = false;
       if (!data) return;
       notice(`clean: ${data.summary}`);

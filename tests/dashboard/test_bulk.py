@@ -35,7 +35,7 @@ async def test_bulk_retry_selected_is_one_audited_command_and_never_twice(as_rol
     client, csrf = await as_role("operator", sub="olga")
     h = {"X-CSRF-Token": csrf}
     ids = [*dead, queued, "00000000-0000-4000-8000-000000000000"]
-    resp = await client.post("/api/tasks/bulk", json={"action": "retry", "ids": ids}, headers=h)
+    resp = await client.post("/api/tasks:bulk", json={"action": "retry", "ids": ids}, headers=h)
     body = await resp.json()
     assert resp.status == 200, body
     assert body["done"] == 2 and body["skipped"] == {"not failed": 1, "not found": 1}
@@ -48,7 +48,7 @@ async def test_bulk_retry_selected_is_one_audited_command_and_never_twice(as_rol
     # the same retry again (a second click, another operator): no second run of either failure
     other, csrf2 = await as_role("operator", sub="pete")
     again = await other.post(
-        "/api/tasks/bulk", json={"action": "retry", "ids": dead}, headers={"X-CSRF-Token": csrf2}
+        "/api/tasks:bulk", json={"action": "retry", "ids": dead}, headers={"X-CSRF-Token": csrf2}
     )
     assert (await again.json())["summary"] == "retried 0, skipped 2 (already retried)"
     single = await other.post(f"/api/tasks/{dead[0]}/retry", headers={"X-CSRF-Token": csrf2})
@@ -65,14 +65,14 @@ async def test_bulk_cancel_a_filtered_set_with_its_count(as_role, dash_settings,
     count = await (await client.get("/api/tasks/count?type=sleep")).json()
     assert count == {"count": 4, "limit": 1000, "too_many": False}
     resp = await client.post(
-        "/api/tasks/bulk", json={"action": "cancel", "filter": {"type": "sleep"}}, headers=h
+        "/api/tasks:bulk", json={"action": "cancel", "filter": {"type": "sleep"}}, headers=h
     )
     body = await resp.json()
     assert body["matched"] == 4 and body["summary"] == "canceled 3, skipped 1 (finished)", body
     assert {rclient.hget(KEYS.task(t), "status") for t in sleeps[1:]} == {b"canceled"}
     assert {rclient.hget(KEYS.task(t), "status") for t in echoes} == {b"queued"}
     assert rclient.llen(KEYS.queue("default.p2")) == 3  # their messages left the queue
-    again = await client.post("/api/tasks/bulk", json={"action": "cancel", "ids": sleeps[1:]}, headers=h)
+    again = await client.post("/api/tasks:bulk", json={"action": "cancel", "ids": sleeps[1:]}, headers=h)
     assert (await again.json())["summary"] == "canceled 0, skipped 3 (already canceled)"
     rows = audit_rows(rclient)
     assert [r["action"] for r in rows] == ["tasks.bulk_cancel", "tasks.bulk_cancel"]
@@ -86,7 +86,7 @@ async def test_bulk_delete_keeps_unfinished_records(as_role, dash_settings, rcli
         kill(rclient, task_id)
     client, csrf = await as_role("operator")
     resp = await client.post(
-        "/api/tasks/bulk", json={"action": "delete", "ids": [*done, queued]}, headers={"X-CSRF-Token": csrf}
+        "/api/tasks:bulk", json={"action": "delete", "ids": [*done, queued]}, headers={"X-CSRF-Token": csrf}
     )
     assert (await resp.json())["summary"] == "deleted 2, skipped 1 (not finished)"
     for task_id in done:
@@ -105,13 +105,13 @@ async def test_bulk_commands_are_bounded_and_say_so(as_role, dash_settings):
     client, csrf = await as_role("operator")
     h = {"X-CSRF-Token": csrf}
     too_many = [f"t{i}" for i in range(1001)]
-    resp = await client.post("/api/tasks/bulk", json={"action": "retry", "ids": too_many}, headers=h)
+    resp = await client.post("/api/tasks:bulk", json={"action": "retry", "ids": too_many}, headers=h)
     error = (await resp.json())["error"]
     assert resp.status == 422 and error["fields"][0]["loc"] == ["body", "ids"], error
     assert "1000" in error["fields"][0]["msg"]
     await submit(dash_settings, 1001)
     resp = await client.post(
-        "/api/tasks/bulk", json={"action": "cancel", "filter": {"type": "echo"}}, headers=h
+        "/api/tasks:bulk", json={"action": "cancel", "filter": {"type": "echo"}}, headers=h
     )
     error = (await resp.json())["error"]
     assert (
@@ -121,7 +121,7 @@ async def test_bulk_commands_are_bounded_and_say_so(as_role, dash_settings):
     )
     count = await (await client.get("/api/tasks/count?type=echo")).json()
     assert count["too_many"] and count["count"] is None and "at most 1000" in count["message"]
-    neither = await client.post("/api/tasks/bulk", json={"action": "cancel"}, headers=h)
+    neither = await client.post("/api/tasks:bulk", json={"action": "cancel"}, headers=h)
     assert neither.status == 422
 
 
@@ -129,8 +129,8 @@ async def test_viewers_cannot_run_bulk_commands_or_add_tasks(as_role):
     client, csrf = await as_role("viewer")
     h = {"X-CSRF-Token": csrf}
     for url, body in [
-        ("/api/tasks/bulk", {"action": "retry", "ids": ["x"]}),
-        ("/api/tasks/clean", {"older_than_hours": 1, "preview": True}),
+        ("/api/tasks:bulk", {"action": "retry", "ids": ["x"]}),
+        ("/api/tasks:clean", {"older_than_hours": 1, "preview": True}),
         ("/api/dead/retry", {}),
         ("/api/queue/default.p2/dead/bulk", {"action": "delete", "ids": ["x"]}),
         ("/api/queue/default.p2/delayed/run", {"ids": ["x"]}),
@@ -163,20 +163,20 @@ async def test_clean_by_age_preview_count_is_the_deleted_count(as_role, dash_set
     client, csrf = await as_role("operator", sub="olga")
     h = {"X-CSRF-Token": csrf}
     want = {"type": "echo", "older_than_hours": 24}
-    preview = await (await client.post("/api/tasks/clean", json={**want, "preview": True}, headers=h)).json()
+    preview = await (await client.post("/api/tasks:clean", json={**want, "preview": True}, headers=h)).json()
     assert preview["matched"] == 5 and preview["deleted"] == 0 and rclient.exists(KEYS.task(old_echo[0]))
     assert audit_rows(rclient) == []  # a preview changes nothing
-    done = await (await client.post("/api/tasks/clean", json=want, headers=h)).json()
+    done = await (await client.post("/api/tasks:clean", json=want, headers=h)).json()
     assert done["deleted"] == preview["matched"] == 5 and done["summary"] == "deleted 5"
     assert not any(rclient.exists(KEYS.task(t)) for t in old_echo)
     assert all(rclient.exists(KEYS.task(t)) for t in [*new_echo, *old_fail])
     rows = audit_rows(rclient)
     assert len(rows) == 1 and rows[0]["action"] == "tasks.clean" and rows[0]["reason"] == "deleted 5"
     assert rows[0]["target"] == "finished echo older than 24 h"
-    bad = await client.post("/api/tasks/clean", json={"status": "queued", "older_than_hours": 1}, headers=h)
+    bad = await client.post("/api/tasks:clean", json={"status": "queued", "older_than_hours": 1}, headers=h)
     assert bad.status == 422 and (await bad.json())["error"]["fields"][0]["loc"] == ["body", "status"]
     every = await (
-        await client.post("/api/tasks/clean", json={"older_than_hours": 24, "preview": True}, headers=h)
+        await client.post("/api/tasks:clean", json={"older_than_hours": 24, "preview": True}, headers=h)
     ).json()
     assert every["matched"] == 3  # the old failed ones of another type
 
