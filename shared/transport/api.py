@@ -29,6 +29,15 @@ class RetryOutcome:
     requeued: int = 0
     refused: list[dict[str, str]] = field(default_factory=list)
 
+    def tally(self, message_id: str, task_id: str, reply: Any) -> None:
+        """Count one message's script reply: its task's status (bytes) refuses it, a non-zero
+        number requeued it, 0 skipped it (no longer there)."""
+        if isinstance(reply, bytes):
+            reason = f"task already {reply.decode()}"
+            self.refused.append({"id": message_id, "task_id": task_id, "reason": reason})
+        elif int(reply):
+            self.requeued += 1
+
 
 class QueueAdmin(Protocol):
     """The broker's queues as an operator sees and changes them."""

@@ -171,11 +171,7 @@ async def retry_dead_letters(
             args=[mid, orjson.dumps(msg), keys.task_prefix, keys.tasks_status_prefix, now_ms, events_maxlen,
                   task_id, by, keys.queue_wakeups, queue],
         )  # fmt: skip
-        if isinstance(reply, bytes):
-            reason = f"task already {reply.decode()}"
-            outcome.refused.append({"id": mid, "task_id": task_id, "reason": reason})
-        else:
-            outcome.requeued += int(reply)
+        outcome.tally(mid, task_id, reply)
     return outcome
 
 
@@ -216,11 +212,7 @@ async def promote_delayed(
             args=[mid, new_id, orjson.dumps(msg), keys.task_prefix, now_ms, events_maxlen, task_id, by,
                   keys.queue_wakeups, queue],
         )  # fmt: skip
-        if isinstance(reply, bytes):
-            reason = f"task already {reply.decode()}"
-            outcome.refused.append({"id": mid, "task_id": task_id, "reason": reason})
-        elif int(reply):
-            outcome.requeued += 1
+        outcome.tally(mid, task_id, reply)
     return outcome
 
 

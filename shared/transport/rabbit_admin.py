@@ -437,12 +437,7 @@ class RabbitQueueAdmin:
                 keys=[self.keys.task(task_id), self.keys.task_events, self.keys.outbox],
                 args=[task_id, queue, self.keys.tasks_status_prefix, _now_ms(), self.events_maxlen, by],
             )
-            if isinstance(reply, bytes):
-                outcome.refused.append(
-                    {"id": task_id, "task_id": task_id, "reason": f"task already {reply.decode()}"}
-                )
-            else:
-                outcome.requeued += int(reply)
+            outcome.tally(task_id, task_id, reply)
         return outcome
 
     async def delete_dead_letters(self, queue: str, ids: list[str]) -> int:
