@@ -16,6 +16,7 @@ from shared.auth import mint
 from shared.devtools.embedded_redis import EmbeddedRedis
 from shared.procutil import isolated_env
 from shared.settings import Settings
+from tests.fake_llm import FakeLLM, running_fake_llm
 from tests.helpers import Processes
 from tests.rabbitmq import RabbitCluster, RabbitNode, require_rabbitmq
 
@@ -206,3 +207,10 @@ def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitC
     cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit-cluster")).start()
     yield cluster
     cluster.stop(graceful=False)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLLM]:
+    """A fake OpenAI-compatible server on 127.0.0.1 for the test (tests/fake_llm.py)."""
+    with running_fake_llm() as server:
+        yield server

@@ -18,6 +18,22 @@ from typing import Any
 from aiohttp import web
 
 from shared.devtools.embedded_redis import free_port
+from worker.coach.engine import Suggestion
+
+#: A model per tier, as the tests configure them (most capable first).
+MODELS = {"creative": "model-creative", "balanced": "model-balanced", "fast": "model-fast"}
+#: The built-in suggestion a test's turn falls back to.
+BUILTIN = Suggestion("Pricing: three plans.", "knowledge", "pricing-tiers", "Pricing")
+
+
+class Clock:
+    """A clock a test moves by hand (``clock.now += 30``), for breakers and caches."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FakeLLM:

@@ -10,28 +10,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
 
 from coordinator.app import create_app
 from shared.settings import Settings
-from tests.fake_llm import FakeLLM, running_fake_llm
+from tests.fake_llm import BUILTIN, MODELS, FakeLLM
 from worker.coach.breaker import BreakerState
-from worker.coach.engine import Suggestion
 from worker.coach.llm import GuardedLLM, OpenAIClient, RedisTierReport
 from worker.coach.probe import LLMProbes, TierProber
-
-MODELS = {"creative": "model-creative", "balanced": "model-balanced", "fast": "model-fast"}
-BUILTIN = Suggestion("Pricing: three plans.", "knowledge", "pricing-tiers", "Pricing")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLLM]:
-    with running_fake_llm() as server:
-        yield server
 
 
 def llm_settings(settings: Settings, fake: FakeLLM, **update: Any) -> Settings:

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from shared.coaching import CoachPayload
-from tests.fake_llm import FakeLLM, running_fake_llm
+from tests.fake_llm import BUILTIN, FakeLLM, running_fake_llm
 from worker.coach import metrics
-from worker.coach.engine import Suggestion
 from worker.coach.guard import (
     MAX_RAW_CHARS,
     RecentMessages,
@@ -29,7 +28,6 @@ from worker.coach.llm import GuardedLLM, OpenAIClient
 from worker.coach.pipeline import CoachPipeline
 
 MODELS = {"fast": "model-fast"}
-BUILTIN = Suggestion("Pricing: three plans.", "knowledge", "pricing-tiers", "Pricing")
 GROUNDING = '{"id": "pricing-tiers", "topic": "Pricing", "fact": "Three plans: Starter, Team, Enterprise."}'
 _DATA = re.compile(r"^<<<prospect-message ([0-9a-f]{16})>>>\n(.*)\n<<<end \1>>>$", re.S)
 

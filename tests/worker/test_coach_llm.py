@@ -3,35 +3,16 @@ timeouts and 429s; the breaker opens, the model downshifts, the fallback answers
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from shared.devtools.embedded_redis import free_port
-from tests.fake_llm import FakeLLM, running_fake_llm
+from tests.fake_llm import BUILTIN, MODELS, Clock, FakeLLM
 from worker.coach import metrics
 from worker.coach.breaker import BreakerState, CircuitBreaker
 from worker.coach.cache import TTLCache
-from worker.coach.engine import Suggestion
 from worker.coach.llm import GuardedLLM, LLMError, OpenAIClient
-
-MODELS = {"creative": "model-creative", "balanced": "model-balanced", "fast": "model-fast"}
-BUILTIN = Suggestion("Pricing: three plans.", "knowledge", "pricing-tiers", "Pricing")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLLM]:
-    with running_fake_llm() as server:
-        yield server
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def guarded(fake: FakeLLM, clock: Clock | None = None, **kw: Any) -> GuardedLLM:

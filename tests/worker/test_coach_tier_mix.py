@@ -6,7 +6,6 @@ moves down (creative → balanced) while its breaker is open and comes back afte
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,31 +14,14 @@ from shared.errors import ConfigError
 from shared.llm_tiers import parse_weights, pick, shares, turn_draw
 from shared.settings import load_settings
 from tests.conftest import SECRET
-from tests.fake_llm import FakeLLM, running_fake_llm
+from tests.fake_llm import BUILTIN, MODELS, Clock, FakeLLM
 from worker.coach import metrics
 from worker.coach.breaker import BreakerState, CircuitBreaker
 from worker.coach.cache import TTLCache
-from worker.coach.engine import Suggestion
 from worker.coach.llm import GuardedLLM, OpenAIClient
 
-MODELS = {"creative": "model-creative", "balanced": "model-balanced", "fast": "model-fast"}
 WEIGHTS = parse_weights("fast=60,balanced=30,creative=10")
-BUILTIN = Suggestion("Pricing: three plans.", "knowledge", "pricing-tiers", "Pricing")
 TURNS = 1000
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeLLM]:
-    with running_fake_llm() as server:
-        yield server
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def guarded(fake: FakeLLM, models: dict[str, str] = MODELS, clock: Clock | None = None) -> GuardedLLM:
