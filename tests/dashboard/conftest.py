@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dashboard.app import create_app
+from shared.devtools.embedded_redis import EmbeddedRedis
 from shared.keys import Keys
 from shared.stats import Heartbeat
 
@@ -76,3 +81,15 @@ def fake_heartbeat(rclient, worker_id="w1", **fields) -> Heartbeat:
     rclient.set(KEYS.worker(worker_id), beat.model_dump_json(), px=60_000)
     rclient.zadd(KEYS.workers, {worker_id: int(beat.sent_at * 1000)})
     return beat
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A redis-server of this test alone (the outage tests freeze it with SIGSTOP), resumed
+    before it is stopped."""
+    server = EmbeddedRedis(tmp_path / "own-redis", aof=False)
+    server.start()
+    yield server
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()

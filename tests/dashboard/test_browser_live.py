@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shared.devtools.embedded_redis import EmbeddedRedis, free_port
+from shared.devtools.embedded_redis import free_port
 from shared.tasks import SLEEP
 from tests.conftest import ROOT
 from tests.dashboard.conftest import KEYS, fake_heartbeat
@@ -161,17 +160,6 @@ def test_worker_page_process_table_follows_a_restart(procs, env_factory, tmp_pat
         page.screenshot(path=str(IMG / "dashboard-worker-live.png"), full_page=True)
         browser.close()
     assert not [e for e in errors if "Content Security Policy" in e], errors
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test alone (it is frozen), resumed before it is stopped."""
-    server = EmbeddedRedis(tmp_path / "own-redis", aof=False)
-    server.start()
-    yield server
-    assert server.proc is not None
-    os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 @pytest.mark.parametrize("width", [1400, 390])

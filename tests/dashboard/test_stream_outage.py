@@ -8,28 +8,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dashboard.app import create_app
 from dashboard.appkeys import POLLER
-from shared.devtools.embedded_redis import EmbeddedRedis
 from tests.dashboard.conftest import fake_heartbeat, login
 from tests.dashboard.test_stream import origin
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test alone (it is frozen), resumed before it is stopped."""
-    server = EmbeddedRedis(tmp_path / "redis", aof=False)
-    server.start()
-    yield server
-    assert server.proc is not None
-    os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 async def test_stale_within_two_ticks_of_a_frozen_redis_and_recovery(
