@@ -25,7 +25,6 @@
 --       10 attempt duration (ms, "" when unknown), 11 per-minute rollup key prefix,
 --       12 redis message id to ack, 13 attempt id ("" when unknown), 14 "1" to ack the message,
 --       15.. field/value pairs (result, error, traceback, ...)
-local task_id = ARGV[1]
 -- the latency buckets' upper bounds (ms): the same list as dashboard/latency_histogram.BUCKETS_MS
 local LAT_BOUNDS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
 
@@ -37,6 +36,7 @@ local function lat_bucket(ms)
     end
     return #LAT_BOUNDS
 end
+local task_id = ARGV[1]
 local new_status = ARGV[2]
 local attempt = ARGV[13]
 local status = redis.call("hget", KEYS[1], "status")
